@@ -1,0 +1,52 @@
+# snapmount — build, test and package.
+#
+#   make test    install what the build and tests need, build, run the whole suite,
+#                then build the release binary and check its size and linkage
+#   make build   the release binary (static Swift runtime), stripped into dist/
+#
+# Run as root on Debian 12 with the Swift toolchain at /opt/swift (or on PATH).
+
+SHELL := /bin/bash
+export PATH := /opt/swift/usr/bin:$(PATH)
+
+SWIFT ?= swift
+DIST := dist
+
+# Every Debian package the build and the tests need. Installed only when missing.
+#   pkg-config + the -dev packages: the four system-library targets (Package.swift)
+#   openssl: the TLS tests make a throwaway CA and run `openssl s_server`
+#   binutils: strip, readelf (make build)
+APT_PACKAGES := pkg-config libcurl4-openssl-dev libssl-dev libblkid-dev libxml2-dev openssl binutils ca-certificates
+
+# -Osize: a boot agent is bound by I/O, not by CPU, and the binary must stay small.
+RELEASE_FLAGS := -c release --static-swift-stdlib -Xswiftc -Osize
+
+.PHONY: all deps build test test-only check-binary clean
+
+all: build
+
+deps:
+	@missing=""; \
+	for package in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' "$$package" 2>/dev/null | grep -q '^install ok installed$$' || missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "make: missing Debian packages:$$missing — run as root, or install them" >&2; exit 1; fi; \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@command -v $(SWIFT) >/dev/null || { echo "make: no swift on PATH (expected /opt/swift/usr/bin)" >&2; exit 1; }
+
+build: deps
+	$(SWIFT) build $(RELEASE_FLAGS) --product snapmount
+	@mkdir -p $(DIST)
+	strip -o $(DIST)/snapmount "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)/snapmount"
+	@scripts/check-binary $(DIST)/snapmount
+
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+	$(MAKE) --no-print-directory build
+
+clean:
+	rm -rf .build $(DIST)

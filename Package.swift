@@ -1,0 +1,76 @@
+// swift-tools-version:6.2
+//
+// snapmount — a boot agent that mounts the current release's EBS snapshot.
+// Layout (DESIGN.md §6): C bridges → SnapmountCore (pure) → SnapmountSystem (edges)
+// → the `snapmount` executable (command tree only).
+import PackageDescription
+
+let strict: [SwiftSetting] = [.treatAllWarnings(as: .error)]
+
+let package = Package(
+    name: "snapmount",
+    products: [
+        .executable(name: "snapmount", targets: ["snapmount"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // Tests only: a real HTTP server on 127.0.0.1 (and, later, the local cloud).
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+    ],
+    targets: [
+        // System libraries every distribution ships. Each shim.h holds prefixed static inline
+        // wrappers where Swift cannot call the C API directly.
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CBlkid", pkgConfig: "blkid", providers: [.apt(["libblkid-dev"])]),
+        .systemLibrary(name: "CXML2", pkgConfig: "libxml-2.0", providers: [.apt(["libxml2-dev"])]),
+
+        // Pure logic: configuration, SigV4, errors. Hashing through libcrypto is computation,
+        // not I/O, so the signer stays here and is tested byte for byte.
+        .target(
+            name: "SnapmountCore",
+            dependencies: ["CCrypto"],
+            swiftSettings: strict
+        ),
+        // Edges that touch the world: HTTP over libcurl, stderr logging, files.
+        .target(
+            name: "SnapmountSystem",
+            dependencies: [
+                "SnapmountCore", "CCurl", "CCrypto", "CBlkid", "CXML2",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // @main and the command tree only.
+        .executableTarget(
+            name: "snapmount",
+            dependencies: [
+                "SnapmountCore", "SnapmountSystem",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+
+        .testTarget(
+            name: "SnapmountCoreTests",
+            dependencies: ["SnapmountCore"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SnapmountSystemTests",
+            dependencies: [
+                "SnapmountCore", "SnapmountSystem",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SnapmountCLITests",
+            dependencies: ["snapmount"],
+            swiftSettings: strict
+        ),
+    ]
+)

@@ -1,0 +1,42 @@
+import ArgumentParser
+import Logging
+import SnapmountCore
+import SnapmountSystem
+
+@main
+struct Snapmount: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "snapmount",
+        abstract: "Mount the current release's EBS snapshot on this instance at boot.",
+        discussion: """
+            Configuration comes from /etc/snapmount.conf (or --config, or SNAPMOUNT_CONFIG), \
+            SNAPMOUNT_* environment variables and long options; an option beats a variable, \
+            which beats the file, which beats the default.
+
+            Exit status: 0 done, 64 usage, 65 refused to touch unexpected data, 69 remote \
+            service unavailable, 70 internal error, 75 timed out, 77 permission denied, \
+            78 configuration error. See snapmount(8).
+            """,
+        version: "snapmount \(SnapmountVersion.current) (\(LibraryVersions.summary))",
+        subcommands: [ConfigCommand.self]
+    )
+}
+
+/// Sets up logging once per process, before a command does anything else.
+enum Diagnostics {
+    static func bootstrap() -> Logger {
+        let style = LogStyle.detect(environment: processEnvironment())
+        LoggingSystem.bootstrap { _ in SnapmountLogHandler(style: style) }
+        return Logger(label: "snapmount")
+    }
+
+    /// Logs an error — one line per problem — and ends with its exit status.
+    static func fail(_ error: any Error, logger: Logger) -> ArgumentParser.ExitCode {
+        if let configurationError = error as? ConfigurationError {
+            for issue in configurationError.issues { logger.error("\(issue.description)") }
+        } else {
+            logger.error("\(String(describing: error))")
+        }
+        return ExitCode(ExitStatus(for: error).rawValue)
+    }
+}
