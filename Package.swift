@@ -69,7 +69,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SnapmountCLITests",
-            dependencies: ["snapmount"],
+            dependencies: ["snapmount", "SnapmountCore"],
             swiftSettings: strict
         ),
     ]

@@ -14,7 +14,9 @@ public enum ConfigLoader {
     /// Which file to read: `--config`, else `SNAPMOUNT_CONFIG`, else the default. An
     /// explicitly named file must exist; the default file may be absent.
     public static func load(configPath: String?, environment: [String: String],
-                            options: [ConfigKey: String]) throws(ConfigurationError) -> Configuration {
+                            options: [ConfigKey: String], defaultPath: String = defaultPath)
+        throws(ConfigurationError) -> Configuration
+    {
         let explicit = configPath ?? environment["SNAPMOUNT_CONFIG"].flatMap { $0.isEmpty ? nil : $0 }
         let path = explicit ?? defaultPath
         var file: ConfigFile?
