@@ -17,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         // Tests only: a real HTTP server on 127.0.0.1 (and, later, the local cloud).
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // System libraries every distribution ships. Each shim.h holds prefixed static inline
@@ -30,7 +31,7 @@ let package = Package(
         // not I/O, so the signer stays here and is tested byte for byte.
         .target(
             name: "SnapmountCore",
-            dependencies: ["CCrypto"],
+            dependencies: ["CCrypto", "CXML2"],
             swiftSettings: strict
         ),
         // Edges that touch the world: HTTP over libcurl, stderr logging, files.
@@ -42,11 +43,40 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The boot flow: the steps of DESIGN.md §2 over the edges.
+        .target(
+            name: "SnapmountAgent",
+            dependencies: [
+                "SnapmountCore", "SnapmountSystem",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // The local cloud for tests and the demo (never linked into the product).
+        .target(
+            name: "DevCloud",
+            dependencies: [
+                "SnapmountCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "devcloud",
+            dependencies: [
+                "DevCloud", "SnapmountCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            swiftSettings: strict
+        ),
         // @main and the command tree only.
         .executableTarget(
             name: "snapmount",
             dependencies: [
-                "SnapmountCore", "SnapmountSystem",
+                "SnapmountCore", "SnapmountSystem", "SnapmountAgent",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -64,6 +94,14 @@ let package = Package(
                 "SnapmountCore", "SnapmountSystem",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SnapmountCloudTests",
+            dependencies: [
+                "SnapmountCore", "SnapmountSystem", "SnapmountAgent", "DevCloud",
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),

@@ -106,35 +106,52 @@ public struct SigV4Signer: Sendable {
             if sessionTokenPlacement == .signed { headers.append(header) }
         }
 
-        let (canonicalHeaders, signedHeaders) = try Self.canonicalHeaders(headers)
-        let payloadHash = try Self.hex(SHA256.hash(request.body), "SHA-256")
-        let canonicalRequest = [
-            request.method.uppercased(),
-            Self.canonicalURI(request.path),
-            Self.canonicalQuery(request.query),
-            canonicalHeaders,
-            signedHeaders,
-            payloadHash,
-        ].joined(separator: "\n")
-
-        let scope = "\(time.dateStamp)/\(region)/\(service)/aws4_request"
-        let stringToSign = [
-            Self.algorithm, time.amzDate, scope,
-            try Self.hex(SHA256.hash(canonicalRequest), "SHA-256"),
-        ].joined(separator: "\n")
-
-        let signature: String
-        do {
-            let key = try signingKey(secret: credentials.secretAccessKey, dateStamp: time.dateStamp)
-            signature = try HMACSHA256.authenticationCode(key: key, message: stringToSign).hexString
-        } catch {
-            throw .crypto("HMAC-SHA256")
-        }
+        var signable = request
+        signable.headers = headers
+        let (canonicalRequest, signedHeaders) = try Self.canonicalRequest(signable)
+        let scope = credentialScope(time)
+        let stringToSign = try stringToSign(canonicalRequest: canonicalRequest, at: time)
+        let signature = try self.signature(stringToSign: stringToSign, secret: credentials.secretAccessKey, at: time)
         let authorization =
             "\(Self.algorithm) Credential=\(credentials.accessKeyID)/\(scope), SignedHeaders=\(signedHeaders), Signature=\(signature)"
         added.append((name: "Authorization", value: authorization))
         return SigV4Signature(canonicalRequest: canonicalRequest, stringToSign: stringToSign,
                               signature: signature, authorization: authorization, headers: added)
+    }
+
+    /// The canonical request over exactly the given headers, and the signed-headers list.
+    public static func canonicalRequest(_ request: SigV4Request) throws(SigV4Error) -> (text: String, signedHeaders: String) {
+        let (canonicalHeaders, signedHeaders) = try canonicalHeaders(request.headers)
+        let payloadHash = try hex(SHA256.hash(request.body), "SHA-256")
+        let text = [
+            request.method.uppercased(),
+            canonicalURI(request.path),
+            canonicalQuery(request.query),
+            canonicalHeaders,
+            signedHeaders,
+            payloadHash,
+        ].joined(separator: "\n")
+        return (text, signedHeaders)
+    }
+
+    /// `20150830/us-east-1/service/aws4_request`
+    public func credentialScope(_ time: UTCTimestamp) -> String {
+        "\(time.dateStamp)/\(region)/\(service)/aws4_request"
+    }
+
+    public func stringToSign(canonicalRequest: String, at time: UTCTimestamp) throws(SigV4Error) -> String {
+        [Self.algorithm, time.amzDate, credentialScope(time), try Self.hex(SHA256.hash(canonicalRequest), "SHA-256")]
+            .joined(separator: "\n")
+    }
+
+    /// Lower-case hex HMAC of the string to sign under the derived signing key.
+    public func signature(stringToSign: String, secret: Secret, at time: UTCTimestamp) throws(SigV4Error) -> String {
+        do {
+            let key = try signingKey(secret: secret, dateStamp: time.dateStamp)
+            return try HMACSHA256.authenticationCode(key: key, message: stringToSign).hexString
+        } catch {
+            throw .crypto("HMAC-SHA256")
+        }
     }
 
     /// kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service), "aws4_request")

@@ -51,6 +51,27 @@ public struct UTCTimestamp: Sendable, Hashable, Comparable, CustomStringConverti
         self.init(year: year, month: month, day: day, hour: hour, minute: minute, second: second)
     }
 
+    /// Parses the HTTP `Date` header form (RFC 9110 IMF-fixdate): `Sat, 28 Nov 2026 10:24:56 GMT`.
+    public init?(httpDate text: String) {
+        let parts = text.split(separator: " ")
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        guard parts.count == 6, parts[5] == "GMT", let day = Int(parts[1]),
+              let month = months.firstIndex(of: String(parts[2])), let year = Int(parts[3])
+        else { return nil }
+        let clock = parts[4].split(separator: ":")
+        guard clock.count == 3, let hour = Int(clock[0]), let minute = Int(clock[1]), let second = Int(clock[2]) else { return nil }
+        self.init(year: year, month: month + 1, day: day, hour: hour, minute: minute, second: second)
+    }
+
+    /// The HTTP `Date` header form.
+    public var httpDate: String {
+        let c = civil
+        let days = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]  // 1970-01-01 was a Thursday
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        let dayIndex = Int(((secondsSinceEpoch / 86_400) % 7 + 7) % 7)
+        return "\(days[dayIndex]), \(pad(c.day, 2)) \(months[c.month - 1]) \(c.year) \(pad(c.hour, 2)):\(pad(c.minute, 2)):\(pad(c.second, 2)) GMT"
+    }
+
     /// `YYYYMMDDTHHMMSSZ`
     public var amzDate: String {
         let c = civil

@@ -1,0 +1,743 @@
+import Foundation
+import SnapmountCore
+
+/// A request as it arrived on the wire, for signature verification.
+struct ReceivedRequest: Sendable {
+    var method: String
+    var path: String
+    var query: String
+    var headers: [(name: String, value: String)]
+    var body: [UInt8]
+
+    func header(_ name: String) -> String? {
+        let wanted = name.lowercased()
+        return headers.first { $0.name.lowercased() == wanted }?.value
+    }
+}
+
+/// Issued role credentials, kept after rotation so that old ones are recognised as expired.
+struct RoleCredentials: Sendable {
+    var accessKeyID: String
+    var secret: String
+    var token: String
+    var issued: Date
+    var expiration: Date
+}
+
+/// DevCloud's whole world and every rule it enforces. An actor: the servers call into it
+/// concurrently, tests read and change it through ``DevCloud``.
+public actor CloudState {
+    public let settings: DevCloudSettings
+    let started = ContinuousClock.now
+    private var delays: StateDelays
+    private var buckets: ThrottleBuckets
+    private var bucketLevels: [String: (tokens: Double, at: ContinuousClock.Instant)] = [:]
+    private var imdsTokens: [String: ContinuousClock.Instant] = [:]
+    private var roleCredentials: [RoleCredentials] = []
+    private var roleLifetime: Duration
+    private var snapshots: [String: DevSnapshot] = [:]
+    private var volumes: [String: DevVolume] = [:]
+    private var volumeReadyAt: [String: ContinuousClock.Instant] = [:]
+    private var clientTokens: [String: (fingerprint: String, volumeID: String)] = [:]
+    private var permissions: Set<String>?
+    private var faults: [Fault] = []
+    private var callCounts: [String: Int] = [:]
+    private var calls: [CallRecord] = []
+    private var release = ReleaseResponse(body: "")
+    private var hook: (@Sendable (AttachmentEvent) async -> Void)?
+    /// Seconds added to DevCloud's clock, to test clock skew.
+    private var clockOffset: TimeInterval = 0
+
+    public static let actions: Set<String> = [
+        "DescribeSnapshots", "CreateVolume", "DescribeVolumes", "AttachVolume", "DetachVolume", "DeleteVolume",
+        "ModifyInstanceAttribute", "CreateTags", "DescribeInstances",
+    ]
+
+    init(settings: DevCloudSettings) {
+        self.settings = settings
+        self.delays = settings.delays
+        self.buckets = settings.buckets
+        self.roleLifetime = settings.roleCredentialLifetime
+    }
+
+    // MARK: - Control
+
+    public func addSnapshot(_ snapshot: DevSnapshot) { snapshots[snapshot.id] = snapshot }
+    public func setSnapshotState(_ id: String, _ state: String) { snapshots[id]?.state = state }
+    public func setRelease(_ response: ReleaseResponse) { release = response }
+    public func setDelays(_ delays: StateDelays) { self.delays = delays }
+    public func setBuckets(_ buckets: ThrottleBuckets) {
+        self.buckets = buckets
+        bucketLevels = [:]
+    }
+    /// `nil` allows every action; otherwise only those named (`AttachVolume`, …).
+    public func setPermissions(_ actions: Set<String>?) { permissions = actions }
+    public func addFault(_ fault: Fault) { faults.append(fault) }
+    public func clearFaults() { faults = [] }
+    public func setRoleCredentialLifetime(_ lifetime: Duration) { roleLifetime = lifetime }
+    public func setClockOffset(seconds: TimeInterval) { clockOffset = seconds }
+    public func onAttachment(_ hook: @escaping @Sendable (AttachmentEvent) async -> Void) { self.hook = hook }
+    public func callLog() -> [CallRecord] { calls }
+    public func clearCallLog() { calls = [] }
+    public func volumeTable() -> [DevVolume] {
+        volumes.keys.sorted().compactMap { refreshed($0) }
+    }
+    /// Every secret and token handed out, for tests that check no log line leaks one.
+    public func issuedSecrets() -> [String] {
+        roleCredentials.flatMap { [$0.secret, $0.token] } + [settings.staticSecretAccessKey]
+    }
+
+    var now: Date { Date().addingTimeInterval(clockOffset) }
+    var elapsed: Double {
+        let duration = ContinuousClock.now - started
+        return Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+
+    func record(_ service: String, _ action: String, _ parameters: [String: String] = [:], outcome: String,
+                dryRun: Bool = false, accessKeyID: String? = nil) {
+        calls.append(CallRecord(service: service, action: action, parameters: parameters, time: elapsed, outcome: outcome,
+                                dryRun: dryRun, accessKeyID: accessKeyID))
+    }
+
+    /// Counts a call to `target` and returns the fault that applies to it, if any.
+    func fault(for target: String) -> FaultKind? {
+        callCounts[target, default: 0] += 1
+        let count = callCounts[target, default: 0]
+        for fault in faults where fault.target == target {
+            switch fault.trigger {
+            case .nthCall(let n) where n == count: return fault.kind
+            case .always: return fault.kind
+            case .fraction(let p) where Double.random(in: 0..<1) < p: return fault.kind
+            default: continue
+            }
+        }
+        return nil
+    }
+
+    // MARK: - IMDS
+
+    func issueIMDSToken(ttlHeader: String?) -> Answer {
+        guard let text = ttlHeader, let ttl = Int(text), (1...21600).contains(ttl) else {
+            record("imds", "api/token", outcome: "400")
+            return Answer(status: 400, body: "", contentType: "text/plain")
+        }
+        let token = "AQAE" + randomHex(52)
+        imdsTokens[token] = ContinuousClock.now + .seconds(ttl)
+        record("imds", "api/token", outcome: "ok")
+        return Answer(status: 200, body: token, contentType: "text/plain",
+                      headers: [("X-aws-ec2-metadata-token-ttl-seconds", String(ttl))])
+    }
+
+    func imdsGet(path: String, token: String?) -> Answer {
+        guard let token, let expiry = imdsTokens[token], ContinuousClock.now < expiry else {
+            record("imds", path, outcome: "401")
+            return Answer(status: 401, body: "", contentType: "text/plain")
+        }
+        let answer = imdsDocument(path)
+        record("imds", path, outcome: answer.status == 200 ? "ok" : String(answer.status))
+        return answer
+    }
+
+    private func imdsDocument(_ path: String) -> Answer {
+        let text = { (body: String) in Answer(status: 200, body: body, contentType: "text/plain") }
+        switch path {
+        case "meta-data/instance-id": return text(settings.instanceID)
+        case "meta-data/placement/availability-zone": return text(settings.availabilityZone)
+        case "meta-data/placement/region": return text(settings.region)
+        case "dynamic/instance-identity/document":
+            return Answer(status: 200, body: """
+                {
+                  "accountId" : "\(settings.accountID)",
+                  "architecture" : "x86_64",
+                  "availabilityZone" : "\(settings.availabilityZone)",
+                  "billingProducts" : null,
+                  "devpayProductCodes" : null,
+                  "marketplaceProductCodes" : null,
+                  "imageId" : "ami-0123456789abcdef0",
+                  "instanceId" : "\(settings.instanceID)",
+                  "instanceType" : "m6i.large",
+                  "kernelId" : null,
+                  "pendingTime" : "2026-11-28T10:00:00Z",
+                  "privateIp" : "10.0.0.10",
+                  "ramdiskId" : null,
+                  "region" : "\(settings.region)",
+                  "version" : "2017-09-30"
+                }
+                """, contentType: "application/json")
+        case "meta-data/iam/security-credentials/", "meta-data/iam/security-credentials":
+            guard let role = settings.roleName else { return Answer(status: 404, body: "", contentType: "text/plain") }
+            return text(role)
+        default:
+            if let role = settings.roleName, path == "meta-data/iam/security-credentials/\(role)" {
+                let credentials = currentRoleCredentials()
+                let iso = ISO8601DateFormatter()
+                return Answer(status: 200, body: """
+                    {
+                      "Code" : "Success",
+                      "LastUpdated" : "\(iso.string(from: credentials.issued))",
+                      "Type" : "AWS-HMAC",
+                      "AccessKeyId" : "\(credentials.accessKeyID)",
+                      "SecretAccessKey" : "\(credentials.secret)",
+                      "Token" : "\(credentials.token)",
+                      "Expiration" : "\(iso.string(from: credentials.expiration))"
+                    }
+                    """, contentType: "text/plain")
+            }
+            return Answer(status: 404, body: "", contentType: "text/plain")
+        }
+    }
+
+    /// The role's current credentials; new ones once the current are within the rotation window.
+    private func currentRoleCredentials() -> RoleCredentials {
+        let rotateBefore = settings.roleCredentialRotateBefore
+        if let current = roleCredentials.last,
+           current.expiration.timeIntervalSince(now) > seconds(rotateBefore) {
+            return current
+        }
+        let issued = now
+        let credentials = RoleCredentials(
+            accessKeyID: "ASIA" + randomHex(16).uppercased(), secret: randomHex(40), token: "IQoJb3JpZ2luX2VjE" + randomHex(120),
+            issued: issued, expiration: issued.addingTimeInterval(seconds(roleLifetime)))
+        roleCredentials.append(credentials)
+        return credentials
+    }
+
+    // MARK: - EC2
+
+    /// Verifies the request, applies throttling and permissions, and carries out the action.
+    func ec2(_ request: ReceivedRequest, fault: FaultKind?) -> Answer {
+        let id = requestID()
+        guard let form = QueryParameters.parse(formEncoded: String(decoding: request.body, as: UTF8.self)) else {
+            return error("MalformedQueryString", "The request body is not form-encoded.", 400, id, action: "?", parameters: [:])
+        }
+        var parameters: [String: String] = [:]
+        for item in form.items where item.name != "Action" && item.name != "Version" { parameters[item.name] = item.value }
+        let action = form["Action"] ?? ""
+        let dryRun = parameters["DryRun"] == "true"
+        func fail(_ code: String, _ message: String, _ status: Int, key: String? = nil) -> Answer {
+            error(code, message, status, id, action: action, parameters: parameters, dryRun: dryRun, accessKeyID: key)
+        }
+
+        if let fault, fault != .lostResponse {
+            record("ec2", action, parameters, outcome: "fault:\(fault.rawValue)", dryRun: dryRun)
+            return Answer(status: 0, body: "")  // the server shapes the fault
+        }
+        guard !action.isEmpty else { return fail("MissingAction", "The request must contain the parameter Action.", 400) }
+        guard form["Version"] != nil else { return fail("MissingParameter", "The request must contain the parameter Version.", 400) }
+
+        let key: String
+        switch verifySignature(request) {
+        case .success(let accessKeyID): key = accessKeyID
+        case .failure(let rejection): return fail(rejection.code, rejection.message, rejection.status, key: rejection.key)
+        }
+        guard takeToken(for: action) else { return fail("RequestLimitExceeded", "Request limit exceeded.", 503, key: key) }
+        guard Self.actions.contains(action) else {
+            return fail("InvalidAction", "The action \(action) is not valid for this web service.", 400, key: key)
+        }
+        let allowed = permissions?.contains(action) ?? true
+        if dryRun {
+            return allowed
+                ? fail("DryRunOperation", "Request would have succeeded, but DryRun flag is set.", 412, key: key)
+                : fail("UnauthorizedOperation", "You are not authorized to perform this operation.", 403, key: key)
+        }
+        guard allowed else { return fail("UnauthorizedOperation", "You are not authorized to perform this operation.", 403, key: key) }
+
+        let result: Result<String, Rejection>
+        switch action {
+        case "DescribeSnapshots": result = describeSnapshots(parameters)
+        case "CreateVolume": result = createVolume(parameters)
+        case "DescribeVolumes": result = describeVolumes(parameters)
+        case "AttachVolume": result = attachVolume(parameters)
+        case "DetachVolume": result = detachVolume(parameters)
+        case "DeleteVolume": result = deleteVolume(parameters)
+        case "ModifyInstanceAttribute": result = modifyInstanceAttribute(parameters)
+        case "CreateTags": result = createTags(parameters)
+        default: result = describeInstances(parameters)
+        }
+        switch result {
+        case .success(let inner):
+            record("ec2", action, parameters, outcome: fault.map { "fault:\($0.rawValue)" } ?? "ok", accessKeyID: key)
+            return .xml(XMLText.response(action, requestID: id, inner))
+        case .failure(let rejection):
+            return fail(rejection.code, rejection.message, rejection.status, key: key)
+        }
+    }
+
+    private func error(_ code: String, _ message: String, _ status: Int, _ id: String, action: String,
+                       parameters: [String: String], dryRun: Bool = false, accessKeyID: String? = nil) -> Answer {
+        record("ec2", action, parameters, outcome: code, dryRun: dryRun, accessKeyID: accessKeyID)
+        return Answer(status: status, body: XMLText.error(code: code, message: message, requestID: id))
+    }
+
+    struct Rejection: Error {
+        var code: String
+        var message: String
+        var status = 400
+        var key: String?
+    }
+
+    // MARK: Signature
+
+    /// Recomputes the SigV4 signature from the request as received.
+    private func verifySignature(_ request: ReceivedRequest) -> Result<String, Rejection> {
+        guard let authorization = request.header("Authorization") else {
+            return .failure(Rejection(code: "MissingAuthenticationToken", message: "Request is missing Authentication Token", status: 401))
+        }
+        guard authorization.hasPrefix("AWS4-HMAC-SHA256 ") else {
+            return .failure(Rejection(code: "IncompleteSignature", message: "Unsupported signing algorithm.", status: 400))
+        }
+        var fields: [String: String] = [:]
+        for part in authorization.dropFirst("AWS4-HMAC-SHA256 ".count).split(separator: ",") {
+            let pair = part.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
+            if pair.count == 2 { fields[String(pair[0])] = String(pair[1]) }
+        }
+        guard let credential = fields["Credential"], let signedHeaders = fields["SignedHeaders"], let signature = fields["Signature"] else {
+            return .failure(Rejection(code: "IncompleteSignature", message: "Authorization header requires Credential, SignedHeaders and Signature.", status: 400))
+        }
+        let scope = credential.split(separator: "/").map(String.init)
+        guard scope.count == 5 else {
+            return .failure(Rejection(code: "IncompleteSignature", message: "Credential is malformed.", status: 400))
+        }
+        let key = scope[0]
+        guard let dateText = request.header("X-Amz-Date"), let time = UTCTimestamp(amzDate: dateText) else {
+            return .failure(Rejection(code: "AuthFailure", message: "X-Amz-Date is missing or malformed.", status: 401, key: key))
+        }
+        let skew = abs(Double(time.secondsSinceEpoch) - now.timeIntervalSince1970)
+        guard skew <= 300 else {
+            return .failure(Rejection(code: "RequestExpired", message: "Request has expired.", status: 400, key: key))
+        }
+        guard scope[1] == time.dateStamp, scope[2] == settings.region, scope[3] == "ec2", scope[4] == "aws4_request" else {
+            return .failure(Rejection(code: "SignatureDoesNotMatch", message: "Credential should be scoped to \(time.dateStamp)/\(settings.region)/ec2/aws4_request.", status: 403, key: key))
+        }
+
+        let secret: String
+        let token = request.header("X-Amz-Security-Token")
+        if key == settings.staticAccessKeyID {
+            secret = settings.staticSecretAccessKey
+        } else if let role = roleCredentials.first(where: { $0.accessKeyID == key }) {
+            guard token == role.token else {
+                return .failure(Rejection(code: "AuthFailure", message: "AWS was not able to validate the provided access credentials", status: 401, key: key))
+            }
+            guard role.expiration > now else {
+                return .failure(Rejection(code: "RequestExpired", message: "Request has expired.", status: 400, key: key))
+            }
+            secret = role.secret
+        } else {
+            return .failure(Rejection(code: "AuthFailure", message: "AWS was not able to validate the provided access credentials", status: 401, key: key))
+        }
+
+        let names = signedHeaders.split(separator: ";").map(String.init)
+        guard names.contains("host"), names.contains("x-amz-date"), token == nil || names.contains("x-amz-security-token") else {
+            return .failure(Rejection(code: "SignatureDoesNotMatch", message: "Host, X-Amz-Date and X-Amz-Security-Token must be signed.", status: 403, key: key))
+        }
+        var headers: [(name: String, value: String)] = []
+        for name in names {
+            let values = request.headers.filter { $0.name.lowercased() == name }
+            guard !values.isEmpty else {
+                return .failure(Rejection(code: "SignatureDoesNotMatch", message: "Signed header \(name) is missing.", status: 403, key: key))
+            }
+            headers += values
+        }
+        var query: [(name: String, value: String)] = []
+        if !request.query.isEmpty {
+            guard let parsed = QueryParameters.parse(formEncoded: request.query) else {
+                return .failure(Rejection(code: "SignatureDoesNotMatch", message: "Malformed query.", status: 403, key: key))
+            }
+            query = parsed.items
+        }
+        let signer = SigV4Signer(region: settings.region, service: "ec2")
+        let expected: String
+        do {
+            let canonical = try SigV4Signer.canonicalRequest(SigV4Request(
+                method: request.method, path: request.path.removingPercentEncoding ?? request.path, query: query,
+                headers: headers, body: request.body))
+            let stringToSign = try signer.stringToSign(canonicalRequest: canonical.text, at: time)
+            expected = try signer.signature(stringToSign: stringToSign, secret: Secret(secret), at: time)
+        } catch {
+            return .failure(Rejection(code: "SignatureDoesNotMatch", message: "\(error)", status: 403, key: key))
+        }
+        guard constantTimeEqual(Array(expected.utf8), Array(signature.utf8)) else {
+            return .failure(Rejection(code: "SignatureDoesNotMatch", message: "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.", status: 403, key: key))
+        }
+        return .success(key)
+    }
+
+    // MARK: Throttling
+
+    private func takeToken(for action: String) -> Bool {
+        let category = action.hasPrefix("Describe") ? "describe" : action == "CreateVolume" ? "createVolume" : "mutating"
+        let size = category == "describe" ? buckets.describe : category == "createVolume" ? buckets.createVolume : buckets.mutating
+        let now = ContinuousClock.now
+        var level = bucketLevels[category] ?? (size.capacity, now)
+        let refill = seconds(now - level.at) * size.refillPerSecond
+        level = (min(size.capacity, level.tokens + refill), now)
+        guard level.tokens >= 1 else {
+            bucketLevels[category] = level
+            return false
+        }
+        level.tokens -= 1
+        bucketLevels[category] = level
+        return true
+    }
+
+    // MARK: Actions
+
+    private func list(_ parameters: [String: String], _ prefix: String) -> [String] {
+        parameters.filter { $0.key.hasPrefix(prefix + ".") && Int($0.key.dropFirst(prefix.count + 1)) != nil }
+            .sorted { (Int($0.key.dropFirst(prefix.count + 1)) ?? 0) < (Int($1.key.dropFirst(prefix.count + 1)) ?? 0) }
+            .map(\.value)
+    }
+
+    private func filters(_ parameters: [String: String]) -> [(name: String, values: [String])] {
+        var result: [(String, [String])] = []
+        var index = 1
+        while let name = parameters["Filter.\(index).Name"] {
+            result.append((name, list(parameters, "Filter.\(index).Value")))
+            index += 1
+        }
+        return result
+    }
+
+    private func describeSnapshots(_ parameters: [String: String]) -> Result<String, Rejection> {
+        let ids = list(parameters, "SnapshotId")
+        for id in ids where SnapshotID(id) == nil {
+            return .failure(Rejection(code: "InvalidSnapshotID.Malformed", message: "Invalid id: \"\(id)\""))
+        }
+        for id in ids where snapshots[id] == nil {
+            return .failure(Rejection(code: "InvalidSnapshot.NotFound", message: "The snapshot '\(id)' does not exist."))
+        }
+        let owners = list(parameters, "Owner").map { $0 == "self" ? settings.accountID : $0 }
+        let selected = (ids.isEmpty ? snapshots.keys.sorted() : ids).compactMap { snapshots[$0] }
+            .filter { owners.isEmpty || owners.contains($0.ownerID) }
+        let items = selected.map { snapshot in
+            "<item>" + XMLText.element("snapshotId", snapshot.id) + XMLText.element("volumeId", "vol-ffffffffffffffff0")
+                + XMLText.element("status", snapshot.state) + XMLText.element("startTime", "2026-11-28T09:00:00.000Z")
+                + XMLText.element("progress", snapshot.state == "completed" ? "100%" : "42%")
+                + XMLText.element("ownerId", snapshot.ownerID) + XMLText.element("volumeSize", String(snapshot.sizeGiB))
+                + XMLText.element("description", "release") + XMLText.element("encrypted", snapshot.encrypted ? "true" : "false")
+                + "</item>"
+        }
+        return .success("    <snapshotSet>" + items.joined() + "</snapshotSet>")
+    }
+
+    private func createVolume(_ parameters: [String: String]) -> Result<String, Rejection> {
+        guard let zone = parameters["AvailabilityZone"] else {
+            return .failure(Rejection(code: "MissingParameter", message: "The request must contain the parameter AvailabilityZone"))
+        }
+        guard zone == settings.availabilityZone || settings.otherZones.contains(zone) else {
+            return .failure(Rejection(code: "InvalidZone.NotFound", message: "The zone '\(zone)' does not exist."))
+        }
+        if let token = parameters["ClientToken"] {
+            let fingerprint = parameters.filter { $0.key != "DryRun" }.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "&")
+            if let previous = clientTokens[token] {
+                guard previous.fingerprint == fingerprint else {
+                    return .failure(Rejection(code: "IdempotentParameterMismatch", message: "The client token you have provided is associated with a resource that is already created with different parameters."))
+                }
+                if let volume = refreshed(previous.volumeID) { return .success(volumeFields(volume)) }
+            }
+        }
+        var size = parameters["Size"].flatMap { Int($0) }
+        var encrypted = parameters["Encrypted"] == "true"
+        let snapshotID = parameters["SnapshotId"]
+        if let snapshotID {
+            guard SnapshotID(snapshotID) != nil else {
+                return .failure(Rejection(code: "InvalidSnapshotID.Malformed", message: "Invalid id: \"\(snapshotID)\""))
+            }
+            guard let snapshot = snapshots[snapshotID] else {
+                return .failure(Rejection(code: "InvalidSnapshot.NotFound", message: "The snapshot '\(snapshotID)' does not exist."))
+            }
+            guard snapshot.state == "completed" else {
+                return .failure(Rejection(code: "IncorrectState", message: "Snapshot is in invalid state - \(snapshot.state)"))
+            }
+            if let requested = size, requested < snapshot.sizeGiB {
+                return .failure(Rejection(code: "InvalidParameterValue", message: "Volume of \(requested)GiB is smaller than snapshot '\(snapshotID)', expect size >= \(snapshot.sizeGiB)GiB"))
+            }
+            size = size ?? snapshot.sizeGiB
+            encrypted = encrypted || snapshot.encrypted
+        }
+        guard let size, size >= 1 else {
+            return .failure(Rejection(code: "MissingParameter", message: "The request must contain the parameter size/snapshot"))
+        }
+        let type = parameters["VolumeType"] ?? "gp2"
+        guard ["gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"].contains(type) else {
+            return .failure(Rejection(code: "InvalidParameterValue", message: "Value (\(type)) for parameter volumeType is invalid."))
+        }
+        if parameters["KmsKeyId"] != nil && !encrypted {
+            return .failure(Rejection(code: "InvalidParameterDependency", message: "The parameter KmsKeyId requires the parameter Encrypted to be set."))
+        }
+        var tags: [String: String] = [:]
+        var index = 1
+        while let resourceType = parameters["TagSpecification.\(index).ResourceType"] {
+            guard resourceType == "volume" else {
+                return .failure(Rejection(code: "InvalidParameterValue", message: "'\(resourceType)' is not a valid taggable resource type for this operation."))
+            }
+            var tagIndex = 1
+            while let key = parameters["TagSpecification.\(index).Tag.\(tagIndex).Key"] {
+                tags[key] = parameters["TagSpecification.\(index).Tag.\(tagIndex).Value"] ?? ""
+                tagIndex += 1
+            }
+            index += 1
+        }
+        let id = "vol-" + randomHex(17)
+        let volume = DevVolume(
+            id: id, sizeGiB: size, availabilityZone: zone, state: "creating", snapshotID: snapshotID, volumeType: type,
+            iops: parameters["Iops"].flatMap { Int($0) }, throughput: parameters["Throughput"].flatMap { Int($0) },
+            encrypted: encrypted, kmsKeyID: parameters["KmsKeyId"], tags: tags, attachment: nil,
+            clientToken: parameters["ClientToken"])
+        volumes[id] = volume
+        volumeReadyAt[id] = ContinuousClock.now + delays.volumeCreate
+        if let token = parameters["ClientToken"] {
+            let fingerprint = parameters.filter { $0.key != "DryRun" }.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "&")
+            clientTokens[token] = (fingerprint, id)
+        }
+        return .success(volumeFields(volume))
+    }
+
+    /// The volume with its timed state changes applied.
+    private func refreshed(_ id: String) -> DevVolume? {
+        guard var volume = volumes[id] else { return nil }
+        if volume.state == "creating", let ready = volumeReadyAt[id], ContinuousClock.now >= ready {
+            volume.state = "available"
+            volumes[id] = volume
+        }
+        return volume
+    }
+
+    private func volumeFields(_ volume: DevVolume) -> String {
+        var text = XMLText.element("volumeId", volume.id) + XMLText.element("size", String(volume.sizeGiB))
+            + XMLText.element("snapshotId", volume.snapshotID ?? "") + XMLText.element("availabilityZone", volume.availabilityZone)
+            + XMLText.element("status", volume.state) + XMLText.element("createTime", "2026-11-28T10:00:00.000Z")
+            + XMLText.element("volumeType", volume.volumeType) + XMLText.element("encrypted", volume.encrypted ? "true" : "false")
+            + XMLText.element("multiAttachEnabled", "false")
+        if let iops = volume.iops { text += XMLText.element("iops", String(iops)) }
+        if let throughput = volume.throughput { text += XMLText.element("throughput", String(throughput)) }
+        text += "<attachmentSet>"
+        if let attachment = volume.attachment {
+            text += "<item>" + XMLText.element("volumeId", volume.id) + XMLText.element("instanceId", attachment.instanceID)
+                + XMLText.element("device", attachment.device) + XMLText.element("status", attachment.state)
+                + XMLText.element("attachTime", "2026-11-28T10:00:01.000Z")
+                + XMLText.element("deleteOnTermination", attachment.deleteOnTermination ? "true" : "false") + "</item>"
+        }
+        text += "</attachmentSet><tagSet>"
+        for (key, value) in volume.tags.sorted(by: { $0.key < $1.key }) {
+            text += "<item>" + XMLText.element("key", key) + XMLText.element("value", value) + "</item>"
+        }
+        return text + "</tagSet>"
+    }
+
+    private func describeVolumes(_ parameters: [String: String]) -> Result<String, Rejection> {
+        let ids = list(parameters, "VolumeId")
+        for id in ids where volumes[id] == nil {
+            return .failure(Rejection(code: "InvalidVolume.NotFound", message: "The volume '\(id)' does not exist."))
+        }
+        var selected = (ids.isEmpty ? volumes.keys.sorted() : ids).compactMap { refreshed($0) }
+        for (name, values) in filters(parameters) {
+            let test: (DevVolume) -> String?
+            switch name {
+            case let tag where tag.hasPrefix("tag:"): test = { $0.tags[String(tag.dropFirst(4))] }
+            case "tag-key": test = { volume in values.first { volume.tags[$0] != nil } }
+            case "attachment.instance-id": test = { $0.attachment?.instanceID }
+            case "attachment.device": test = { $0.attachment?.device }
+            case "status": test = { $0.state }
+            case "availability-zone": test = { $0.availabilityZone }
+            case "snapshot-id": test = { $0.snapshotID }
+            case "volume-id": test = { $0.id }
+            default:
+                return .failure(Rejection(code: "InvalidParameterValue", message: "The filter '\(name)' is invalid"))
+            }
+            selected = selected.filter { volume in test(volume).map(values.contains) ?? false }
+        }
+        return .success("    <volumeSet>" + selected.map { "<item>" + volumeFields($0) + "</item>" }.joined() + "</volumeSet>")
+    }
+
+    private func attachVolume(_ parameters: [String: String]) -> Result<String, Rejection> {
+        guard let id = parameters["VolumeId"], let instance = parameters["InstanceId"], let device = parameters["Device"] else {
+            return .failure(Rejection(code: "MissingParameter", message: "The request must contain the parameters VolumeId, InstanceId and Device"))
+        }
+        guard var volume = refreshed(id) else {
+            return .failure(Rejection(code: "InvalidVolume.NotFound", message: "The volume '\(id)' does not exist."))
+        }
+        guard instance == settings.instanceID else {
+            return .failure(Rejection(code: "InvalidInstanceID.NotFound", message: "The instance ID '\(instance)' does not exist"))
+        }
+        guard volume.attachment == nil else {
+            return .failure(Rejection(code: "VolumeInUse", message: "\(id) is already attached to an instance"))
+        }
+        guard volume.state == "available" else {
+            return .failure(Rejection(code: "IncorrectState", message: "\(id) is not 'available'."))
+        }
+        guard volume.availabilityZone == settings.availabilityZone else {
+            return .failure(Rejection(code: "InvalidVolume.ZoneMismatch", message: "The volume '\(id)' is not in the same availability zone as instance '\(instance)'"))
+        }
+        guard AttachmentDeviceNameCheck.isValid(device) else {
+            return .failure(Rejection(code: "InvalidParameterValue", message: "Value (\(device)) for parameter device is invalid. \(device) is not a valid EBS device name."))
+        }
+        guard !volumes.values.contains(where: { $0.attachment?.instanceID == instance && $0.attachment?.device == device }) else {
+            return .failure(Rejection(code: "InvalidParameterValue", message: "Invalid value '\(device)' for unixDevice. Attachment point \(device) is already in use"))
+        }
+        let attachment = DevAttachment(instanceID: instance, device: device, state: "attaching", deleteOnTermination: false)
+        volume.attachment = attachment
+        volume.state = "in-use"
+        volumes[id] = volume
+        let delay = delays.attach
+        Task { [weak self] in
+            try? await Task.sleep(for: delay)
+            await self?.completeAttachment(id)
+        }
+        return .success(XMLText.element("volumeId", id) + XMLText.element("instanceId", instance) + XMLText.element("device", device)
+            + XMLText.element("status", "attaching") + XMLText.element("attachTime", "2026-11-28T10:00:01.000Z"))
+    }
+
+    private func completeAttachment(_ id: String) async {
+        guard var volume = volumes[id], var attachment = volume.attachment, attachment.state == "attaching" else { return }
+        attachment.state = "attached"
+        volume.attachment = attachment
+        volumes[id] = volume
+        await hook?(.attached(volume: volume, instanceID: attachment.instanceID, device: attachment.device))
+    }
+
+    private func detachVolume(_ parameters: [String: String]) -> Result<String, Rejection> {
+        guard let id = parameters["VolumeId"] else {
+            return .failure(Rejection(code: "MissingParameter", message: "The request must contain the parameter VolumeId"))
+        }
+        guard var volume = refreshed(id) else {
+            return .failure(Rejection(code: "InvalidVolume.NotFound", message: "The volume '\(id)' does not exist."))
+        }
+        guard var attachment = volume.attachment, attachment.state != "detaching" else {
+            return .failure(Rejection(code: "IncorrectState", message: "Volume '\(id)' is in the '\(volume.state)' state."))
+        }
+        attachment.state = "detaching"
+        volume.attachment = attachment
+        volumes[id] = volume
+        let delay = delays.detach
+        Task { [weak self] in
+            try? await Task.sleep(for: delay)
+            await self?.completeDetachment(id)
+        }
+        return .success(XMLText.element("volumeId", id) + XMLText.element("instanceId", attachment.instanceID)
+            + XMLText.element("device", attachment.device) + XMLText.element("status", "detaching")
+            + XMLText.element("attachTime", "2026-11-28T10:00:01.000Z"))
+    }
+
+    private func completeDetachment(_ id: String) async {
+        guard var volume = volumes[id], let attachment = volume.attachment else { return }
+        volume.attachment = nil
+        volume.state = "available"
+        volumes[id] = volume
+        await hook?(.detached(volume: volume, instanceID: attachment.instanceID, device: attachment.device))
+    }
+
+    private func deleteVolume(_ parameters: [String: String]) -> Result<String, Rejection> {
+        guard let id = parameters["VolumeId"] else {
+            return .failure(Rejection(code: "MissingParameter", message: "The request must contain the parameter VolumeId"))
+        }
+        guard var volume = refreshed(id) else {
+            return .failure(Rejection(code: "InvalidVolume.NotFound", message: "The volume '\(id)' does not exist."))
+        }
+        guard volume.attachment == nil else {
+            return .failure(Rejection(code: "VolumeInUse", message: "Volume \(id) is currently attached to \(volume.attachment?.instanceID ?? "")"))
+        }
+        guard volume.state == "available" || volume.state == "error" else {
+            return .failure(Rejection(code: "IncorrectState", message: "The volume '\(id)' is '\(volume.state)'."))
+        }
+        volume.state = "deleting"
+        volumes[id] = volume
+        let delay = delays.delete
+        Task { [weak self] in
+            try? await Task.sleep(for: delay)
+            await self?.completeDeletion(id)
+        }
+        return .success(XMLText.element("return", "true"))
+    }
+
+    private func completeDeletion(_ id: String) async {
+        volumes[id] = nil
+        await hook?(.deleted(volumeID: id))
+    }
+
+    private func modifyInstanceAttribute(_ parameters: [String: String]) -> Result<String, Rejection> {
+        guard let instance = parameters["InstanceId"] else {
+            return .failure(Rejection(code: "MissingParameter", message: "The request must contain the parameter InstanceId"))
+        }
+        guard instance == settings.instanceID else {
+            return .failure(Rejection(code: "InvalidInstanceID.NotFound", message: "The instance ID '\(instance)' does not exist"))
+        }
+        var index = 1
+        var changed = false
+        while let device = parameters["BlockDeviceMapping.\(index).DeviceName"] {
+            guard let flag = parameters["BlockDeviceMapping.\(index).Ebs.DeleteOnTermination"] else {
+                return .failure(Rejection(code: "MissingParameter", message: "BlockDeviceMapping.\(index).Ebs.DeleteOnTermination is required"))
+            }
+            guard let id = volumes.first(where: { $0.value.attachment?.instanceID == instance && $0.value.attachment?.device == device })?.key,
+                  var volume = volumes[id], var attachment = volume.attachment
+            else {
+                return .failure(Rejection(code: "InvalidInstanceAttributeValue", message: "No device is currently mapped at \(device)"))
+            }
+            attachment.deleteOnTermination = flag == "true"
+            volume.attachment = attachment
+            volumes[id] = volume
+            changed = true
+            index += 1
+        }
+        guard changed else {
+            return .failure(Rejection(code: "InvalidParameterCombination", message: "No attribute specified."))
+        }
+        return .success(XMLText.element("return", "true"))
+    }
+
+    private func createTags(_ parameters: [String: String]) -> Result<String, Rejection> {
+        let resources = list(parameters, "ResourceId")
+        guard !resources.isEmpty else {
+            return .failure(Rejection(code: "MissingParameter", message: "The request must contain the parameter ResourceId"))
+        }
+        for id in resources where volumes[id] == nil {
+            return .failure(Rejection(code: "InvalidVolume.NotFound", message: "The volume '\(id)' does not exist."))
+        }
+        var index = 1
+        while let key = parameters["Tag.\(index).Key"] {
+            for id in resources { volumes[id]?.tags[key] = parameters["Tag.\(index).Value"] ?? "" }
+            index += 1
+        }
+        return .success(XMLText.element("return", "true"))
+    }
+
+    private func describeInstances(_ parameters: [String: String]) -> Result<String, Rejection> {
+        for id in list(parameters, "InstanceId") where id != settings.instanceID {
+            return .failure(Rejection(code: "InvalidInstanceID.NotFound", message: "The instance ID '\(id)' does not exist"))
+        }
+        let mappings = volumes.values.compactMap { volume -> (String, DevVolume, DevAttachment)? in
+            guard let attachment = volume.attachment, attachment.instanceID == settings.instanceID else { return nil }
+            return (attachment.device, volume, attachment)
+        }.sorted { $0.0 < $1.0 }
+        let blockDevices = mappings.map { device, volume, attachment in
+            "<item>" + XMLText.element("deviceName", device) + "<ebs>" + XMLText.element("volumeId", volume.id)
+                + XMLText.element("status", attachment.state) + XMLText.element("attachTime", "2026-11-28T10:00:01.000Z")
+                + XMLText.element("deleteOnTermination", attachment.deleteOnTermination ? "true" : "false") + "</ebs></item>"
+        }.joined()
+        return .success("""
+                <reservationSet><item><reservationId>r-0123456789abcdef0</reservationId><ownerId>\(settings.accountID)</ownerId><instancesSet><item>\
+            <instanceId>\(settings.instanceID)</instanceId><instanceState><code>16</code><name>running</name></instanceState>\
+            <placement><availabilityZone>\(settings.availabilityZone)</availabilityZone></placement>\
+            <rootDeviceName>/dev/xvda</rootDeviceName><blockDeviceMapping>\(blockDevices)</blockDeviceMapping>\
+            </item></instancesSet></item></reservationSet>
+            """)
+    }
+
+    // MARK: - Release server
+
+    func releaseAnswer() -> ReleaseResponse {
+        record("release", "snap.txt", outcome: String(release.status))
+        return release
+    }
+}
+
+/// EC2's rule for AttachVolume device names on Linux.
+enum AttachmentDeviceNameCheck {
+    static func isValid(_ device: String) -> Bool {
+        (try? AttachmentDeviceName(parsing: device)) != nil
+    }
+}
+
+func seconds(_ duration: Duration) -> Double {
+    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+}

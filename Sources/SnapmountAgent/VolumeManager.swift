@@ -1,0 +1,228 @@
+import Logging
+import SnapmountCore
+import SnapmountSystem
+
+public enum VolumeError: SnapmountError, Equatable {
+    case snapshotNotFound(SnapshotID, region: String)
+    case snapshotPending(SnapshotID, progress: String)
+    case snapshotUnusable(SnapshotID, state: String)
+    case snapshotOwner(SnapshotID, owner: String, allowed: String)
+    case timedOut(volume: VolumeID, waitingFor: String, after: Duration, lastState: String)
+    case volumeFailed(VolumeID, state: String)
+    case attachedElsewhere(VolumeID, instance: InstanceID)
+    case ec2(EC2CallError)
+
+    public var exitStatus: ExitStatus {
+        switch self {
+        case .snapshotNotFound, .snapshotPending, .snapshotUnusable, .volumeFailed: .unavailable
+        case .snapshotOwner: .dataRefused
+        case .timedOut: .timedOut
+        case .attachedElsewhere: .dataRefused
+        case .ec2(let error): error.exitStatus
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .snapshotNotFound(let id, let region):
+            "snapshot \(id) does not exist in \(region), or is not shared with this account"
+        case .snapshotPending(let id, let progress):
+            "snapshot \(id) is still pending (\(progress.isEmpty ? "in progress" : progress)): the release is not published yet; the release server should publish an id only once its snapshot is completed"
+        case .snapshotUnusable(let id, let state):
+            "snapshot \(id) is in state \(state), not completed"
+        case .snapshotOwner(let id, let owner, let allowed):
+            "snapshot \(id) is owned by account \(owner), but snapshot-owner allows only \(allowed); refusing it"
+        case .timedOut(let volume, let waitingFor, let after, let lastState):
+            "volume \(volume) did not become \(waitingFor) within \(DurationText.format(after)) (last state: \(lastState))"
+        case .volumeFailed(let volume, let state):
+            "volume \(volume) failed (state \(state))"
+        case .attachedElsewhere(let volume, let instance):
+            "volume \(volume) is attached to another instance, \(instance); refusing to touch it"
+        case .ec2(let error):
+            error.description
+        }
+    }
+}
+
+/// Polls start fast and slow down: a volume ready in 1.5 s is seen within about 0.3 s of it,
+/// and a slow one costs a describe call every two seconds, not a flood.
+public struct PollSchedule: Sendable {
+    public var first: Duration = .milliseconds(200)
+    public var growth: Double = 1.25
+    public var maximum: Duration = .seconds(2)
+
+    public init() {}
+
+    /// The pause before poll number `poll` (0 for the first).
+    public func delay(beforePoll poll: Int) -> Duration {
+        var delay = first
+        for _ in 0..<min(poll, 40) { delay = min(maximum, delay * growth) }
+        return delay
+    }
+}
+
+/// The volume steps of the boot flow (DESIGN.md §2, steps 4–6), each idempotent.
+public final class VolumeManager {
+    private let ec2: EC2Client
+    public let identity: InstanceIdentity
+    private let clock: any AgentClock
+    private let logger: Logger
+    public var schedule = PollSchedule()
+    /// How long CreateVolume may take to reach `available`.
+    public var availableTimeout: Duration = .seconds(300)
+    /// How long AttachVolume may take to reach `attached`.
+    public var attachedTimeout: Duration = .seconds(120)
+
+    public init(ec2: EC2Client, identity: InstanceIdentity, clock: any AgentClock = SystemClock(), logger: Logger) {
+        self.ec2 = ec2
+        self.identity = identity
+        self.clock = clock
+        self.logger = logger
+    }
+
+    /// The snapshot must exist, be completed, and belong to an allowed owner.
+    public func verifySnapshot(_ id: SnapshotID, owner: SnapshotOwner?) throws(VolumeError) -> EC2Snapshot {
+        let snapshot: EC2Snapshot?
+        do {
+            snapshot = try ec2.describeSnapshot(id)
+        } catch {
+            if error.code == "InvalidSnapshot.NotFound" { throw .snapshotNotFound(id, region: identity.region) }
+            throw .ec2(error)
+        }
+        guard let snapshot else { throw .snapshotNotFound(id, region: identity.region) }
+        switch snapshot.state {
+        case "completed": break
+        case "pending": throw .snapshotPending(id, progress: snapshot.progress)
+        default: throw .snapshotUnusable(id, state: snapshot.state)
+        }
+        if let owner {
+            let allowed = owner == .selfAccount ? identity.accountID : owner.description
+            guard snapshot.ownerID == allowed else {
+                throw .snapshotOwner(id, owner: snapshot.ownerID, allowed: owner == .selfAccount ? "self (\(allowed))" : allowed)
+            }
+        }
+        return snapshot
+    }
+
+    /// This instance's volume for the snapshot — found by its tags, or created with a
+    /// deterministic ClientToken so that a repeated call returns the same volume.
+    public func findOrCreate(_ request: VolumeRequest) throws(VolumeError) -> (volume: EC2Volume, created: Bool) {
+        if let existing = try findExisting(request) {
+            logger.info("reusing volume \(existing.id) (\(existing.state))")
+            return (existing, false)
+        }
+        do {
+            let volume = try ec2.createVolume(request)
+            logger.info("created volume \(volume.id) from \(request.snapshot)")
+            return (volume, true)
+        } catch {
+            throw .ec2(error)
+        }
+    }
+
+    public func findExisting(_ request: VolumeRequest) throws(VolumeError) -> EC2Volume? {
+        let candidates: [EC2Volume]
+        do {
+            candidates = try ec2.describeVolumes(filters: [
+                ("tag:\(VolumeRequest.instanceTag)", [request.instance.text]),
+                ("tag:\(VolumeRequest.snapshotTag)", [request.snapshot.text]),
+            ])
+        } catch {
+            throw .ec2(error)
+        }
+        let alive = candidates.filter { !["deleting", "deleted", "error"].contains($0.state) }
+        return alive.first { $0.attachments.contains { $0.instanceID == request.instance } }
+            ?? alive.first { $0.state == "available" }
+            ?? alive.first
+    }
+
+    /// Waits (bounded) until the volume is `available` — or already attached to us.
+    public func waitAvailable(_ id: VolumeID) throws(VolumeError) -> EC2Volume {
+        try poll(id, waitingFor: "available", timeout: availableTimeout) { volume throws(VolumeError) in
+            if volume.state == "error" { throw .volumeFailed(id, state: volume.state) }
+            if volume.state == "available" { return volume }
+            if volume.attachments.contains(where: { $0.instanceID == identity.instanceID }) { return volume }
+            if let other = volume.attachments.first(where: { $0.instanceID != identity.instanceID }) {
+                throw .attachedElsewhere(id, instance: other.instanceID)
+            }
+            return nil
+        }
+    }
+
+    /// AttachVolume; if the volume turns out to be attached to this instance already (a
+    /// repeated call), that attachment is the answer.
+    public func attach(_ id: VolumeID, device: String) throws(VolumeError) -> EC2Attachment {
+        do {
+            return try ec2.attachVolume(id, to: identity.instanceID, device: device)
+        } catch {
+            guard error.code == "VolumeInUse" || error.code == "IncorrectState" else { throw .ec2(error) }
+            let volumes: [EC2Volume]
+            do { volumes = try ec2.describeVolumes(ids: [id]) } catch let describeError { throw .ec2(describeError) }
+            if let mine = volumes.first?.attachments.first(where: { $0.instanceID == identity.instanceID }) { return mine }
+            if let other = volumes.first?.attachments.first { throw .attachedElsewhere(id, instance: other.instanceID) }
+            throw .ec2(error)
+        }
+    }
+
+    /// Waits (bounded) until this instance's attachment of the volume is `attached`.
+    public func waitAttached(_ id: VolumeID) throws(VolumeError) -> EC2Attachment {
+        let volume = try poll(id, waitingFor: "attached", timeout: attachedTimeout) { volume throws(VolumeError) in
+            if let other = volume.attachments.first(where: { $0.instanceID != identity.instanceID }) {
+                throw .attachedElsewhere(id, instance: other.instanceID)
+            }
+            return volume.attachments.first { $0.instanceID == identity.instanceID && $0.state == "attached" }.map { _ in volume }
+        }
+        guard let attachment = volume.attachments.first(where: { $0.instanceID == identity.instanceID }) else {
+            throw .volumeFailed(id, state: volume.state)
+        }
+        return attachment
+    }
+
+    public func setDeleteOnTermination(device: String) throws(VolumeError) {
+        do { try ec2.setDeleteOnTermination(identity.instanceID, device: device) } catch { throw .ec2(error) }
+    }
+
+    /// Deletes a volume this agent created for this instance, when it is not attached: the
+    /// clean-up when attaching proved impossible (DESIGN.md §5 rule 4).
+    public func deleteOwnVolume(_ id: VolumeID) throws(VolumeError) {
+        let volumes: [EC2Volume]
+        do { volumes = try ec2.describeVolumes(ids: [id]) } catch { throw .ec2(error) }
+        guard let volume = volumes.first, volume.tags[VolumeRequest.instanceTag] == identity.instanceID.text,
+              volume.attachments.isEmpty
+        else {
+            logger.warning("not deleting volume \(id): it is attached, or not this instance's")
+            return
+        }
+        do { try ec2.deleteVolume(id) } catch { throw .ec2(error) }
+        logger.info("deleted volume \(id), which could not be attached")
+    }
+
+    private func poll(_ id: VolumeID, waitingFor: String, timeout: Duration,
+                      done: (EC2Volume) throws(VolumeError) -> EC2Volume?) throws(VolumeError) -> EC2Volume {
+        let deadline = clock.monotonic() + timeout
+        var lastState = "unknown"
+        var poll = 0
+        while true {
+            do {
+                if let volume = try ec2.describeVolumes(ids: [id]).first {
+                    lastState = volume.state
+                    if let result = try done(volume) { return result }
+                }
+            } catch let error as VolumeError {
+                throw error
+            } catch let error as EC2CallError {
+                // Right after CreateVolume, EC2 may not know the id yet (eventual consistency).
+                guard error.code == "InvalidVolume.NotFound" else { throw .ec2(error) }
+                lastState = "not yet visible"
+            } catch {
+                throw .volumeFailed(id, state: "\(error)")
+            }
+            let delay = schedule.delay(beforePoll: poll)
+            guard clock.monotonic() + delay < deadline else {
+                throw .timedOut(volume: id, waitingFor: waitingFor, after: timeout, lastState: lastState)
+            }
+            clock.sleep(for: delay)
+            poll += 1
+        }
+    }
+}

@@ -1,0 +1,209 @@
+/// An EBS snapshot as DescribeSnapshots reports it.
+public struct EC2Snapshot: Sendable, Equatable {
+    public var id: SnapshotID
+    /// `pending`, `completed`, `error`, `recoverable`, `recovering`
+    public var state: String
+    public var ownerID: String
+    public var volumeSizeGiB: Int
+    public var encrypted: Bool
+    public var progress: String
+
+    public init(id: SnapshotID, state: String, ownerID: String, volumeSizeGiB: Int, encrypted: Bool, progress: String = "100%") {
+        self.id = id
+        self.state = state
+        self.ownerID = ownerID
+        self.volumeSizeGiB = volumeSizeGiB
+        self.encrypted = encrypted
+        self.progress = progress
+    }
+}
+
+/// One attachment of a volume to an instance.
+public struct EC2Attachment: Sendable, Equatable {
+    public var volumeID: VolumeID
+    public var instanceID: InstanceID
+    public var device: String
+    /// `attaching`, `attached`, `detaching`, `detached`, `busy`
+    public var state: String
+    public var deleteOnTermination: Bool
+
+    public init(volumeID: VolumeID, instanceID: InstanceID, device: String, state: String, deleteOnTermination: Bool) {
+        self.volumeID = volumeID
+        self.instanceID = instanceID
+        self.device = device
+        self.state = state
+        self.deleteOnTermination = deleteOnTermination
+    }
+}
+
+/// An EBS volume as CreateVolume and DescribeVolumes report it.
+public struct EC2Volume: Sendable, Equatable {
+    public var id: VolumeID
+    public var sizeGiB: Int
+    public var availabilityZone: String
+    /// `creating`, `available`, `in-use`, `deleting`, `deleted`, `error`
+    public var state: String
+    public var snapshotID: SnapshotID?
+    public var volumeType: String
+    public var attachments: [EC2Attachment]
+    public var tags: [String: String]
+
+    public init(id: VolumeID, sizeGiB: Int, availabilityZone: String, state: String, snapshotID: SnapshotID?,
+                volumeType: String, attachments: [EC2Attachment] = [], tags: [String: String] = [:]) {
+        self.id = id
+        self.sizeGiB = sizeGiB
+        self.availabilityZone = availabilityZone
+        self.state = state
+        self.snapshotID = snapshotID
+        self.volumeType = volumeType
+        self.attachments = attachments
+        self.tags = tags
+    }
+}
+
+/// A block device mapping of an instance (DescribeInstances).
+public struct EC2BlockDeviceMapping: Sendable, Equatable {
+    public var deviceName: String
+    public var volumeID: VolumeID
+    public var state: String
+    public var deleteOnTermination: Bool
+
+    public init(deviceName: String, volumeID: VolumeID, state: String, deleteOnTermination: Bool) {
+        self.deviceName = deviceName
+        self.volumeID = volumeID
+        self.state = state
+        self.deleteOnTermination = deleteOnTermination
+    }
+}
+
+/// A response body that is not the document the action returns.
+public struct EC2DecodeError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let action: String
+    public let problem: String
+
+    public init(action: String, problem: String) {
+        self.action = action
+        self.problem = problem
+    }
+
+    public var description: String { "\(action): unreadable response (\(problem))" }
+}
+
+/// Decoders from EC2's XML responses (API version 2016-11-15) to typed values. They find
+/// elements by local name, ignore unknown ones and the namespace, and refuse a document
+/// that lacks what the action promises.
+public enum EC2Decoder {
+    public static func document(_ bytes: [UInt8], action: String) throws(EC2DecodeError) -> XMLElement {
+        guard let root = parseXML(bytes) else {
+            throw EC2DecodeError(action: action, problem: bytes.isEmpty ? "empty body" : "not well-formed XML: \(String(decoding: bytes.prefix(80), as: UTF8.self).quotedForMessage())")
+        }
+        guard root.name == "\(action)Response" else {
+            throw EC2DecodeError(action: action, problem: "root element is <\(root.name)>, expected <\(action)Response>")
+        }
+        return root
+    }
+
+    public static func snapshots(_ bytes: [UInt8]) throws(EC2DecodeError) -> [EC2Snapshot] {
+        let root = try document(bytes, action: "DescribeSnapshots")
+        guard root.child("snapshotSet") != nil else { throw EC2DecodeError(action: "DescribeSnapshots", problem: "no snapshotSet") }
+        var result: [EC2Snapshot] = []
+        for item in root.items("snapshotSet") {
+            guard let id = item.value("snapshotId").flatMap(SnapshotID.init), let state = item.value("status") else {
+                throw EC2DecodeError(action: "DescribeSnapshots", problem: "a snapshot without id or status")
+            }
+            result.append(EC2Snapshot(
+                id: id, state: state, ownerID: item.value("ownerId") ?? "",
+                volumeSizeGiB: item.value("volumeSize").flatMap { Int($0) } ?? 0,
+                encrypted: item.value("encrypted") == "true", progress: item.value("progress") ?? ""))
+        }
+        return result
+    }
+
+    /// CreateVolume answers with the volume's fields at the top level.
+    public static func createdVolume(_ bytes: [UInt8]) throws(EC2DecodeError) -> EC2Volume {
+        let root = try document(bytes, action: "CreateVolume")
+        return try volume(root, action: "CreateVolume")
+    }
+
+    public static func volumes(_ bytes: [UInt8]) throws(EC2DecodeError) -> [EC2Volume] {
+        let root = try document(bytes, action: "DescribeVolumes")
+        guard root.child("volumeSet") != nil else { throw EC2DecodeError(action: "DescribeVolumes", problem: "no volumeSet") }
+        var result: [EC2Volume] = []
+        for item in root.items("volumeSet") { result.append(try volume(item, action: "DescribeVolumes")) }
+        return result
+    }
+
+    /// AttachVolume and DetachVolume answer with one attachment.
+    public static func attachment(_ bytes: [UInt8], action: String) throws(EC2DecodeError) -> EC2Attachment {
+        let root = try document(bytes, action: action)
+        return try attachment(root, action: action)
+    }
+
+    /// DeleteVolume, ModifyInstanceAttribute and CreateTags answer `<return>true</return>`.
+    public static func returnValue(_ bytes: [UInt8], action: String) throws(EC2DecodeError) -> Bool {
+        let root = try document(bytes, action: action)
+        guard let value = root.value("return") else { throw EC2DecodeError(action: action, problem: "no return element") }
+        return value == "true"
+    }
+
+    public static func blockDeviceMappings(_ bytes: [UInt8]) throws(EC2DecodeError) -> [EC2BlockDeviceMapping] {
+        let root = try document(bytes, action: "DescribeInstances")
+        var result: [EC2BlockDeviceMapping] = []
+        for reservation in root.items("reservationSet") {
+            for instance in reservation.items("instancesSet") {
+                for mapping in instance.items("blockDeviceMapping") {
+                    guard let device = mapping.value("deviceName"), let ebs = mapping.child("ebs"),
+                          let volume = ebs.value("volumeId").flatMap(VolumeID.init)
+                    else { continue }
+                    result.append(EC2BlockDeviceMapping(
+                        deviceName: device, volumeID: volume, state: ebs.value("status") ?? "",
+                        deleteOnTermination: ebs.value("deleteOnTermination") == "true"))
+                }
+            }
+        }
+        return result
+    }
+
+    private static func volume(_ element: XMLElement, action: String) throws(EC2DecodeError) -> EC2Volume {
+        guard let id = element.value("volumeId").flatMap(VolumeID.init), let state = element.value("status") else {
+            throw EC2DecodeError(action: action, problem: "a volume without id or status")
+        }
+        var attachments: [EC2Attachment] = []
+        for item in element.items("attachmentSet") { attachments.append(try attachment(item, action: action)) }
+        var tags: [String: String] = [:]
+        for item in element.items("tagSet") {
+            if let key = item.value("key") { tags[key] = item.value("value") ?? "" }
+        }
+        return EC2Volume(
+            id: id, sizeGiB: element.value("size").flatMap { Int($0) } ?? 0,
+            availabilityZone: element.value("availabilityZone") ?? "", state: state,
+            snapshotID: element.value("snapshotId").flatMap(SnapshotID.init),
+            volumeType: element.value("volumeType") ?? "", attachments: attachments, tags: tags)
+    }
+
+    private static func attachment(_ element: XMLElement, action: String) throws(EC2DecodeError) -> EC2Attachment {
+        guard let volume = element.value("volumeId").flatMap(VolumeID.init),
+              let instance = element.value("instanceId").flatMap(InstanceID.init),
+              let state = element.value("status")
+        else { throw EC2DecodeError(action: action, problem: "an attachment without volume, instance or status") }
+        return EC2Attachment(volumeID: volume, instanceID: instance, device: element.value("device") ?? "",
+                             state: state, deleteOnTermination: element.value("deleteOnTermination") == "true")
+    }
+}
+
+/// The code, message and request id of an EC2 error response, from either shape AWS uses:
+/// `<Response><Errors><Error>…</Error></Errors><RequestID>` (EC2) or
+/// `<ErrorResponse><Error>…</Error><RequestId>` (the generic Query form).
+public struct EC2ErrorBody: Sendable, Equatable {
+    public let code: String
+    public let message: String
+    public let requestID: String
+
+    public static func parse(_ bytes: [UInt8]) -> EC2ErrorBody? {
+        guard let root = parseXML(bytes), root.name == "Response" || root.name == "ErrorResponse",
+              let error = root.descendant("Error"), let code = error.value("Code"), !code.isEmpty
+        else { return nil }
+        let requestID = root.value("RequestID") ?? root.value("RequestId") ?? ""
+        return EC2ErrorBody(code: code, message: error.value("Message") ?? "", requestID: requestID)
+    }
+}

@@ -1,0 +1,68 @@
+/// What CreateVolume is asked for: everything the configuration says about the volume,
+/// plus the tags that let a rerun find it and the token that makes a repeated call safe.
+public struct VolumeRequest: Sendable, Equatable {
+    public var availabilityZone: String
+    public var snapshot: SnapshotID
+    public var instance: InstanceID
+    public var settings: VolumeSettings
+
+    public init(availabilityZone: String, snapshot: SnapshotID, instance: InstanceID, settings: VolumeSettings) {
+        self.availabilityZone = availabilityZone
+        self.snapshot = snapshot
+        self.instance = instance
+        self.settings = settings
+    }
+
+    public static let instanceTag = "snapmount:instance-id"
+    public static let snapshotTag = "snapmount:snapshot-id"
+
+    /// Derived from instance and snapshot only, so that a rerun after a crash — even with
+    /// its memory gone — repeats the same CreateVolume and gets the same volume back.
+    public var clientToken: String {
+        let digest = (try? SHA256.hash("snapmount/\(instance.text)/\(snapshot.text)").hexString) ?? "\(instance.text)-\(snapshot.text)"
+        return "snapmount-" + String(digest.prefix(40))
+    }
+
+    /// Our two tags, then the configured ones.
+    public var tags: [VolumeTag] {
+        [VolumeTag(key: Self.instanceTag, value: instance.text), VolumeTag(key: Self.snapshotTag, value: snapshot.text)]
+            + settings.tags
+    }
+
+    public var parameters: QueryParameters {
+        var parameters = QueryParameters()
+        parameters.append("AvailabilityZone", availabilityZone)
+        parameters.append("SnapshotId", snapshot.text)
+        parameters.append("VolumeType", settings.type.rawValue)
+        if let size = settings.sizeGiB { parameters.append("Size", String(size)) }
+        if let iops = settings.iops { parameters.append("Iops", String(iops)) }
+        if let throughput = settings.throughput { parameters.append("Throughput", String(throughput)) }
+        if let encrypted = settings.encrypted { parameters.append("Encrypted", encrypted ? "true" : "false") }
+        if let key = settings.kmsKeyID { parameters.append("KmsKeyId", key.text) }
+        parameters.append("ClientToken", clientToken)
+        parameters.append("TagSpecification.1.ResourceType", "volume")
+        for (index, tag) in tags.enumerated() {
+            parameters.append("TagSpecification.1.Tag.\(index + 1).Key", tag.key)
+            parameters.append("TagSpecification.1.Tag.\(index + 1).Value", tag.value)
+        }
+        return parameters
+    }
+}
+
+/// EC2's `Filter.N.Name` / `Filter.N.Value.M` encoding.
+public func ec2Filters(_ filters: [(name: String, values: [String])]) -> QueryParameters {
+    var parameters = QueryParameters()
+    for (index, filter) in filters.enumerated() {
+        parameters.append("Filter.\(index + 1).Name", filter.name)
+        for (valueIndex, value) in filter.values.enumerated() {
+            parameters.append("Filter.\(index + 1).Value.\(valueIndex + 1)", value)
+        }
+    }
+    return parameters
+}
+
+extension QueryParameters {
+    public mutating func append(contentsOf other: QueryParameters) {
+        for item in other.items { append(item.name, item.value) }
+    }
+}

@@ -1,0 +1,91 @@
+import FoundationEssentials
+
+/// Who and where this instance is, from the instance identity document.
+public struct InstanceIdentity: Sendable, Equatable {
+    public var instanceID: InstanceID
+    public var region: String
+    public var availabilityZone: String
+    public var accountID: String
+
+    public init(instanceID: InstanceID, region: String, availabilityZone: String, accountID: String) {
+        self.instanceID = instanceID
+        self.region = region
+        self.availabilityZone = availabilityZone
+        self.accountID = accountID
+    }
+}
+
+/// An IMDS document that is not what its path promises.
+public struct IMDSDocumentError: SnapmountError, Equatable {
+    public let path: String
+    public let problem: String
+
+    public var exitStatus: ExitStatus { .unavailable }
+    public var description: String { "instance metadata \(path): \(problem)" }
+}
+
+/// Decoders for the JSON documents IMDS serves (FoundationEssentials' JSONDecoder, which the
+/// binary already carries).
+public enum IMDSDocuments {
+    /// `dynamic/instance-identity/document`
+    public static func identity(_ bytes: [UInt8]) throws(IMDSDocumentError) -> InstanceIdentity {
+        struct Document: Decodable {
+            let instanceId: String
+            let region: String
+            let availabilityZone: String
+            let accountId: String
+        }
+        let path = "dynamic/instance-identity/document"
+        let document: Document
+        do {
+            document = try JSONDecoder().decode(Document.self, from: Data(bytes))
+        } catch {
+            throw IMDSDocumentError(path: path, problem: "not an identity document: \(String(decoding: bytes.prefix(80), as: UTF8.self).quotedForMessage())")
+        }
+        guard let instance = InstanceID(document.instanceId) else {
+            throw IMDSDocumentError(path: path, problem: "instanceId \(document.instanceId.quotedForMessage()) is not an instance id")
+        }
+        guard isRegionName(document.region), document.availabilityZone.hasPrefix(document.region),
+              document.availabilityZone.count > document.region.count, isRegionName(document.availabilityZone)
+        else {
+            throw IMDSDocumentError(path: path, problem: "region \(document.region.quotedForMessage()) and zone \(document.availabilityZone.quotedForMessage()) do not match")
+        }
+        return InstanceIdentity(instanceID: instance, region: document.region, availabilityZone: document.availabilityZone,
+                                accountID: document.accountId)
+    }
+
+    /// `meta-data/iam/security-credentials/<role>`: temporary credentials with their expiry.
+    public static func roleCredentials(_ bytes: [UInt8], role: String) throws(IMDSDocumentError) -> AWSCredentials {
+        struct Document: Decodable {
+            let Code: String
+            let AccessKeyId: String?
+            let SecretAccessKey: String?
+            let Token: String?
+            let Expiration: String?
+        }
+        let path = "meta-data/iam/security-credentials/\(role)"
+        let document: Document
+        do {
+            document = try JSONDecoder().decode(Document.self, from: Data(bytes))
+        } catch {
+            // Never quote this body: it may hold a secret.
+            throw IMDSDocumentError(path: path, problem: "not a credentials document (\(bytes.count) bytes)")
+        }
+        guard document.Code == "Success" else {
+            throw IMDSDocumentError(path: path, problem: "IMDS reports \(document.Code.quotedForMessage(limit: 40)) for role \(role)")
+        }
+        guard let key = document.AccessKeyId, !key.isEmpty, let secret = document.SecretAccessKey, !secret.isEmpty,
+              let token = document.Token, !token.isEmpty, let expirationText = document.Expiration
+        else { throw IMDSDocumentError(path: path, problem: "a credentials document without key, secret, token or expiration") }
+        guard let expiration = UTCTimestamp(iso8601: expirationText) else {
+            throw IMDSDocumentError(path: path, problem: "Expiration \(expirationText.quotedForMessage(limit: 40)) is not a time")
+        }
+        return AWSCredentials(accessKeyID: key, secretAccessKey: Secret(secret), sessionToken: Secret(token), expiration: expiration)
+    }
+
+    private static func isRegionName(_ text: String) -> Bool {
+        !text.isEmpty && text.count <= 32 && text.utf8.allSatisfy {
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || $0 == UInt8(ascii: "-")
+        }
+    }
+}

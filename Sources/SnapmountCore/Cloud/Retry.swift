@@ -1,0 +1,176 @@
+/// Retries as the AWS SDKs' standard mode does: capped exponential backoff with full
+/// jitter, a bounded number of attempts, and a retry quota that stops a broken dependency
+/// from being hammered.
+public struct RetryPolicy: Sendable, Equatable {
+    /// Ten attempts: at a scale-out storm hundreds of instances share one account's EC2
+    /// token buckets (CreateVolume refills at 5 a second), so a boot agent must outlast
+    /// a burst of throttling rather than give up after the SDKs' default of three. With
+    /// the 20 s cap the last retry comes after about a minute on average, two at most.
+    public static let defaultMaxAttempts = 10
+
+    /// Attempts in all, the first included.
+    public var maxAttempts: Int
+    /// The scale of the first retry's delay (the SDKs use one second).
+    public var baseDelay: Duration
+    /// No single delay is longer than this.
+    public var maxBackoff: Duration
+
+    public init(maxAttempts: Int = defaultMaxAttempts, baseDelay: Duration = .seconds(1), maxBackoff: Duration = .seconds(20)) {
+        self.maxAttempts = max(1, maxAttempts)
+        self.baseDelay = baseDelay
+        self.maxBackoff = maxBackoff
+    }
+
+    /// The standard policy, with `AWS_MAX_ATTEMPTS` honoured as the SDKs honour it.
+    public static func standard(environment: [String: String]) throws(ConfigurationError) -> RetryPolicy {
+        guard let text = environment["AWS_MAX_ATTEMPTS"], !text.isEmpty else { return RetryPolicy() }
+        guard let attempts = Int(text), (1...100).contains(attempts) else {
+            throw ConfigurationError([ConfigIssue(.environment("AWS_MAX_ATTEMPTS"), "AWS_MAX_ATTEMPTS: \(text.quotedForMessage()) is not valid; expected a whole number of attempts from 1 to 100")])
+        }
+        return RetryPolicy(maxAttempts: attempts)
+    }
+
+    /// The delay before retry number `retry` (1 for the first retry): a uniformly random
+    /// fraction of `min(maxBackoff, baseDelay × 2^(retry-1))`.
+    /// - Parameter random: a number in [0, 1).
+    public func backoff(retry: Int, random: Double) -> Duration {
+        let exponent = min(max(retry - 1, 0), 30)
+        let ceiling = min(maxBackoff, baseDelay * (1 << exponent))
+        let fraction = min(max(random, 0), 1)
+        return .nanoseconds(Int64(Double(ceiling.wholeNanoseconds) * fraction))
+    }
+}
+
+/// The SDKs' retry quota: each retry spends tokens (more for a timeout), each success gives
+/// some back. When it is empty, errors are not retried.
+public struct RetryQuota: Sendable, Equatable {
+    public static let capacity = 500
+    public static let retryCost = 5
+    public static let timeoutCost = 10
+
+    public private(set) var available = RetryQuota.capacity
+
+    public init() {}
+
+    /// Takes the cost of one retry; `nil` when the quota cannot pay for it.
+    public mutating func acquire(afterTimeout: Bool) -> Int? {
+        let cost = afterTimeout ? Self.timeoutCost : Self.retryCost
+        guard available >= cost else { return nil }
+        available -= cost
+        return cost
+    }
+
+    /// A request succeeded: return what its retries cost, or one token if it had none.
+    public mutating func release(cost: Int?) {
+        available = min(Self.capacity, available + (cost ?? 1))
+    }
+}
+
+extension Duration {
+    var wholeNanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}
+
+/// What an EC2 error code means for the agent (DESIGN.md §5 rule 5).
+public enum EC2ErrorKind: Sendable, Equatable {
+    /// Slow down and retry.
+    case throttling
+    /// A server-side fault; retry.
+    case transient
+    /// The request's time is off; correct the clock from the server's `Date` and retry.
+    case clockSkew
+    /// IAM or the credentials say no.
+    case permission
+    /// Anything else the caller did: retrying cannot help.
+    case permanent
+
+    public static let throttlingCodes: Set<String> = [
+        "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+        "TooManyRequestsException", "ProvisionedThroughputExceededException", "TransactionInProgressException",
+        "RequestLimitExceeded", "BandwidthLimitExceeded", "LimitExceededException", "RequestThrottled",
+        "SlowDown", "PriorRequestNotComplete", "EC2ThrottledException",
+    ]
+    public static let transientCodes: Set<String> = [
+        "RequestTimeout", "RequestTimeoutException", "InternalError", "InternalFailure", "ServiceUnavailable",
+        "Unavailable",
+    ]
+    public static let clockSkewCodes: Set<String> = [
+        "RequestExpired", "RequestTimeTooSkewed", "RequestInTheFuture", "InvalidSignatureException",
+    ]
+    public static let permissionCodes: Set<String> = [
+        "UnauthorizedOperation", "AuthFailure", "OptInRequired", "Blocked", "PendingVerification",
+        "InvalidClientTokenId", "MissingAuthenticationToken", "SignatureDoesNotMatch", "IncompleteSignature",
+        "ExpiredToken",
+    ]
+
+    public init(code: String, httpStatus: Int) {
+        if Self.throttlingCodes.contains(code) {
+            self = .throttling
+        } else if Self.transientCodes.contains(code) {
+            self = .transient
+        } else if Self.clockSkewCodes.contains(code) {
+            self = .clockSkew
+        } else if Self.permissionCodes.contains(code) || code.hasSuffix(".Unauthorized") {
+            self = .permission
+        } else if httpStatus >= 500 || httpStatus == 429 {
+            self = .transient
+        } else {
+            self = .permanent
+        }
+    }
+
+    public var isRetryable: Bool {
+        self == .throttling || self == .transient || self == .clockSkew
+    }
+}
+
+/// An error EC2 answered with.
+public struct EC2ServiceError: SnapmountError, Equatable {
+    public let action: String
+    public let code: String
+    public let message: String
+    public let requestID: String
+    public let httpStatus: Int
+
+    public init(action: String, code: String, message: String, requestID: String, httpStatus: Int) {
+        self.action = action
+        self.code = code
+        self.message = message
+        self.requestID = requestID
+        self.httpStatus = httpStatus
+    }
+
+    public var kind: EC2ErrorKind { EC2ErrorKind(code: code, httpStatus: httpStatus) }
+
+    public var exitStatus: ExitStatus {
+        switch kind {
+        case .permission: return .permissionDenied
+        case .throttling, .transient, .clockSkew: return .unavailable
+        case .permanent:
+            if code == "IdempotentParameterMismatch" || code.hasPrefix("InvalidParameter") || code == "MissingParameter"
+                || code == "InvalidZone.NotFound" || code == "VolumeTypeNotAvailableInZone" || code.hasPrefix("InvalidKmsKey")
+                || code == "KMSKeyNotAccessibleFault"
+            {
+                return .configuration
+            }
+            return .unavailable
+        }
+    }
+
+    public var description: String {
+        var text = "EC2 \(action): \(code)"
+        if !message.isEmpty { text += ": \(message)" }
+        switch code {
+        case "UnauthorizedOperation":
+            text += " — the instance role needs ec2:\(action) (see snapmount(8), IAM POLICY)"
+        case "IdempotentParameterMismatch":
+            text += " — a volume was already requested for this instance and snapshot with other settings; restore them, or delete that volume"
+        default:
+            break
+        }
+        if !requestID.isEmpty { text += " (request \(requestID))" }
+        return text
+    }
+}

@@ -1,0 +1,128 @@
+import Logging
+import SnapmountCore
+
+public enum CredentialsError: SnapmountError, Equatable {
+    case incompleteEnvironment(String)
+    case noRole
+    case metadata(IMDSError)
+    case document(IMDSDocumentError)
+    case expiringTooSoon(role: String, expiration: UTCTimestamp)
+
+    public var exitStatus: ExitStatus {
+        switch self {
+        case .incompleteEnvironment: .configuration
+        case .noRole: .permissionDenied
+        case .metadata(let error): error.exitStatus
+        case .document(let error): error.exitStatus
+        case .expiringTooSoon: .unavailable
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .incompleteEnvironment(let detail): "AWS credentials in the environment are incomplete: \(detail)"
+        case .noRole: "no AWS credentials: none in the environment, and the instance has no IAM role (instance profile)"
+        case .metadata(let error): "cannot get the instance role's credentials: \(error)"
+        case .document(let error): "cannot get the instance role's credentials: \(error)"
+        case .expiringTooSoon(let role, let expiration):
+            "the instance role \(role)'s credentials expire at \(expiration), too soon to use, and IMDS has no newer ones"
+        }
+    }
+}
+
+/// Supplies credentials for each EC2 request: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/
+/// `AWS_SESSION_TOKEN` when set, else the instance profile role's from IMDS, fetched again
+/// before they come within `refreshWindow` of their expiration — so a request is never
+/// signed with credentials about to expire.
+public final class CredentialsProvider {
+    /// The SDKs refresh instance credentials in their last minutes; five minutes keeps a
+    /// margin for a slow, retried request.
+    public static let defaultRefreshWindow: Duration = .seconds(300)
+
+    private enum Source {
+        case environment(AWSCredentials)
+        case instanceProfile(IMDSClient)
+    }
+
+    private let source: Source
+    private let clock: any AgentClock
+    private let logger: Logger
+    public let refreshWindow: Duration
+    private var cached: AWSCredentials?
+    private var role: String?
+
+    public init(environment: [String: String], imds: IMDSClient, clock: any AgentClock = SystemClock(), logger: Logger,
+                refreshWindow: Duration = defaultRefreshWindow) throws(CredentialsError) {
+        self.clock = clock
+        self.logger = logger
+        self.refreshWindow = refreshWindow
+        let key = environment["AWS_ACCESS_KEY_ID"].flatMap { $0.isEmpty ? nil : $0 }
+        let secret = environment["AWS_SECRET_ACCESS_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+        switch (key, secret) {
+        case (let key?, let secret?):
+            let token = environment["AWS_SESSION_TOKEN"].flatMap { $0.isEmpty ? nil : Secret($0) }
+            source = .environment(AWSCredentials(accessKeyID: key, secretAccessKey: Secret(secret), sessionToken: token))
+        case (nil, nil):
+            source = .instanceProfile(imds)
+        case (.some, nil):
+            throw .incompleteEnvironment("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not")
+        case (nil, .some):
+            throw .incompleteEnvironment("AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not")
+        }
+    }
+
+    /// Where credentials come from, for the dry-run checklist.
+    public var sourceDescription: String {
+        switch source {
+        case .environment: "environment (AWS_ACCESS_KEY_ID)"
+        case .instanceProfile: role.map { "instance role \($0)" } ?? "instance role"
+        }
+    }
+
+    /// Credentials good for at least `refreshWindow` more.
+    public func current() throws(CredentialsError) -> AWSCredentials {
+        switch source {
+        case .environment(let credentials):
+            return credentials
+        case .instanceProfile(let imds):
+            let now = clock.now()
+            if let cached, usable(cached, at: now) { return cached }
+            let fresh = try fetch(imds)
+            guard usable(fresh, at: now) else {
+                throw .expiringTooSoon(role: role ?? "?", expiration: fresh.expiration ?? now)
+            }
+            if cached != nil { logger.debug("instance role credentials refreshed", metadata: ["role": "\(role ?? "")"]) }
+            cached = fresh
+            return fresh
+        }
+    }
+
+    private func usable(_ credentials: AWSCredentials, at now: UTCTimestamp) -> Bool {
+        guard let expiration = credentials.expiration else { return true }
+        return now.adding(seconds: refreshWindow.components.seconds) < expiration
+    }
+
+    private func fetch(_ imds: IMDSClient) throws(CredentialsError) -> AWSCredentials {
+        do {
+            if role == nil {
+                let listing = try imds.text("meta-data/iam/security-credentials/")
+                guard let first = listing.split(whereSeparator: \.isNewline).first.map(String.init), !first.isEmpty else {
+                    throw CredentialsError.noRole
+                }
+                role = first
+            }
+            let name = role ?? ""
+            return try IMDSDocuments.roleCredentials(try imds.get("meta-data/iam/security-credentials/\(name)"), role: name)
+        } catch let error as CredentialsError {
+            throw error
+        } catch IMDSError.notFound(let path) where path == "meta-data/iam/security-credentials/" {
+            throw .noRole
+        } catch let error as IMDSError {
+            throw .metadata(error)
+        } catch let error as IMDSDocumentError {
+            throw .document(error)
+        } catch {
+            throw .metadata(.unavailable(path: "meta-data/iam/security-credentials/", detail: "\(error)"))
+        }
+    }
+}

@@ -1,0 +1,245 @@
+import Logging
+import SnapmountCore
+
+/// Where EC2 is: `AWS_ENDPOINT_URL_EC2`, else `AWS_ENDPOINT_URL`, else the regional endpoint.
+public struct EC2Endpoint: Sendable, Equatable {
+    /// Without a trailing slash.
+    public let url: String
+    /// The Host header: host, and port when not the scheme's default.
+    public let host: String
+
+    public init(url: String) throws(ConfigurationError) {
+        let lower = url.lowercased()
+        let rest: Substring
+        if lower.hasPrefix("https://") {
+            rest = url.dropFirst(8)
+        } else if lower.hasPrefix("http://") {
+            rest = url.dropFirst(7)
+        } else {
+            throw ConfigurationError([ConfigIssue(nil, "EC2 endpoint \(url.quotedForMessage()) is not an http:// or https:// URL")])
+        }
+        let authority = rest.prefix { $0 != "/" && $0 != "?" }
+        guard !authority.isEmpty, !url.hasWhitespaceOrControlCharacter else {
+            throw ConfigurationError([ConfigIssue(nil, "EC2 endpoint \(url.quotedForMessage()) has no host")])
+        }
+        var trimmed = url
+        while trimmed.hasSuffix("/") { trimmed.removeLast() }
+        self.url = trimmed
+        self.host = lower.hasPrefix("https://") && authority.hasSuffix(":443") ? String(authority.dropLast(4))
+            : lower.hasPrefix("http://") && authority.hasSuffix(":80") ? String(authority.dropLast(3)) : String(authority)
+    }
+
+    public static func resolve(region: String, environment: [String: String]) throws(ConfigurationError) -> EC2Endpoint {
+        for name in ["AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL"] {
+            if let url = environment[name], !url.isEmpty { return try EC2Endpoint(url: url) }
+        }
+        let suffix = region.hasPrefix("cn-") ? "amazonaws.com.cn" : "amazonaws.com"
+        return try EC2Endpoint(url: "https://ec2.\(region).\(suffix)")
+    }
+}
+
+extension String {
+    fileprivate var hasWhitespaceOrControlCharacter: Bool {
+        unicodeScalars.contains { $0.value <= 0x20 || $0.value == 0x7f }
+    }
+}
+
+/// Why an EC2 call failed, once retries are spent or were pointless.
+public enum EC2CallError: SnapmountError, Equatable {
+    case service(EC2ServiceError)
+    case http(action: String, HTTPError)
+    case decode(EC2DecodeError)
+    case credentials(CredentialsError)
+    case signing(SigV4Error)
+
+    public var exitStatus: ExitStatus {
+        switch self {
+        case .service(let error): error.exitStatus
+        case .http(_, let error): error.exitStatus
+        case .decode: .unavailable
+        case .credentials(let error): error.exitStatus
+        case .signing(let error): error.exitStatus
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .service(let error): error.description
+        case .http(let action, let error): "EC2 \(action): \(error)"
+        case .decode(let error): "EC2 \(error)"
+        case .credentials(let error): error.description
+        case .signing(let error): error.description
+        }
+    }
+
+    /// The EC2 error code, when EC2 answered with one.
+    public var code: String? {
+        if case .service(let error) = self { return error.code }
+        return nil
+    }
+}
+
+/// What EC2 said to a `DryRun=true` call.
+public enum DryRunVerdict: Sendable, Equatable {
+    /// `DryRunOperation`: the call would have succeeded.
+    case permitted
+    /// `UnauthorizedOperation`: the IAM policy lacks this action.
+    case denied(EC2ServiceError)
+}
+
+/// Signed EC2 Query API calls (form POSTs, SigV4) with the SDKs' standard retry behaviour:
+/// throttling, 5xx, timeouts, resets and unreadable answers are retried with capped,
+/// jittered exponential backoff under a retry quota; permission and parameter errors are
+/// not. A clock-skew error corrects the signing time from the server's `Date` header.
+public final class EC2Client {
+    public static let apiVersion = "2016-11-15"
+
+    public let endpoint: EC2Endpoint
+    public let region: String
+    private let credentials: CredentialsProvider
+    private let http: HTTPClient
+    private let retry: RetryPolicy
+    private let clock: any AgentClock
+    private let logger: Logger
+    private let signer: SigV4Signer
+    /// Per attempt.
+    public var timeout: Duration = .seconds(20)
+    private var quota = RetryQuota()
+    /// Seconds to add to the local clock, learnt from a clock-skew error.
+    public private(set) var clockCorrection: Int64 = 0
+
+    public init(endpoint: EC2Endpoint, region: String, credentials: CredentialsProvider, http: HTTPClient,
+                retry: RetryPolicy, clock: any AgentClock = SystemClock(), logger: Logger) {
+        self.endpoint = endpoint
+        self.region = region
+        self.credentials = credentials
+        self.http = http
+        self.retry = retry
+        self.clock = clock
+        self.logger = logger
+        self.signer = SigV4Signer(region: region, service: "ec2")
+    }
+
+    /// Calls `action` and decodes its answer, retrying what is worth retrying.
+    public func perform<T>(_ action: String, _ parameters: QueryParameters,
+                           decode: ([UInt8]) throws(EC2DecodeError) -> T) throws(EC2CallError) -> T {
+        var attempt = 1
+        var retryCost: Int?
+        while true {
+            let failure: EC2CallError
+            let afterTimeout: Bool
+            switch try attemptOnce(action, parameters) {
+            case .success(let body):
+                do {
+                    let value = try decode(body)
+                    quota.release(cost: retryCost)
+                    return value
+                } catch {
+                    failure = .decode(error)
+                    afterTimeout = false
+                }
+            case .failure(let error):
+                failure = error
+                afterTimeout = { if case .http(_, .timeout) = error { return true } else { return false } }()
+            }
+            guard Self.isRetryable(failure), attempt < retry.maxAttempts,
+                  let cost = quota.acquire(afterTimeout: afterTimeout)
+            else {
+                if attempt > 1 { logger.debug("EC2 \(action): giving up after \(attempt) attempts") }
+                throw failure
+            }
+            retryCost = cost
+            let delay = retry.backoff(retry: attempt, random: clock.random())
+            logger.warning("EC2 \(action): \(failure.shortReason); retry \(attempt) of \(retry.maxAttempts - 1) in \(DurationText.format(delay))")
+            clock.sleep(for: delay)
+            attempt += 1
+        }
+    }
+
+    /// Sends `action` with `DryRun=true`: EC2 checks the caller's permission and changes nothing.
+    public func dryRun(_ action: String, _ parameters: QueryParameters) throws(EC2CallError) -> DryRunVerdict {
+        var dry = parameters
+        dry.append("DryRun", "true")
+        do throws(EC2CallError) {
+            // EC2 never answers a dry run with success; a 200 is as unreadable as garbage.
+            _ = try perform(action, dry) { (_: [UInt8]) throws(EC2DecodeError) -> Bool in
+                throw EC2DecodeError(action: action, problem: "a DryRun call answered without DryRunOperation")
+            }
+            return .permitted
+        } catch {
+            switch error {
+            case .service(let service) where service.code == "DryRunOperation": return .permitted
+            case .service(let service) where service.code == "UnauthorizedOperation": return .denied(service)
+            default: throw error
+            }
+        }
+    }
+
+    static func isRetryable(_ error: EC2CallError) -> Bool {
+        switch error {
+        case .service(let service): service.kind.isRetryable
+        case .http(_, let http): http.isTransient
+        case .decode: true
+        case .credentials, .signing: false
+        }
+    }
+
+    /// One signed request. Throws only for what no retry can fix (credentials, signing);
+    /// everything else comes back as the attempt's result.
+    private func attemptOnce(_ action: String, _ parameters: QueryParameters) throws(EC2CallError) -> Result<[UInt8], EC2CallError> {
+        let credentials: AWSCredentials
+        do { credentials = try self.credentials.current() } catch { throw .credentials(error) }
+        var all = QueryParameters([("Action", action), ("Version", Self.apiVersion)])
+        all.append(contentsOf: parameters)
+        let body = Array(all.formEncoded.utf8)
+        let headers = [(name: "Host", value: endpoint.host), (name: "Content-Type", value: "application/x-www-form-urlencoded; charset=utf-8")]
+        let signature: SigV4Signature
+        do {
+            signature = try signer.sign(SigV4Request(method: "POST", path: "/", headers: headers, body: body),
+                                        credentials: credentials, at: clock.now().adding(seconds: clockCorrection))
+        } catch {
+            throw .signing(error)
+        }
+        let response: HTTPResponse
+        do {
+            response = try http.send(HTTPRequest(
+                .post, endpoint.url + "/", headers: headers + signature.headers, body: body,
+                connectTimeout: .seconds(5), timeout: timeout, maximumResponseBytes: 4 << 20))
+        } catch {
+            return .failure(.http(action: action, error))
+        }
+        if response.status == 200 { return .success(response.body) }
+
+        let service: EC2ServiceError
+        if let parsed = EC2ErrorBody.parse(response.body) {
+            service = EC2ServiceError(action: action, code: parsed.code, message: parsed.message, requestID: parsed.requestID,
+                                      httpStatus: response.status)
+        } else {
+            let excerpt = String(response.text.prefix(80)).quotedForMessage()
+            service = EC2ServiceError(action: action, code: "HTTP\(response.status)",
+                                      message: response.body.isEmpty ? "empty body" : "not an EC2 error document: \(excerpt)",
+                                      requestID: "", httpStatus: response.status)
+        }
+        if service.kind == .clockSkew, let date = response.header("Date").flatMap(UTCTimestamp.init(httpDate:)) {
+            let correction = date.secondsSinceEpoch - clock.now().secondsSinceEpoch
+            if abs(correction - clockCorrection) > 60 {
+                logger.warning("the local clock is \(correction) s off EC2's; signing with EC2's time")
+                clockCorrection = correction
+            }
+        }
+        return .failure(.service(service))
+    }
+}
+
+extension EC2CallError {
+    /// A few words for a retry log line.
+    var shortReason: String {
+        switch self {
+        case .service(let error): error.code
+        case .http(_, let error): "\(Mirror(reflecting: error).children.first?.label ?? "transport")"
+        case .decode(let error): "unreadable answer (\(error.problem.prefix(40)))"
+        case .credentials: "credentials"
+        case .signing: "signing"
+        }
+    }
+}

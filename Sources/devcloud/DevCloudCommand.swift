@@ -1,0 +1,59 @@
+import ArgumentParser
+import DevCloud
+import Foundation
+
+/// `devcloud`: runs the local cloud until interrupted, printing its endpoints as
+/// environment assignments a shell can `export`.
+@main
+struct DevCloudCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "devcloud",
+        abstract: "Run snapmount's local cloud (IMDSv2, EC2, release server) on 127.0.0.1.")
+
+    @Option(help: ArgumentHelp("A completed snapshot to offer, id[:GiB[:image-file]].", valueName: "snapshot"))
+    var snapshot: [String] = []
+
+    @Option(help: ArgumentHelp("What snap.txt serves (default: the first snapshot's id).", valueName: "text"))
+    var release: String?
+
+    @Option(help: ArgumentHelp("Also write the endpoints to this file once ready.", valueName: "path"))
+    var readyFile: String?
+
+    func run() async throws {
+        let cloud = try await DevCloud.start()
+        for spec in snapshot {
+            let parts = spec.split(separator: ":", maxSplits: 2).map(String.init)
+            await cloud.state.addSnapshot(DevSnapshot(id: parts[0], sizeGiB: parts.count > 1 ? Int(parts[1]) ?? 1 : 1,
+                                                      image: parts.count > 2 ? parts[2] : nil))
+        }
+        if let text = release ?? snapshot.first.map({ String($0.prefix { $0 != ":" }) + "\n" }) {
+            await cloud.state.setRelease(ReleaseResponse(body: text))
+        }
+        var lines = cloud.environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        lines.append("DEVCLOUD_CONTROL=\(cloud.controlEndpoint)")
+        let text = lines.joined(separator: "\n") + "\n"
+        print(text, terminator: "")
+        fflush(nil)
+        if let readyFile { try text.write(toFile: readyFile, atomically: true, encoding: .utf8) }
+        // Serve until SIGINT or SIGTERM.
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        let signals = [SIGINT, SIGTERM].map { DispatchSource.makeSignalSource(signal: $0) }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let once = NSLock()
+            var resumed = false
+            for source in signals {
+                source.setEventHandler {
+                    once.withLock {
+                        if !resumed {
+                            resumed = true
+                            continuation.resume()
+                        }
+                    }
+                }
+                source.resume()
+            }
+        }
+        await cloud.stop()
+    }
+}
