@@ -83,6 +83,18 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // Helpers shared by the test targets: threads for blocking calls, log capture,
+        // recording clocks, in-process servers.
+        .target(
+            name: "SnapmountTestSupport",
+            dependencies: [
+                "SnapmountCore", "SnapmountSystem",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            path: "Tests/SnapmountTestSupport",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "SnapmountCoreTests",
             dependencies: ["SnapmountCore"],
@@ -91,7 +103,7 @@ let package = Package(
         .testTarget(
             name: "SnapmountSystemTests",
             dependencies: [
-                "SnapmountCore", "SnapmountSystem",
+                "SnapmountCore", "SnapmountSystem", "SnapmountTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
             ],
@@ -100,7 +112,7 @@ let package = Package(
         .testTarget(
             name: "SnapmountCloudTests",
             dependencies: [
-                "SnapmountCore", "SnapmountSystem", "SnapmountAgent", "DevCloud",
+                "SnapmountCore", "SnapmountSystem", "SnapmountAgent", "DevCloud", "SnapmountTestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

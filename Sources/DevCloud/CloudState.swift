@@ -27,7 +27,7 @@ struct RoleCredentials: Sendable {
 /// DevCloud's whole world and every rule it enforces. An actor: the servers call into it
 /// concurrently, tests read and change it through ``DevCloud``.
 public actor CloudState {
-    public let settings: DevCloudSettings
+    nonisolated public let settings: DevCloudSettings
     let started = ContinuousClock.now
     private var delays: StateDelays
     private var buckets: ThrottleBuckets
@@ -78,6 +78,8 @@ public actor CloudState {
     public func setClockOffset(seconds: TimeInterval) { clockOffset = seconds }
     public func onAttachment(_ hook: @escaping @Sendable (AttachmentEvent) async -> Void) { self.hook = hook }
     public func callLog() -> [CallRecord] { calls }
+    /// As if IMDS restarted: every session token stops working.
+    public func forgetIMDSTokens() { imdsTokens = [:] }
     public func clearCallLog() { calls = [] }
     public func volumeTable() -> [DevVolume] {
         volumes.keys.sorted().compactMap { refreshed($0) }

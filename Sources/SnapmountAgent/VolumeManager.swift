@@ -178,6 +178,13 @@ public final class VolumeManager {
         return attachment
     }
 
+    /// Waits (bounded) until the volume has no attachment left and is `available`.
+    public func waitDetached(_ id: VolumeID) throws(VolumeError) -> EC2Volume {
+        try poll(id, waitingFor: "detached", timeout: attachedTimeout) { volume throws(VolumeError) in
+            volume.attachments.isEmpty && volume.state == "available" ? volume : nil
+        }
+    }
+
     public func setDeleteOnTermination(device: String) throws(VolumeError) {
         do { try ec2.setDeleteOnTermination(identity.instanceID, device: device) } catch { throw .ec2(error) }
     }

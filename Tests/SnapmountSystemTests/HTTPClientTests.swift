@@ -1,6 +1,7 @@
 import CCurl
 import Foundation
 import SnapmountCore
+import SnapmountTestSupport
 import Testing
 
 @testable import SnapmountSystem

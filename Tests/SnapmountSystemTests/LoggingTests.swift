@@ -2,19 +2,8 @@ import Foundation
 import Logging
 import SnapmountCore
 import SnapmountSystem
+import SnapmountTestSupport
 import Testing
-
-/// Collects lines instead of writing them to stderr.
-final class CapturedLines: LogSink, @unchecked Sendable {
-    private let lock = NSLock()
-    private var stored: [String] = []
-
-    func write(_ line: String) {
-        lock.withLock { stored.append(line) }
-    }
-
-    var lines: [String] { lock.withLock { stored } }
-}
 
 @Suite("Logging")
 struct LoggingTests {

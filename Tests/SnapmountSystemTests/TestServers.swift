@@ -2,20 +2,11 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import SnapmountTestSupport
 
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// Runs a synchronous, blocking body (libcurl) on its own thread, so it never occupies the
-/// cooperative pool that the in-process test server needs to answer it.
-func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        let thread = Thread { continuation.resume(with: Result { try body() }) }
-        thread.stackSize = 1 << 20
-        thread.start()
-    }
-}
 
 /// A real HTTP server (Hummingbird) on 127.0.0.1 and an ephemeral port, for the length of
 /// `body`.

@@ -199,6 +199,12 @@ public struct EC2ErrorBody: Sendable, Equatable {
     public let message: String
     public let requestID: String
 
+    public init(code: String, message: String, requestID: String) {
+        self.code = code
+        self.message = message
+        self.requestID = requestID
+    }
+
     public static func parse(_ bytes: [UInt8]) -> EC2ErrorBody? {
         guard let root = parseXML(bytes), root.name == "Response" || root.name == "ErrorResponse",
               let error = root.descendant("Error"), let code = error.value("Code"), !code.isEmpty

@@ -1,5 +1,3 @@
-import FoundationEssentials
-
 /// Who and where this instance is, from the instance identity document.
 public struct InstanceIdentity: Sendable, Equatable {
     public var instanceID: InstanceID
@@ -24,58 +22,38 @@ public struct IMDSDocumentError: SnapmountError, Equatable {
     public var description: String { "instance metadata \(path): \(problem)" }
 }
 
-/// Decoders for the JSON documents IMDS serves (FoundationEssentials' JSONDecoder, which the
-/// binary already carries).
+/// Decoders for the JSON documents IMDS serves.
 public enum IMDSDocuments {
     /// `dynamic/instance-identity/document`
     public static func identity(_ bytes: [UInt8]) throws(IMDSDocumentError) -> InstanceIdentity {
-        struct Document: Decodable {
-            let instanceId: String
-            let region: String
-            let availabilityZone: String
-            let accountId: String
-        }
         let path = "dynamic/instance-identity/document"
-        let document: Document
-        do {
-            document = try JSONDecoder().decode(Document.self, from: Data(bytes))
-        } catch {
+        guard let document = try? parseJSON(bytes), let instanceID = document["instanceId"]?.string,
+              let region = document["region"]?.string, let zone = document["availabilityZone"]?.string,
+              let account = document["accountId"]?.string
+        else {
             throw IMDSDocumentError(path: path, problem: "not an identity document: \(String(decoding: bytes.prefix(80), as: UTF8.self).quotedForMessage())")
         }
-        guard let instance = InstanceID(document.instanceId) else {
-            throw IMDSDocumentError(path: path, problem: "instanceId \(document.instanceId.quotedForMessage()) is not an instance id")
+        guard let instance = InstanceID(instanceID) else {
+            throw IMDSDocumentError(path: path, problem: "instanceId \(instanceID.quotedForMessage()) is not an instance id")
         }
-        guard isRegionName(document.region), document.availabilityZone.hasPrefix(document.region),
-              document.availabilityZone.count > document.region.count, isRegionName(document.availabilityZone)
-        else {
-            throw IMDSDocumentError(path: path, problem: "region \(document.region.quotedForMessage()) and zone \(document.availabilityZone.quotedForMessage()) do not match")
+        guard isRegionName(region), zone.hasPrefix(region), zone.count > region.count, isRegionName(zone) else {
+            throw IMDSDocumentError(path: path, problem: "region \(region.quotedForMessage()) and zone \(zone.quotedForMessage()) do not match")
         }
-        return InstanceIdentity(instanceID: instance, region: document.region, availabilityZone: document.availabilityZone,
-                                accountID: document.accountId)
+        return InstanceIdentity(instanceID: instance, region: region, availabilityZone: zone, accountID: account)
     }
 
     /// `meta-data/iam/security-credentials/<role>`: temporary credentials with their expiry.
     public static func roleCredentials(_ bytes: [UInt8], role: String) throws(IMDSDocumentError) -> AWSCredentials {
-        struct Document: Decodable {
-            let Code: String
-            let AccessKeyId: String?
-            let SecretAccessKey: String?
-            let Token: String?
-            let Expiration: String?
-        }
         let path = "meta-data/iam/security-credentials/\(role)"
-        let document: Document
-        do {
-            document = try JSONDecoder().decode(Document.self, from: Data(bytes))
-        } catch {
+        guard let document = try? parseJSON(bytes), let code = document["Code"]?.string else {
             // Never quote this body: it may hold a secret.
             throw IMDSDocumentError(path: path, problem: "not a credentials document (\(bytes.count) bytes)")
         }
-        guard document.Code == "Success" else {
-            throw IMDSDocumentError(path: path, problem: "IMDS reports \(document.Code.quotedForMessage(limit: 40)) for role \(role)")
+        guard code == "Success" else {
+            throw IMDSDocumentError(path: path, problem: "IMDS reports \(code.quotedForMessage(limit: 40)) for role \(role)")
         }
-        guard let key = document.AccessKeyId, !key.isEmpty, let secret = document.SecretAccessKey, !secret.isEmpty,
-              let token = document.Token, !token.isEmpty, let expirationText = document.Expiration
+        guard let key = document["AccessKeyId"]?.string, !key.isEmpty, let secret = document["SecretAccessKey"]?.string, !secret.isEmpty,
+              let token = document["Token"]?.string, !token.isEmpty, let expirationText = document["Expiration"]?.string
         else { throw IMDSDocumentError(path: path, problem: "a credentials document without key, secret, token or expiration") }
         guard let expiration = UTCTimestamp(iso8601: expirationText) else {
             throw IMDSDocumentError(path: path, problem: "Expiration \(expirationText.quotedForMessage(limit: 40)) is not a time")

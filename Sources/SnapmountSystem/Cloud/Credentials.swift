@@ -112,7 +112,9 @@ public final class CredentialsProvider {
                 role = first
             }
             let name = role ?? ""
-            return try IMDSDocuments.roleCredentials(try imds.get("meta-data/iam/security-credentials/\(name)"), role: name)
+            return try imds.document("meta-data/iam/security-credentials/\(name)") { (body: [UInt8]) throws(IMDSDocumentError) in
+                try IMDSDocuments.roleCredentials(body, role: name)
+            }
         } catch let error as CredentialsError {
             throw error
         } catch IMDSError.notFound(let path) where path == "meta-data/iam/security-credentials/" {

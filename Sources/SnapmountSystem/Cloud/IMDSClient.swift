@@ -115,6 +115,20 @@ public final class IMDSClient {
         }
     }
 
+    /// A JSON document: one that does not decode (cut short, garbled) is fetched again,
+    /// within the same retry budget as any transient failure.
+    public func document<T>(_ path: String, decode: ([UInt8]) throws(IMDSDocumentError) -> T) throws(IMDSError) -> T {
+        var attempt = 1
+        while true {
+            let body = try get(path)
+            do {
+                return try decode(body)
+            } catch {
+                try retryOrThrow(transient: true, attempt: &attempt, path: path, detail: error.problem)
+            }
+        }
+    }
+
     public func text(_ path: String) throws(IMDSError) -> String {
         String(decoding: try get(path), as: UTF8.self)
     }

@@ -1,0 +1,71 @@
+import Logging
+import SnapmountCore
+import SnapmountSystem
+
+/// Knobs the product leaves at their defaults and tests turn down, so that a fault matrix
+/// runs in seconds rather than minutes.
+public struct CloudTuning: Sendable {
+    /// `nil`: the standard policy with `AWS_MAX_ATTEMPTS`.
+    public var retry: RetryPolicy?
+    public var ec2Timeout: Duration = .seconds(20)
+    public var sourceTimeout: Duration = .seconds(10)
+    /// IMDS retries and per-request timeout; `nil`: the IMDS client's defaults.
+    public var imdsRetry: RetryPolicy?
+    public var imdsTimeout: Duration?
+    public var credentialRefreshWindow = CredentialsProvider.defaultRefreshWindow
+    public var poll = PollSchedule()
+
+    public init() {}
+}
+
+/// The instance's view of the cloud — identity, credentials, EC2, the snapshot source —
+/// wired from the environment the way the boot flow uses it.
+public final class CloudSession {
+    public let identity: InstanceIdentity
+    public let imds: IMDSClient
+    public let credentials: CredentialsProvider
+    public let ec2: EC2Client
+    public let volumes: VolumeManager
+    public let source: SnapshotSourceClient
+
+    /// Reads the identity document (IMDSv2), then sets up credentials and the EC2 client for
+    /// the instance's region (or `AWS_REGION`).
+    public static func connect(environment: [String: String], clock: any AgentClock = SystemClock(), logger: Logger,
+                               tuning: CloudTuning = CloudTuning()) throws -> CloudSession {
+        let http = try HTTPClient(trustedCertificatesFile: environment["AWS_CA_BUNDLE"].flatMap { $0.isEmpty ? nil : $0 })
+        let retry = try tuning.retry ?? RetryPolicy.standard(environment: environment)
+        var imdsSettings = IMDSSettings.from(environment: environment)
+        if let imdsRetry = tuning.imdsRetry { imdsSettings.retry = imdsRetry }
+        if let imdsTimeout = tuning.imdsTimeout { imdsSettings.timeout = imdsTimeout }
+        let imds = IMDSClient(settings: imdsSettings, http: http, clock: clock, logger: logger)
+        let identity = try imds.document("dynamic/instance-identity/document", decode: IMDSDocuments.identity)
+        let region = environment["AWS_REGION"].flatMap { $0.isEmpty ? nil : $0 } ?? identity.region
+        let credentials = try CredentialsProvider(environment: environment, imds: imds, clock: clock, logger: logger,
+                                                  refreshWindow: tuning.credentialRefreshWindow)
+        let ec2 = EC2Client(endpoint: try EC2Endpoint.resolve(region: region, environment: environment), region: region,
+                            credentials: credentials, http: http, retry: retry, clock: clock, logger: logger)
+        ec2.timeout = tuning.ec2Timeout
+        let volumes = VolumeManager(ec2: ec2, identity: identity, clock: clock, logger: logger)
+        volumes.schedule = tuning.poll
+        var source = SnapshotSourceClient(http: http, retry: retry, clock: clock, logger: logger)
+        source.timeout = tuning.sourceTimeout
+        return CloudSession(identity: identity, imds: imds, credentials: credentials, ec2: ec2, volumes: volumes, source: source)
+    }
+
+    private init(identity: InstanceIdentity, imds: IMDSClient, credentials: CredentialsProvider, ec2: EC2Client,
+                 volumes: VolumeManager, source: SnapshotSourceClient) {
+        self.identity = identity
+        self.imds = imds
+        self.credentials = credentials
+        self.ec2 = ec2
+        self.volumes = volumes
+        self.source = source
+    }
+
+    /// Step 4: the id `snap.txt` names, checked strictly, then DescribeSnapshots: it must exist,
+    /// be completed, and belong to an allowed owner. A malformed id never reaches EC2.
+    public func resolveSnapshot(_ url: SourceURL, owner: SnapshotOwner?) throws -> EC2Snapshot {
+        let id = try source.fetch(url)
+        return try volumes.verifySnapshot(id, owner: owner)
+    }
+}

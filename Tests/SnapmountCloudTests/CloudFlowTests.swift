@@ -1,0 +1,292 @@
+import DevCloud
+import Foundation
+import Logging
+import SnapmountAgent
+import SnapmountCore
+import SnapmountSystem
+import SnapmountTestSupport
+import Testing
+
+@Suite("Cloud half against DevCloud")
+struct CloudFlowTests {
+    @Test("happy path at DevCloud's default delays: each action once, plus the polls")
+    func happyPath() async throws {
+        try await withCloud(DevCloudSettings()) { cloud in
+            var tuning = CloudTuning()
+            tuning.retry = RetryPolicy()
+            let run = try await runCloudSteps(cloud, tuning: tuning)
+            #expect(run.created)
+            let calls = await cloud.state.callLog()
+            #expect(calls.allSatisfy { $0.outcome == "ok" || $0.outcome == "200" }, "\(calls.map(\.outcome))")
+            #expect(calls.count("api/token") == 1)
+            #expect(calls.count("dynamic/instance-identity/document") == 1)
+            #expect(calls.count("meta-data/iam/security-credentials/") == 1)
+            #expect(calls.count("snap.txt") == 1)
+            for action in ["DescribeSnapshots", "CreateVolume", "AttachVolume", "ModifyInstanceAttribute"] {
+                #expect(calls.count(action) == 1, "\(action)")
+            }
+            let polls = calls.count("DescribeVolumes")
+            #expect(polls >= 3 && polls <= 16)
+            let volumes = await cloud.state.volumeTable()
+            #expect(volumes.count == 1)
+            let volume = try #require(volumes.first)
+            #expect(volume.id == run.volumeID)
+            #expect(volume.attachment?.state == "attached")
+            #expect(volume.attachment?.deleteOnTermination == true)
+            #expect(volume.tags[VolumeRequest.instanceTag] == cloud.state.settings.instanceID)
+            #expect(volume.tags[VolumeRequest.snapshotTag] == releaseSnapshot)
+            let ec2 = calls.ec2Calls().count
+            print("cloud happy path: \(calls.count) calls (\(ec2) EC2, of which \(polls) DescribeVolumes), wall time \(run.wall) at default delays (create 1s, attach 1s)")
+        }
+    }
+
+    @Test("a rerun reuses the volume: no second CreateVolume, no second AttachVolume")
+    func rerunReuses() async throws {
+        try await withCloud { cloud in
+            let first = try await runCloudSteps(cloud)
+            await cloud.state.clearCallLog()
+            let second = try await runCloudSteps(cloud)
+            #expect(second.volumeID == first.volumeID)
+            #expect(!second.created)
+            let calls = await cloud.state.callLog()
+            #expect(calls.count("CreateVolume") == 0)
+            // Attaching again is answered VolumeInUse, which the agent resolves to its own attachment.
+            #expect(calls.filter { $0.action == "AttachVolume" }.map(\.outcome) == ["VolumeInUse"])
+            #expect(await cloud.state.volumeTable().count == 1)
+        }
+    }
+
+    static let faultActions = ["DescribeSnapshots", "CreateVolume", "DescribeVolumes", "AttachVolume", "ModifyInstanceAttribute"]
+    static let faultKinds: [FaultKind] = [.http500, .http503, .throttle, .reset, .noResponse, .truncated, .malformed, .html]
+
+    @Test("each fault once in each action: still succeeds, with exactly one extra call",
+          arguments: faultActions, faultKinds)
+    func faultOnce(action: String, kind: FaultKind) async throws {
+        try await withCloud { cloud in
+            await cloud.state.addFault(Fault(target: action, kind: kind, trigger: .nthCall(1)))
+            _ = try await runCloudSteps(cloud)
+            let calls = await cloud.state.callLog().filter { $0.action == action }
+            #expect(calls.filter { $0.outcome.hasPrefix("fault:") }.count == 1)
+            #expect(calls.count >= 2)
+            #expect(calls[1].outcome == "ok", "\(calls.map(\.outcome))")
+            if action != "DescribeVolumes" { #expect(calls.count == 2) }
+            #expect(await cloud.state.volumeTable().count == 1)
+        }
+    }
+
+    @Test("each fault persistent in each action: the typed error and exit 69, in bounded time",
+          arguments: faultActions, faultKinds)
+    func faultPersistent(action: String, kind: FaultKind) async throws {
+        try await withCloud { cloud in
+            await cloud.state.addFault(Fault(target: action, kind: kind, trigger: .always))
+            let started = ContinuousClock.now
+            do {
+                _ = try await runCloudSteps(cloud)
+                Issue.record("succeeded despite a persistent fault")
+            } catch {
+                #expect(ExitStatus(for: error) == .unavailable, "\(error)")
+                #expect(String(describing: error).contains(action), "\(error)")
+            }
+            // Three attempts, each at most the one-second timeout, plus short backoffs.
+            #expect(ContinuousClock.now - started < .seconds(8))
+            // Three attempts. libcurl itself retries once, silently, a request whose reused
+            // keep-alive connection dies before any answer: so a reset may show one more.
+            let calls = await cloud.state.callLog().filter { $0.action == action }
+            #expect(kind == .reset ? (3...4).contains(calls.count) : calls.count == 3, "\(calls.map(\.outcome))")
+        }
+    }
+
+    @Test("IAM denies AttachVolume: exit 77 at once, no retries; DryRun reports the gap")
+    func permissionDenied() async throws {
+        try await withCloud { cloud in
+            await cloud.state.setPermissions(["DescribeSnapshots", "DescribeVolumes", "CreateVolume", "ModifyInstanceAttribute", "DeleteVolume"])
+            do {
+                _ = try await runCloudSteps(cloud)
+                Issue.record("attached without permission")
+            } catch {
+                #expect(ExitStatus(for: error) == .permissionDenied)
+                #expect(String(describing: error).contains("ec2:AttachVolume"))
+            }
+            #expect(await cloud.state.callLog().count("AttachVolume") == 1)
+            let environment = cloud.environment
+            let verdicts = try await onThread {
+                let session = try CloudSession.connect(environment: environment, logger: Logger(label: "q") { _ in SwiftLogNoOpLogHandler() }, tuning: fastTuning())
+                let volume = try #require(VolumeID("vol-0123456789abcdef0"))
+                return [
+                    try session.ec2.dryRun("AttachVolume", session.ec2.attachParameters(volume, session.identity.instanceID, "/dev/sdf")),
+                    try session.ec2.dryRun("CreateVolume", ["AvailabilityZone": session.identity.availabilityZone, "SnapshotId": releaseSnapshot]),
+                ]
+            }
+            guard case .denied(let error) = verdicts[0] else {
+                Issue.record("AttachVolume dry run was not denied: \(verdicts[0])")
+                return
+            }
+            #expect(error.code == "UnauthorizedOperation")
+            #expect(verdicts[1] == .permitted)
+            let dry = await cloud.state.callLog().filter(\.dryRun)
+            #expect(dry.map(\.outcome) == ["UnauthorizedOperation", "DryRunOperation"])
+        }
+    }
+
+    @Test("a lost CreateVolume answer is retried with the same token: one volume")
+    func lostCreateVolumeAnswer() async throws {
+        try await withCloud { cloud in
+            await cloud.state.addFault(Fault(target: "CreateVolume", kind: .lostResponse, trigger: .nthCall(1)))
+            _ = try await runCloudSteps(cloud)
+            let calls = await cloud.state.callLog()
+            #expect(calls.count("CreateVolume") == 2)
+            #expect(await cloud.state.volumeTable().count == 1)
+        }
+    }
+
+    @Test("a crash after CreateVolume: a new client repeating the same call gets the same volume")
+    func crashAfterCreateVolume() async throws {
+        try await withCloud { cloud in
+            let environment = cloud.environment
+            let ids = try await onThread {
+                var ids: [String] = []
+                for _ in 0..<2 {  // two "processes": nothing carried over but the environment
+                    let session = try CloudSession.connect(environment: environment, logger: Logger(label: "q") { _ in SwiftLogNoOpLogHandler() }, tuning: fastTuning())
+                    let request = VolumeRequest(availabilityZone: session.identity.availabilityZone, snapshot: try #require(SnapshotID(releaseSnapshot)),
+                                                instance: session.identity.instanceID, settings: VolumeSettings())
+                    ids.append(try session.ec2.createVolume(request).id.text)
+                }
+                return ids
+            }
+            #expect(ids[0] == ids[1])
+            #expect(await cloud.state.volumeTable().count == 1)
+        }
+    }
+
+    @Test("the same token with other parameters: IdempotentParameterMismatch, exit 78")
+    func idempotentMismatch() async throws {
+        try await withCloud { cloud in
+            let environment = cloud.environment
+            try await onThread {
+                let session = try CloudSession.connect(environment: environment, logger: Logger(label: "q") { _ in SwiftLogNoOpLogHandler() }, tuning: fastTuning())
+                var settings = VolumeSettings()
+                let snapshot = try #require(SnapshotID(releaseSnapshot))
+                _ = try session.ec2.createVolume(VolumeRequest(availabilityZone: session.identity.availabilityZone, snapshot: snapshot,
+                                                               instance: session.identity.instanceID, settings: settings))
+                settings.sizeGiB = 20
+                let error = try #require(throws: EC2CallError.self) {
+                    try session.ec2.createVolume(VolumeRequest(availabilityZone: session.identity.availabilityZone, snapshot: snapshot,
+                                                               instance: session.identity.instanceID, settings: settings))
+                }
+                #expect(error.code == "IdempotentParameterMismatch")
+                #expect(error.exitStatus == .configuration)
+            }
+        }
+    }
+
+    @Test("throttling with a tiny bucket: calls succeed, with backoff that grows and is jittered")
+    func throttling() async throws {
+        try await withCloud { cloud in
+            var buckets = ThrottleBuckets()
+            buckets.describe = BucketSize(capacity: 2, refillPerSecond: 2)
+            await cloud.state.setBuckets(buckets)
+            let environment = cloud.environment
+            let sink = CapturedLines()
+            let logger = capturingLogger(sink, level: .warning)
+            var throttledTuning = fastTuning(attempts: 10)
+            throttledTuning.retry = RetryPolicy(maxAttempts: 10, baseDelay: .milliseconds(100), maxBackoff: .seconds(2))
+            let tuning = throttledTuning
+            try await onThread {
+                let session = try CloudSession.connect(environment: environment, logger: logger, tuning: tuning)
+                for _ in 0..<10 { _ = try session.ec2.describeVolumes() }
+            }
+            let throttled = await cloud.state.callLog().filter { $0.outcome == "RequestLimitExceeded" }
+            #expect(throttled.count >= 3)
+            // "EC2 DescribeVolumes: RequestLimitExceeded; retry N of 9 in Xms"
+            var delays: [(retry: Int, milliseconds: Int64)] = []
+            for line in sink.lines where line.contains("RequestLimitExceeded; retry") {
+                let words = line.split(separator: " ")
+                guard let retryIndex = words.firstIndex(of: "retry"), let retry = Int(words[retryIndex + 1]),
+                      let delay = try? DurationText.parse(String(words.last ?? "").trimmingCharacters(in: .whitespacesAndNewlines))
+                else { continue }
+                delays.append((retry, delay.wholeMilliseconds))
+            }
+            #expect(delays.count == throttled.count)
+            for (retry, milliseconds) in delays {
+                #expect(milliseconds <= min(2000, 100 << (retry - 1)), "retry \(retry) waited \(milliseconds) ms")
+            }
+            #expect(delays.contains { $0.retry >= 2 }, "backoff never reached a second retry")
+            #expect(Set(delays.map(\.milliseconds)).count > 1, "no jitter")
+        }
+    }
+
+    @Test("credentials that expire mid-run are refreshed; no request is signed with expired ones")
+    func credentialRotation() async throws {
+        var settings = fastSettings()
+        settings.roleCredentialLifetime = .seconds(4)
+        settings.roleCredentialRotateBefore = .seconds(2)
+        try await withCloud(settings) { cloud in
+            let environment = cloud.environment
+            var rotatingTuning = fastTuning()
+            rotatingTuning.credentialRefreshWindow = .seconds(1)
+            let tuning = rotatingTuning
+            try await onThread {
+                let session = try CloudSession.connect(environment: environment, logger: Logger(label: "q") { _ in SwiftLogNoOpLogHandler() }, tuning: tuning)
+                let until = ContinuousClock.now + .seconds(6)
+                while ContinuousClock.now < until {
+                    _ = try session.ec2.describeVolumes()
+                    SystemClock().sleep(for: .milliseconds(200))
+                }
+            }
+            let calls = await cloud.state.callLog().ec2Calls()
+            #expect(Set(calls.compactMap(\.accessKeyID)).count >= 2, "credentials were never rotated")
+            #expect(calls.allSatisfy { $0.outcome == "ok" }, "\(Set(calls.map(\.outcome)))")
+        }
+    }
+
+    @Test("a local clock 15 minutes slow: one RequestExpired, then signing with EC2's time")
+    func clockSkew() async throws {
+        try await withCloud { cloud in
+            let environment = cloud.environment
+            let correction = try await onThread {
+                let session = try CloudSession.connect(environment: environment, clock: RecordingClock(offsetSeconds: -900),
+                                                       logger: Logger(label: "q") { _ in SwiftLogNoOpLogHandler() }, tuning: fastTuning())
+                _ = try session.ec2.describeVolumes()
+                _ = try session.ec2.describeVolumes()
+                return session.ec2.clockCorrection
+            }
+            #expect(abs(correction - 900) <= 2)
+            let outcomes = await cloud.state.callLog().ec2Calls().map(\.outcome)
+            #expect(outcomes == ["RequestExpired", "ok", "ok"])
+        }
+    }
+
+    @Test("a wrong secret key: SignatureDoesNotMatch, exit 77, not retried")
+    func wrongSecret() async throws {
+        try await withCloud { cloud in
+            let environment = cloud.environment.merging([
+                "AWS_ACCESS_KEY_ID": cloud.state.settings.staticAccessKeyID, "AWS_SECRET_ACCESS_KEY": "not-the-secret",
+            ]) { _, new in new }
+            let error = try await onThread { () -> EC2CallError? in
+                let session = try CloudSession.connect(environment: environment, logger: Logger(label: "q") { _ in SwiftLogNoOpLogHandler() }, tuning: fastTuning())
+                do {
+                    _ = try session.ec2.describeVolumes()
+                    return nil
+                } catch {
+                    return error as? EC2CallError
+                }
+            }
+            #expect(error?.code == "SignatureDoesNotMatch")
+            #expect(error?.exitStatus == .permissionDenied)
+            #expect(await cloud.state.callLog().ec2Calls().count == 1)
+        }
+    }
+
+    @Test("long-term keys from the environment are used instead of the role")
+    func environmentCredentials() async throws {
+        try await withCloud { cloud in
+            let key = cloud.state.settings.staticAccessKeyID
+            _ = try await runCloudSteps(cloud, extraEnvironment: [
+                "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": cloud.state.settings.staticSecretAccessKey,
+            ])
+            let calls = await cloud.state.callLog()
+            #expect(calls.ec2Calls().allSatisfy { $0.accessKeyID == key })
+            #expect(calls.count("meta-data/iam/security-credentials/") == 0)
+        }
+    }
+}

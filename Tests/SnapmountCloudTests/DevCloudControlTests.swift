@@ -1,0 +1,90 @@
+import DevCloud
+import Foundation
+import Logging
+import SnapmountAgent
+import SnapmountCore
+import SnapmountSystem
+import SnapmountTestSupport
+import Testing
+
+/// Collects attachment events from DevCloud's hook.
+actor EventLog {
+    var events: [String] = []
+    func add(_ event: AttachmentEvent) {
+        switch event {
+        case .attached(let volume, _, let device): events.append("attached \(volume.id) \(device)")
+        case .detached(let volume, _, let device): events.append("detached \(volume.id) \(device)")
+        case .deleted(let id): events.append("deleted \(id)")
+        }
+    }
+}
+
+@Suite("DevCloud hooks, lifecycle and control")
+struct DevCloudControlTests {
+    @Test("attach, DescribeInstances, CreateTags, detach and delete, with the hook told of each change")
+    func lifecycle() async throws {
+        try await withCloud { cloud in
+            let log = EventLog()
+            await cloud.state.onAttachment { event in await log.add(event) }
+            let run = try await runCloudSteps(cloud)
+            let environment = cloud.environment
+            let mappings = try await onThread {
+                let session = try CloudSession.connect(environment: environment, logger: quiet, tuning: fastTuning())
+                let volume = try #require(VolumeID(run.volumeID))
+                let mappings = try session.ec2.blockDeviceMappings(of: session.identity.instanceID)
+                try session.ec2.createTags([volume.text], tags: [VolumeTag(key: "release", value: "42")])
+                _ = try session.ec2.detachVolume(volume)
+                _ = try session.volumes.waitDetached(volume)
+                try session.volumes.deleteOwnVolume(volume)
+                return mappings
+            }
+            #expect(mappings.map(\.deviceName) == ["/dev/sdf"])
+            #expect(mappings.first?.deleteOnTermination == true)
+            try await Task.sleep(for: .milliseconds(400))
+            #expect(await log.events == ["attached \(run.volumeID) /dev/sdf", "detached \(run.volumeID) /dev/sdf", "deleted \(run.volumeID)"])
+            #expect(await cloud.state.volumeTable().isEmpty)
+            #expect(await cloud.state.callLog().filter { $0.action == "CreateTags" }.first?.parameters["Tag.1.Value"] == "42")
+        }
+    }
+
+    @Test("deleteOwnVolume leaves an attached volume alone")
+    func deleteOnlyOwnUnattached() async throws {
+        try await withCloud { cloud in
+            let run = try await runCloudSteps(cloud)
+            let environment = cloud.environment
+            try await onThread {
+                let session = try CloudSession.connect(environment: environment, logger: quiet, tuning: fastTuning())
+                try session.volumes.deleteOwnVolume(try #require(VolumeID(run.volumeID)))
+            }
+            #expect(await cloud.state.volumeTable().count == 1)
+            #expect(await cloud.state.callLog().count("DeleteVolume") == 0)
+        }
+    }
+
+    @Test("the HTTP control endpoint sets faults and the release, and shows calls and volumes")
+    func controlEndpoint() async throws {
+        try await withCloud { cloud in
+            let control = cloud.controlEndpoint
+            let source = cloud.sourceURL
+            let (release, calls) = try await onThread {
+                let http = try HTTPClient()
+                let json = [("Content-Type", "application/json")]
+                _ = try http.send(HTTPRequest(.put, "\(control)/release", headers: json,
+                                              body: Array(#"{"status":200,"body":"snap-0123456789abcdef1\n","contentType":"text/plain","delayMilliseconds":0}"#.utf8)))
+                _ = try http.send(HTTPRequest(.post, "\(control)/faults", headers: json,
+                                              body: Array(#"{"target":"release","kind":"http503","trigger":{"nthCall":{"_0":2}}}"#.utf8)))
+                let release = try http.send(HTTPRequest(.get, source)).text
+                let second = try http.send(HTTPRequest(.get, source)).status
+                let calls = try http.send(HTTPRequest(.get, "\(control)/calls")).text
+                return (release + " " + String(second), calls)
+            }
+            #expect(release == "snap-0123456789abcdef1\n 503")
+            let log = try parseJSON(Array(calls.utf8))
+            guard case .array(let records) = log else {
+                Issue.record("calls is not a JSON array: \(calls)")
+                return
+            }
+            #expect(records.map { $0["outcome"]?.string } == ["200", "fault:http503"])
+        }
+    }
+}

@@ -1,0 +1,310 @@
+import Foundation
+import SnapmountCore
+import Testing
+
+@Suite("Resource ids and snap.txt")
+struct SnapshotSourceTests {
+    @Test("resource ids: prefix, then 8 or 17 lower-case hex digits", arguments: [
+        ("snap-0123456789abcdef0", true), ("snap-01234567", true), ("snap-0123456789ABCDEF0", false),
+        ("snap-0123456789abcdef", false), ("snap-0123456789abcdef01", false), ("snap-", false), ("snap-0123456g", false),
+        (" snap-01234567", false), ("vol-01234567", false), ("snap_01234567", false),
+    ])
+    func snapshotIDs(text: String, valid: Bool) {
+        #expect((SnapshotID(text) != nil) == valid)
+    }
+
+    @Test("a volume id's NVMe serial drops the dash")
+    func nvmeSerial() throws {
+        let id = try #require(VolumeID("vol-0123456789abcdef0"))
+        #expect(id.nvmeSerial == "vol0123456789abcdef0")
+        #expect(InstanceID("i-0123456789abcdef0") != nil)
+        #expect(InstanceID("i-012345") == nil)
+    }
+
+    @Test("accepted snap.txt bodies", arguments: [
+        "snap-0123456789abcdef0", "snap-0123456789abcdef0\n", "snap-0123456789abcdef0\r\n", "  snap-0123456789abcdef0\t \n",
+        "snap-01234567",
+    ])
+    func accepted(body: String) throws {
+        let id = try SnapshotSourceBody.parse(Array(body.utf8), url: "http://r/snap.txt")
+        #expect(id.text.hasPrefix("snap-0123456"))
+    }
+
+    @Test("refused snap.txt bodies, each with its own error that quotes what came back", arguments: [
+        ("", "empty"), ("\n", "empty"), ("   \r\n", "empty"),
+        ("<html><body>It works!</body></html>", "looksLikeHTML"), ("<!DOCTYPE html>\n<html>", "looksLikeHTML"),
+        ("snap-0123456789abcdef0 snap-0123456789abcdef1", "severalIDs"), ("snap-01234567\nsnap-89abcdef\n", "severalIDs"),
+        ("snap-0123456789abcdef0\n\n", "severalLines"), ("snap-0123456789abcdef0\nrelease 42\n", "severalLines"),
+        ("snap-0123456789ABCDEF0", "notASnapshotID"), ("vol-0123456789abcdef0", "notASnapshotID"),
+        ("snap-0123456789abcdef0 # latest", "notASnapshotID"), ("\u{1b}[31msnap-01234567", "notASnapshotID"),
+        ("snap-0123456789abcdef0\r", "severalLines"),
+    ])
+    func refused(body: String, kind: String) {
+        do {
+            _ = try SnapshotSourceBody.parse(Array(body.utf8), url: "http://r/snap.txt")
+            Issue.record("accepted \(body.quotedForMessage())")
+        } catch {
+            #expect(Mirror(reflecting: error).children.first?.label == kind, "\(error)")
+            #expect(error.exitStatus == .unavailable)
+            #expect(error.description.hasPrefix("http://r/snap.txt"))
+            #expect(!error.description.contains("\u{1b}"))
+        }
+    }
+
+    @Test("bytes that are not UTF-8")
+    func notText() {
+        #expect(throws: SnapshotSourceError.notUTF8(url: "u")) { try SnapshotSourceBody.parse([0xff, 0xfe, 0x00], url: "u") }
+    }
+}
+
+@Suite("EC2 XML")
+struct EC2DecodingTests {
+    @Test("volumes decode with or without the namespace, in any element order")
+    func volumes() throws {
+        let namespaced = """
+            <?xml version="1.0" encoding="UTF-8"?>
+            <DescribeVolumesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">
+              <requestId>r</requestId>
+              <volumeSet><item>
+                <tagSet><item><key>snapmount:instance-id</key><value>i-0123456789abcdef0</value></item></tagSet>
+                <status>in-use</status>
+                <attachmentSet><item><deleteOnTermination>true</deleteOnTermination><status>attached</status>
+                  <device>/dev/sdf</device><instanceId>i-0123456789abcdef0</instanceId><volumeId>vol-0123456789abcdef0</volumeId></item></attachmentSet>
+                <volumeId>vol-0123456789abcdef0</volumeId><size>8</size><availabilityZone>eu-west-1a</availabilityZone>
+                <snapshotId>snap-0123456789abcdef0</snapshotId><volumeType>gp3</volumeType><unknownNewField>x</unknownNewField>
+              </item></volumeSet>
+            </DescribeVolumesResponse>
+            """
+        let volumes = try EC2Decoder.volumes(Array(namespaced.utf8))
+        #expect(volumes.count == 1)
+        let volume = try #require(volumes.first)
+        #expect(volume.id.text == "vol-0123456789abcdef0")
+        #expect(volume.state == "in-use")
+        #expect(volume.sizeGiB == 8)
+        #expect(volume.snapshotID?.text == "snap-0123456789abcdef0")
+        #expect(volume.tags["snapmount:instance-id"] == "i-0123456789abcdef0")
+        #expect(volume.attachments == [EC2Attachment(volumeID: volume.id, instanceID: try #require(InstanceID("i-0123456789abcdef0")),
+                                                     device: "/dev/sdf", state: "attached", deleteOnTermination: true)])
+        let prefixed = namespaced.replacingOccurrences(of: "xmlns=", with: "xmlns:ec2=").replacingOccurrences(of: "<DescribeVolumesResponse", with: "<ec2:DescribeVolumesResponse").replacingOccurrences(of: "</DescribeVolumesResponse", with: "</ec2:DescribeVolumesResponse")
+        #expect(try EC2Decoder.volumes(Array(prefixed.utf8)) == volumes)
+    }
+
+    @Test("snapshots, created volumes, attachments and return values")
+    func otherActions() throws {
+        let snapshots = try EC2Decoder.snapshots(Array("""
+            <DescribeSnapshotsResponse><snapshotSet><item><snapshotId>snap-0123456789abcdef0</snapshotId><status>pending</status>
+            <progress>42%</progress><ownerId>111122223333</ownerId><volumeSize>40</volumeSize><encrypted>true</encrypted></item></snapshotSet></DescribeSnapshotsResponse>
+            """.utf8))
+        #expect(snapshots.first == EC2Snapshot(id: try #require(SnapshotID("snap-0123456789abcdef0")), state: "pending", ownerID: "111122223333",
+                                                volumeSizeGiB: 40, encrypted: true, progress: "42%"))
+        let created = try EC2Decoder.createdVolume(Array("""
+            <CreateVolumeResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><volumeId>vol-01234567</volumeId><status>creating</status><size>8</size></CreateVolumeResponse>
+            """.utf8))
+        #expect(created.state == "creating")
+        #expect(try EC2Decoder.returnValue(Array("<DeleteVolumeResponse><return>true</return></DeleteVolumeResponse>".utf8), action: "DeleteVolume"))
+        let attachment = try EC2Decoder.attachment(Array("""
+            <AttachVolumeResponse><volumeId>vol-01234567</volumeId><instanceId>i-01234567</instanceId><device>/dev/sdf</device><status>attaching</status></AttachVolumeResponse>
+            """.utf8), action: "AttachVolume")
+        #expect(attachment.state == "attaching")
+    }
+
+    @Test("unreadable answers are decode errors, not crashes", arguments: [
+        "", "<DescribeVolumesResponse><volumeSet><item><volumeId>vol-01", "<html><body>502</body></html>",
+        "<DescribeVolumesResponse/>", "<OtherResponse><volumeSet/></OtherResponse>", "\u{0}\u{1}garbage",
+        "<DescribeVolumesResponse><volumeSet><item><volumeId>not-an-id</volumeId><status>ok</status></item></volumeSet></DescribeVolumesResponse>",
+    ])
+    func unreadable(body: String) {
+        #expect(throws: EC2DecodeError.self) { try EC2Decoder.volumes(Array(body.utf8)) }
+    }
+
+    @Test("error documents in both shapes; HTML and empty bodies are not errors documents")
+    func errors() {
+        let ec2 = EC2ErrorBody.parse(Array("""
+            <?xml version="1.0" encoding="UTF-8"?>
+            <Response><Errors><Error><Code>InvalidInstanceID.NotFound</Code><Message>The instance ID 'i-1a2b3c4d' does not exist</Message></Error></Errors><RequestID>ea966190-f9aa-478e-9ede-example</RequestID></Response>
+            """.utf8))
+        #expect(ec2 == EC2ErrorBody(code: "InvalidInstanceID.NotFound", message: "The instance ID 'i-1a2b3c4d' does not exist",
+                                    requestID: "ea966190-f9aa-478e-9ede-example"))
+        let query = EC2ErrorBody.parse(Array("""
+            <ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>abc</RequestId></ErrorResponse>
+            """.utf8))
+        #expect(query?.code == "Throttling")
+        #expect(query?.requestID == "abc")
+        #expect(EC2ErrorBody.parse(Array("<html><body>Bad Gateway</body></html>".utf8)) == nil)
+        #expect(EC2ErrorBody.parse([]) == nil)
+    }
+
+    @Test("no external entity is ever expanded")
+    func noXXE() {
+        let body = """
+            <?xml version="1.0"?>
+            <!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>
+            <Response><Errors><Error><Code>&x;</Code><Message>m</Message></Error></Errors></Response>
+            """
+        let parsed = EC2ErrorBody.parse(Array(body.utf8))
+        #expect(parsed?.code.contains("root:") != true)
+    }
+
+    @Test("error kinds", arguments: [
+        ("RequestLimitExceeded", 503, EC2ErrorKind.throttling), ("Throttling", 400, .throttling),
+        ("InternalError", 500, .transient), ("Unavailable", 503, .transient), ("Anything", 502, .transient),
+        ("RequestExpired", 400, .clockSkew), ("UnauthorizedOperation", 403, .permission), ("AuthFailure", 401, .permission),
+        ("InvalidSnapshot.NotFound", 400, .permanent), ("IncorrectState", 400, .permanent),
+        ("IdempotentParameterMismatch", 400, .permanent), ("DryRunOperation", 412, .permanent),
+    ])
+    func kinds(code: String, status: Int, kind: EC2ErrorKind) {
+        #expect(EC2ErrorKind(code: code, httpStatus: status) == kind)
+    }
+
+    @Test("exit codes of EC2 errors")
+    func exitCodes() {
+        func status(_ code: String, _ http: Int = 400) -> SnapmountCore.ExitStatus {
+            EC2ServiceError(action: "A", code: code, message: "", requestID: "", httpStatus: http).exitStatus
+        }
+        #expect(status("UnauthorizedOperation", 403) == .permissionDenied)
+        #expect(status("RequestLimitExceeded", 503) == .unavailable)
+        #expect(status("InvalidParameterValue") == .configuration)
+        #expect(status("IdempotentParameterMismatch") == .configuration)
+        #expect(status("InvalidSnapshot.NotFound") == .unavailable)
+    }
+}
+
+@Suite("Retry policy")
+struct RetryPolicyTests {
+    @Test("full jitter under a capped exponential ceiling")
+    func backoff() {
+        let policy = RetryPolicy()
+        for retry in 1...12 {
+            let ceiling = min(Duration.seconds(20), .seconds(1) * (1 << (retry - 1)))
+            #expect(policy.backoff(retry: retry, random: 0) == .zero)
+            #expect(policy.backoff(retry: retry, random: 0.999_999) <= ceiling)
+            #expect(policy.backoff(retry: retry, random: 0.999_999) > ceiling * 0.99)
+        }
+        #expect(policy.backoff(retry: 40, random: 0.5) == .seconds(10))
+    }
+
+    @Test("AWS_MAX_ATTEMPTS is honoured and checked")
+    func maxAttempts() throws {
+        #expect(try RetryPolicy.standard(environment: [:]).maxAttempts == RetryPolicy.defaultMaxAttempts)
+        #expect(try RetryPolicy.standard(environment: ["AWS_MAX_ATTEMPTS": "3"]).maxAttempts == 3)
+        #expect(throws: ConfigurationError.self) { try RetryPolicy.standard(environment: ["AWS_MAX_ATTEMPTS": "zero"]) }
+        #expect(throws: ConfigurationError.self) { try RetryPolicy.standard(environment: ["AWS_MAX_ATTEMPTS": "0"]) }
+    }
+
+    @Test("the retry quota pays for 100 retries, timeouts cost double, successes refill")
+    func quota() {
+        var quota = RetryQuota()
+        var paid = 0
+        while quota.acquire(afterTimeout: false) != nil { paid += 1 }
+        #expect(paid == 100)
+        quota.release(cost: 5)
+        #expect(quota.acquire(afterTimeout: true) == nil)
+        #expect(quota.acquire(afterTimeout: false) == 5)
+    }
+}
+
+@Suite("Volume requests and IMDS documents")
+struct VolumeRequestTests {
+    static let instance = InstanceID("i-0123456789abcdef0")!
+    static let snapshot = SnapshotID("snap-0123456789abcdef0")!
+
+    @Test("the ClientToken depends on instance and snapshot only, and fits EC2's 64 characters")
+    func clientToken() {
+        var settings = VolumeSettings()
+        let a = VolumeRequest(availabilityZone: "eu-west-1a", snapshot: Self.snapshot, instance: Self.instance, settings: settings)
+        settings.sizeGiB = 100
+        let b = VolumeRequest(availabilityZone: "eu-west-1a", snapshot: Self.snapshot, instance: Self.instance, settings: settings)
+        let c = VolumeRequest(availabilityZone: "eu-west-1a", snapshot: SnapshotID("snap-0123456789abcdef1")!, instance: Self.instance, settings: settings)
+        #expect(a.clientToken == b.clientToken)
+        #expect(a.clientToken != c.clientToken)
+        #expect(a.clientToken.count <= 64)
+    }
+
+    @Test("CreateVolume parameters carry the settings and the tags at creation")
+    func parameters() throws {
+        var settings = VolumeSettings()
+        settings.type = .io2
+        settings.iops = 4000
+        settings.encrypted = true
+        settings.kmsKeyID = try KMSKeyID(parsing: "alias/rel")
+        settings.tags = [VolumeTag(key: "team", value: "web")]
+        let parameters = VolumeRequest(availabilityZone: "eu-west-1a", snapshot: Self.snapshot, instance: Self.instance, settings: settings).parameters
+        #expect(parameters["VolumeType"] == "io2")
+        #expect(parameters["Iops"] == "4000")
+        #expect(parameters["Encrypted"] == "true")
+        #expect(parameters["KmsKeyId"] == "alias/rel")
+        #expect(parameters["Size"] == nil)
+        #expect(parameters["TagSpecification.1.ResourceType"] == "volume")
+        #expect(parameters["TagSpecification.1.Tag.1.Key"] == "snapmount:instance-id")
+        #expect(parameters["TagSpecification.1.Tag.2.Value"] == "snap-0123456789abcdef0")
+        #expect(parameters["TagSpecification.1.Tag.3.Key"] == "team")
+    }
+
+    @Test("identity document")
+    func identity() throws {
+        let identity = try IMDSDocuments.identity(Array("""
+            {"accountId":"123456789012","availabilityZone":"eu-west-1a","instanceId":"i-0123456789abcdef0","region":"eu-west-1","billingProducts":null}
+            """.utf8))
+        #expect(identity == InstanceIdentity(instanceID: Self.instance, region: "eu-west-1", availabilityZone: "eu-west-1a", accountID: "123456789012"))
+        #expect(throws: IMDSDocumentError.self) { try IMDSDocuments.identity(Array("{\"instanceId\":\"x\"}".utf8)) }
+        #expect(throws: IMDSDocumentError.self) {
+            try IMDSDocuments.identity(Array("{\"accountId\":\"1\",\"availabilityZone\":\"us-east-1a\",\"instanceId\":\"i-0123456789abcdef0\",\"region\":\"eu-west-1\"}".utf8))
+        }
+    }
+
+    @Test("role credentials: parsed, checked, and never quoted in an error")
+    func roleCredentials() throws {
+        let body = """
+            {"Code":"Success","LastUpdated":"2026-11-28T10:00:00Z","Type":"AWS-HMAC","AccessKeyId":"ASIAEXAMPLE",
+             "SecretAccessKey":"SECRET-VALUE","Token":"TOKEN-VALUE","Expiration":"2026-11-28T16:00:00Z"}
+            """
+        let credentials = try IMDSDocuments.roleCredentials(Array(body.utf8), role: "r")
+        #expect(credentials.accessKeyID == "ASIAEXAMPLE")
+        #expect(credentials.secretAccessKey.exposedValue() == "SECRET-VALUE")
+        #expect(credentials.expiration == UTCTimestamp(iso8601: "2026-11-28T16:00:00Z"))
+        let broken = body.replacingOccurrences(of: "\"Code\":\"Success\"", with: "\"Code\":\"Success\"}{")
+        do {
+            _ = try IMDSDocuments.roleCredentials(Array(broken.utf8), role: "r")
+            Issue.record("accepted a broken document")
+        } catch {
+            #expect(!error.description.contains("SECRET-VALUE"))
+            #expect(!error.description.contains("TOKEN-VALUE"))
+        }
+        let failed = body.replacingOccurrences(of: "Success", with: "AssumeRoleUnauthorizedAccess")
+        #expect(throws: IMDSDocumentError.self) { try IMDSDocuments.roleCredentials(Array(failed.utf8), role: "r") }
+    }
+
+    @Test("HTTP dates read and write")
+    func httpDates() {
+        let time = UTCTimestamp(secondsSinceEpoch: 1_440_938_160)
+        #expect(time.httpDate == "Sun, 30 Aug 2015 12:36:00 GMT")
+        #expect(UTCTimestamp(httpDate: "Sun, 30 Aug 2015 12:36:00 GMT") == time)
+        #expect(UTCTimestamp(httpDate: "Sun, 30 Aug 2015 12:36:00") == nil)
+    }
+}
+
+@Suite("JSON")
+struct JSONTests {
+    @Test("documents parse; strings unescape; the text form reads back")
+    func parses() throws {
+        let value = try parseJSON(Array(#"{"a": [1, -2.5e3, true, null], "b": "x\"\\\/\n\u00e9\ud83d\ude00", "c": {}}"#.utf8))
+        #expect(value["a"] == .array([.number("1"), .number("-2.5e3"), .bool(true), .null]))
+        #expect(value["b"]?.string == "x\"\\/\né😀")
+        #expect(value["c"] == .object([]))
+        #expect(try parseJSON(Array(value.text.utf8)) == value)
+        #expect(try parseJSON(Array(value.pretty().utf8)) == value)
+    }
+
+    @Test("malformed documents are refused", arguments: [
+        "", "{", "{\"a\":}", "{\"a\":1,}", "[1,]", "01", "1.", "-", "1e", "\"\u{1}\"", "\"\\x\"", "\"\\ud800\"",
+        "{\"a\":1} x", "[" + String(repeating: "[", count: 40) + String(repeating: "]", count: 41), "tru", "{'a':1}", "nul",
+    ])
+    func refuses(text: String) {
+        #expect(throws: JSONError.self) { try parseJSON(Array(text.utf8)) }
+    }
+
+    @Test("bytes that are not UTF-8 inside a string are refused")
+    func notUTF8() {
+        #expect(throws: JSONError.self) { try parseJSON([0x22, 0xff, 0x22]) }
+    }
+}

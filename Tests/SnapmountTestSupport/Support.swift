@@ -1,0 +1,56 @@
+import Foundation
+import Logging
+import SnapmountCore
+import SnapmountSystem
+
+/// Runs a synchronous, blocking body (libcurl) on its own thread, so it never occupies the
+/// cooperative pool that the in-process test server needs to answer it.
+public func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        let thread = Thread { continuation.resume(with: Result { try body() }) }
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+}
+
+/// Collects lines instead of writing them to stderr.
+public final class CapturedLines: LogSink, @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: [String] = []
+
+    public init() {}
+
+    public func write(_ line: String) {
+        lock.withLock { stored.append(line) }
+    }
+
+    public var lines: [String] { lock.withLock { stored } }
+}
+
+
+/// A logger that keeps its lines, at every level.
+public func capturingLogger(_ sink: CapturedLines, level: Logger.Level = .trace) -> Logger {
+    Logger(label: "test") { _ in SnapmountLogHandler(style: .plain, level: level, sink: sink) }
+}
+
+/// The system clock, except that it records every sleep and may run off by an offset.
+public final class RecordingClock: AgentClock, @unchecked Sendable {
+    private let lock = NSLock()
+    private var recorded: [Duration] = []
+    private let offset: Int64
+
+    public init(offsetSeconds: Int64 = 0) {
+        self.offset = offsetSeconds
+    }
+
+    public func now() -> UTCTimestamp { SystemClock().now().adding(seconds: offset) }
+    public func monotonic() -> ContinuousClock.Instant { ContinuousClock.now }
+    public func random() -> Double { Double.random(in: 0..<1) }
+
+    public func sleep(for duration: Duration) {
+        lock.withLock { recorded.append(duration) }
+        SystemClock().sleep(for: duration)
+    }
+
+    public var sleeps: [Duration] { lock.withLock { recorded } }
+}
