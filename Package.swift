@@ -56,7 +56,7 @@ let package = Package(
         .target(
             name: "DevCloud",
             dependencies: [
-                "SnapmountCore",
+                "SnapmountCore", "SnapmountSystem",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),

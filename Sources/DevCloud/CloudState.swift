@@ -63,6 +63,7 @@ public actor CloudState {
     // MARK: - Control
 
     public func addSnapshot(_ snapshot: DevSnapshot) { snapshots[snapshot.id] = snapshot }
+    public func snapshot(_ id: String) -> DevSnapshot? { snapshots[id] }
     public func setSnapshotState(_ id: String, _ state: String) { snapshots[id]?.state = state }
     public func setRelease(_ response: ReleaseResponse) { release = response }
     public func setDelays(_ delays: StateDelays) { self.delays = delays }

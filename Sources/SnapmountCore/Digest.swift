@@ -1,4 +1,4 @@
-import CCrypto
+internal import CCrypto
 
 /// libcrypto failed to compute a digest: only possible when it cannot allocate memory.
 public struct CryptoError: SnapmountError {

@@ -1,7 +1,7 @@
-import CBlkid
-import CCrypto
-import CCurl
-import CXML2
+internal import CBlkid
+internal import CCrypto
+internal import CCurl
+internal import CXML2
 
 /// The run-time versions of the C libraries snapmount links, for `--version` and bug reports.
 public enum LibraryVersions {

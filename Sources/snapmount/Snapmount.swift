@@ -1,6 +1,7 @@
 import ArgumentParser
 import Logging
 import SnapmountCore
+import SnapmountAgent
 import SnapmountSystem
 
 @main
@@ -18,7 +19,8 @@ struct Snapmount: ParsableCommand {
             78 configuration error. See snapmount(8).
             """,
         version: "snapmount \(SnapmountVersion.current) (\(LibraryVersions.summary))",
-        subcommands: [ConfigCommand.self]
+        subcommands: [RunCommand.self, StatusCommand.self, ConfigCommand.self],
+        defaultSubcommand: RunCommand.self
     )
 }
 

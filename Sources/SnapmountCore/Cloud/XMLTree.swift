@@ -1,4 +1,4 @@
-import CXML2
+internal import CXML2
 
 /// An XML element reduced to what the EC2 decoders need: its local name (namespace
 /// dropped), its own text, and its child elements in order. Decoders look children up by

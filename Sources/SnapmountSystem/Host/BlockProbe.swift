@@ -1,0 +1,78 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+internal import CBlkid
+import SnapmountCore
+
+/// What libblkid finds on a device.
+public enum DeviceContent: Sendable, Equatable, CustomStringConvertible {
+    /// No signature of any kind: the only state in which snapmount formats.
+    case blank
+    /// A filesystem, with its label if it has one.
+    case filesystem(type: String, label: String?)
+    /// Anything else: a partition table, RAID member, LUKS, swap, or several signatures.
+    case other(String)
+
+    public var description: String {
+        switch self {
+        case .blank: "no signature (blank)"
+        case .filesystem(let type, let label): "\(type) filesystem" + (label.map { " labelled \($0.quotedForMessage())" } ?? " without a label")
+        case .other(let what): what
+        }
+    }
+}
+
+public enum ProbeError: SnapmountError, Equatable {
+    case open(String, errno: Int32)
+    case failed(String)
+
+    public var exitStatus: ExitStatus { .dataRefused }
+
+    public var description: String {
+        switch self {
+        case .open(let path, let code): "cannot open \(path) to probe it: \(String(cString: strerror(code)))"
+        case .failed(let path): "libblkid could not probe \(path); refusing to touch it"
+        }
+    }
+}
+
+/// Reads a device's signatures; never writes. Behind a protocol for the dry-run and tests.
+public protocol BlockProber: Sendable {
+    func probe(_ path: String) throws(ProbeError) -> DeviceContent
+}
+
+/// libblkid's low-level probe, with superblocks and partition tables on.
+public struct BlkidProber: BlockProber {
+    public init() {}
+
+    /// The corresponding C functions are `blkid_new_probe_from_filename` and `blkid_do_safeprobe`.
+    public func probe(_ path: String) throws(ProbeError) -> DeviceContent {
+        guard let probe = blkid_new_probe_from_filename(path) else { throw .open(path, errno: errno) }
+        defer { blkid_free_probe(probe) }
+        guard cblkid_configure_probe(probe) == 0 else { throw .failed(path) }
+        switch blkid_do_safeprobe(probe) {
+        case 1:
+            return .blank
+        case 0:
+            func value(_ name: String) -> String? { cblkid_value(probe, name).map { String(cString: $0) } }
+            if let table = value("PTTYPE") { return .other("a \(table) partition table") }
+            guard let type = value("TYPE") else { return .other("an unknown signature") }
+            switch value("USAGE") {
+            case "filesystem":
+                return .filesystem(type: type, label: value("LABEL"))
+            case "raid":
+                return .other("a RAID member (\(type))")
+            case "crypto":
+                return .other("an encrypted container (\(type))")
+            default:
+                return type == "swap" ? .other("swap space") : .other("a \(type) signature")
+            }
+        case -2:
+            return .other("several conflicting signatures")
+        default:
+            throw .failed(path)
+        }
+    }
+}

@@ -1,0 +1,91 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import SnapmountCore
+
+/// A finished program: its exit status and the start of what it printed.
+public struct ProcessResult: Sendable, Equatable {
+    public let status: Int32
+    /// Standard output and standard error together, at most the runner's limit.
+    public let output: String
+}
+
+public enum ProcessRunError: SnapmountError, Equatable {
+    case notFound(String)
+    case spawn(String, errno: Int32)
+    case signaled(String, signal: Int32)
+
+    public var exitStatus: ExitStatus { .internalError }
+
+    public var description: String {
+        switch self {
+        case .notFound(let program): "\(program) is not installed (not found in /usr/sbin, /sbin, /usr/bin, /bin)"
+        case .spawn(let program, let code): "cannot run \(program): \(String(cString: strerror(code)))"
+        case .signaled(let program, let signal): "\(program) was killed by signal \(signal)"
+        }
+    }
+}
+
+/// Runs programs such as mkfs and fsck: an argument vector, never a shell; output captured
+/// up to a limit. Behind a protocol so the flow can run against a recording fake.
+public protocol CommandRunner: Sendable {
+    func run(_ program: String, _ arguments: [String]) throws(ProcessRunError) -> ProcessResult
+}
+
+public struct SystemCommandRunner: CommandRunner {
+    public static let searchPath = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+    public var outputLimit = 64 * 1024
+
+    public init() {}
+
+    /// The corresponding C functions are `posix_spawn` and `waitpid`.
+    public func run(_ program: String, _ arguments: [String]) throws(ProcessRunError) -> ProcessResult {
+        guard let path = program.hasPrefix("/") ? program : Self.searchPath.map({ "\($0)/\(program)" }).first(where: { access($0, X_OK) == 0 }) else {
+            throw .notFound(program)
+        }
+        var pipeFDs: [Int32] = [0, 0]
+        guard pipe(&pipeFDs) == 0 else { throw .spawn(program, errno: errno) }
+        _ = fcntl(pipeFDs[0], F_SETFD, FD_CLOEXEC)
+        _ = fcntl(pipeFDs[1], F_SETFD, FD_CLOEXEC)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 2)
+
+        let argv = [path] + arguments
+        var cArguments: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { for pointer in cArguments { free(pointer) } }
+        // A minimal, predictable environment: no locale surprises in parsed output.
+        let environment: [String] = ["PATH=/usr/sbin:/sbin:/usr/bin:/bin", "LC_ALL=C"]
+        var cEnvironment: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
+        defer { for pointer in cEnvironment { free(pointer) } }
+
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, path, &actions, nil, &cArguments, &cEnvironment)
+        close(pipeFDs[1])
+        guard spawned == 0 else {
+            close(pipeFDs[0])
+            throw .spawn(program, errno: spawned)
+        }
+        var output: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(pipeFDs[0], $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 { break }
+            // Keep reading past the limit so the child never blocks on a full pipe.
+            if output.count < outputLimit { output.append(contentsOf: buffer[0..<min(count, outputLimit - output.count)]) }
+        }
+        close(pipeFDs[0])
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        let text = String(decoding: output, as: UTF8.self)
+        // WIFEXITED / WEXITSTATUS / WTERMSIG are macros.
+        if status & 0x7f == 0 { return ProcessResult(status: (status >> 8) & 0xff, output: text) }
+        throw .signaled(program, signal: status & 0x7f)
+    }
+}

@@ -1,0 +1,68 @@
+import ArgumentParser
+import SnapmountAgent
+import SnapmountCore
+import SnapmountSystem
+
+extension Snapmount {
+    /// `snapmount [run] [--dry-run]`: the boot flow.
+    struct RunCommand: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "run",
+            abstract: "Mount the current release (the boot flow; the default command).",
+            discussion: "With --dry-run, check every step without changing anything and print a checklist."
+        )
+
+        @OptionGroup var options: ConfigurationOptions
+
+        @Flag(help: "Check every step for real, send mutating EC2 calls with DryRun=true, change nothing; print a checklist.")
+        var dryRun = false
+
+        func run() throws {
+            let logger = Diagnostics.bootstrap()
+            let environment = processEnvironment()
+            do {
+                let configuration = try ConfigLoader.load(configPath: options.config, environment: environment, options: options.given)
+                let host = HostEdges.system(environment: environment)
+                if dryRun {
+                    let check = DryRun(configuration: configuration, environment: environment, host: host, logger: logger)
+                    for item in check.run() { print(item.line) }
+                    let status = check.exitStatus
+                    if status != .success { throw ExitCode(status.rawValue) }
+                    return
+                }
+                _ = try BootFlow(configuration: configuration, environment: environment, host: host, logger: logger).run()
+            } catch let exit as ExitCode {
+                throw exit
+            } catch {
+                throw Diagnostics.fail(error, logger: logger)
+            }
+        }
+    }
+
+    /// `snapmount status [--json]`.
+    struct StatusCommand: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "status",
+            abstract: "Show what is mounted, from which volume and snapshot, and whether a newer release is published."
+        )
+
+        @OptionGroup var options: ConfigurationOptions
+
+        @Flag(help: "Print JSON.")
+        var json = false
+
+        func run() throws {
+            let logger = Diagnostics.bootstrap()
+            let environment = processEnvironment()
+            do {
+                let configuration = try ConfigLoader.load(configPath: options.config, environment: environment, options: options.given)
+                let http = try HTTPClient(trustedCertificatesFile: environment["AWS_CA_BUNDLE"].flatMap { $0.isEmpty ? nil : $0 })
+                let report = StatusReport.collect(configuration: configuration, host: HostEdges.system(environment: environment),
+                                                  http: http, logger: logger)
+                print(json ? report.json.pretty() : report.text, terminator: json ? "\n" : "")
+            } catch {
+                throw Diagnostics.fail(error, logger: logger)
+            }
+        }
+    }
+}
