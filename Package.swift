@@ -119,7 +119,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SnapmountCLITests",
-            dependencies: ["snapmount", "SnapmountCore"],
+            dependencies: ["snapmount", "SnapmountCore", "SnapmountTestSupport", .product(name: "Hummingbird", package: "hummingbird")],
             swiftSettings: strict
         ),
     ]

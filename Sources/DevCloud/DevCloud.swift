@@ -28,10 +28,11 @@ public final class DevCloud: Sendable {
         ]
         var tasks: [Task<Void, any Error>] = []
         var ports: [Int] = []
-        for router in routers {
+        let cloudID = String(UUID().uuidString.prefix(8))
+        for (router, role) in zip(routers, ["imds", "ec2", "release", "control"]) {
             let (stream, continuation) = AsyncStream<Int>.makeStream()
             let app = Application(
-                router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: nil),
+                router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: "DevCloud-\(role)-\(cloudID)"),
                 onServerRunning: { channel in continuation.yield(channel.localAddress?.port ?? 0) }, logger: quiet)
             tasks.append(Task { try await app.run() })
             var iterator = stream.makeAsyncIterator()
@@ -114,7 +115,8 @@ enum Routes {
             return response(Answer(status: 500, body: ""))
         case .noResponse:
             let until = ContinuousClock.now + hang
-            while ContinuousClock.now < until && !stopping.isSet {
+            // Hold the request until the client gives up (closes), DevCloud stops, or the hang ends.
+            while ContinuousClock.now < until && !stopping.isSet && context.channel.isActive {
                 try? await Task.sleep(for: .milliseconds(50))
             }
             await reset(context.channel)
@@ -179,6 +181,13 @@ enum Routes {
                 return await deliver(fault, context: context, stopping: stopping, hang: state.settings.hangDuration, document: document)
             }
             return response(answer)
+        }
+        // EC2 answers anything else with an error document too; DevCloud records it.
+        for method in [HTTPRequest.Method.get, .put, .delete, .head, .patch] {
+            router.on("/**", method: method) { request, _ -> Response in
+                await state.record("ec2", "\(request.method.rawValue) \(request.uri.path)", outcome: "InvalidAction")
+                return response(Answer(status: 400, body: XMLText.error(code: "InvalidAction", message: "The action \(request.method.rawValue) \(request.uri.path) is not valid for this web service.", requestID: requestID())))
+            }
         }
         return router
     }

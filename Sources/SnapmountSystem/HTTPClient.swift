@@ -129,7 +129,7 @@ private let curlGlobalInitResult: CURLcode = ccurl_global_init_default()
 /// kept alive between calls. TLS peer and host verification are always on; there is no
 /// switch to turn them off. Not thread-safe: one client per thread.
 public final class HTTPClient {
-    private let handle: UnsafeMutableRawPointer
+    private var handle: UnsafeMutableRawPointer
     private let errorBuffer: UnsafeMutablePointer<CChar>
     /// Extra CA certificates to trust (PEM file), in place of the system bundle; for a
     /// private release server or a test's own CA. This adds trust; it never removes checks.
@@ -228,6 +228,12 @@ public final class HTTPClient {
         let result = withExtendedLifetime(transfer) { curl_easy_perform(handle) }
         guard result == CURLE_OK else {
             let detail = errorBuffer[0] != 0 ? String(cString: errorBuffer) : String(cString: curl_easy_strerror(result))
+            // A connection that timed out or broke may still carry a late answer: never reuse
+            // it. A new handle starts with no connection cache at all.
+            if let fresh = curl_easy_init() {
+                curl_easy_cleanup(handle)
+                handle = fresh
+            }
             throw Self.classify(result, url: request.url, detail: detail, request: request,
                                 bodyLimitExceeded: transfer.limitExceeded)
         }

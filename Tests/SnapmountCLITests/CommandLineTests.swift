@@ -1,5 +1,7 @@
 import Foundation
+import Hummingbird
 import SnapmountCore
+import SnapmountTestSupport
 import Testing
 
 /// Runs the real `snapmount` binary that `swift build` put beside this test bundle.
@@ -145,4 +147,50 @@ struct CommandLineTests {
         #expect(result.status == 78)
         #expect(result.stderr.hasPrefix("snapmount: error: option --source: source: \"ftp://x\""))
     }
+}
+
+@Suite("snapmount status through a proxy")
+struct ProxyTests {
+    @Test("HTTP proxies come from the environment, as libcurl reads them; NO_PROXY is honoured")
+    func proxyFromEnvironment() async throws {
+        let closed = try ClosedPort()
+        let router = Router()
+        router.get("/snap.txt") { request, _ -> String in
+            // Only a proxy sees an absolute request target for another host.
+            request.head.authority == "127.0.0.1:\(closed.port)" ? "snap-0123456789abcdef0\n" : "snap-ffffffffffffffff0\n"
+        }
+        let source = "http://127.0.0.1:\(closed.port)/snap.txt"
+        let (proxied, direct) = try await withHTTPServer(router) { port in
+            try await onThread {
+                let proxied = try Snapmount.run(["status", "--source", source], environment: ["http_proxy": "http://127.0.0.1:\(port)"])
+                let direct = try Snapmount.run(["status", "--source", source],
+                                               environment: ["http_proxy": "http://127.0.0.1:\(port)", "NO_PROXY": "127.0.0.1"])
+                return (proxied, direct)
+            }
+        }
+        #expect(proxied.status == 0, "\(proxied.stderr)")
+        #expect(proxied.stdout.contains("source:    snap-0123456789abcdef0"), "\(proxied.stdout)")
+        #expect(direct.stdout.contains("source:    unavailable"), "\(direct.stdout)")
+        withExtendedLifetime(closed) {}
+    }
+}
+
+/// A port on 127.0.0.1 that is bound but not listening: connecting to it is refused.
+final class ClosedPort: @unchecked Sendable {
+    let port: Int
+    private let fd: Int32
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.fd = fd
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    deinit { close(fd) }
 }

@@ -6,8 +6,9 @@ import Testing
 
 @testable import SnapmountSystem
 
-/// The libcurl client against real servers on 127.0.0.1. Serialized: the proxy test sets
-/// `http_proxy` for the process, which libcurl reads on every transfer.
+/// The libcurl client against real servers on 127.0.0.1. (Proxies from the environment are
+/// tested through the binary, in a child process: setting `http_proxy` here would redirect
+/// every other test's requests.)
 @Suite("HTTP client over libcurl", .serialized)
 struct HTTPClientTests {
     @Test("GET, POST and PUT carry headers and body both ways")
@@ -156,31 +157,6 @@ struct HTTPClientTests {
             }
         }
         withExtendedLifetime((server, other)) {}
-    }
-
-    @Test("proxies come from the environment as libcurl reads them, unless the request opts out")
-    func proxyFromEnvironment() async throws {
-        let closed = try ClosedPort()
-        try await withEchoServer { port in
-            setenv("http_proxy", "http://127.0.0.1:\(port)", 1)
-            defer { unsetenv("http_proxy") }
-            // The origin is a closed port: only the proxy can answer.
-            let origin = "http://127.0.0.1:\(closed.port)/proxied"
-            try await onThread {
-                let client = try HTTPClient()
-                let viaProxy = try client.send(HTTPRequest(.get, origin))
-                #expect(viaProxy.status == 200)
-                #expect(viaProxy.text.contains("host=127.0.0.1:\(closed.port)"))
-                let error = try #require(throws: HTTPError.self) {
-                    try client.send(HTTPRequest(.get, origin, useEnvironmentProxy: false))
-                }
-                guard case .connect = error else {
-                    Issue.record("expected a direct connection to be refused, got \(error)")
-                    return
-                }
-            }
-        }
-        withExtendedLifetime(closed) {}
     }
 
     @Test("header injection and bad URLs are refused before anything is sent")

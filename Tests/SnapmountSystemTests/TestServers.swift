@@ -8,33 +8,7 @@ import SnapmountTestSupport
 import Glibc
 #endif
 
-/// A real HTTP server (Hummingbird) on 127.0.0.1 and an ephemeral port, for the length of
-/// `body`.
-func withHTTPServer<T: Sendable>(
-    _ router: Router<BasicRequestContext>, _ body: @escaping @Sendable (_ port: Int) async throws -> T
-) async throws -> T {
-    let (ports, continuation) = AsyncStream<Int>.makeStream()
-    var quiet = Logger(label: "test-server")
-    quiet.logLevel = .critical
-    let app = Application(
-        router: router,
-        configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-        onServerRunning: { channel in continuation.yield(channel.localAddress?.port ?? 0) },
-        logger: quiet)
-    return try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask {
-            try await app.run()
-            return nil
-        }
-        var iterator = ports.makeAsyncIterator()
-        guard let port = await iterator.next(), port > 0 else { throw TestServerError.noPort }
-        let result = try await body(port)
-        group.cancelAll()
-        return result
-    }
-}
-
-/// The routes the HTTP client tests use: echo, status codes, slow, large, chunked, proxied.
+/// The routes the HTTP client tests use: echo, status codes, slow, large, chunked.
 func echoRouter() -> Router<BasicRequestContext> {
     let router = Router()
     let echo: @Sendable (Request, BasicRequestContext) async throws -> String = { request, _ in
@@ -69,9 +43,6 @@ func echoRouter() -> Router<BasicRequestContext> {
             }
             try await writer.finish(nil)
         })
-    }
-    router.get("/proxied") { request, _ -> String in
-        "proxied \(request.uri.description) host=\(request.head.authority ?? "")"
     }
     return router
 }

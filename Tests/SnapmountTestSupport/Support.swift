@@ -1,4 +1,5 @@
 import Foundation
+import Hummingbird
 import Logging
 import SnapmountCore
 import SnapmountSystem
@@ -54,3 +55,32 @@ public final class RecordingClock: AgentClock, @unchecked Sendable {
 
     public var sleeps: [Duration] { lock.withLock { recorded } }
 }
+
+/// A real HTTP server (Hummingbird) on 127.0.0.1 and an ephemeral port, for the length of
+/// `body`.
+public func withHTTPServer<T: Sendable>(
+    _ router: Router<BasicRequestContext>, _ body: @escaping @Sendable (_ port: Int) async throws -> T
+) async throws -> T {
+    let (ports, continuation) = AsyncStream<Int>.makeStream()
+    var quiet = Logger(label: "test-server")
+    quiet.logLevel = .critical
+    let app = Application(
+        router: router,
+        configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+        onServerRunning: { channel in continuation.yield(channel.localAddress?.port ?? 0) },
+        logger: quiet)
+    return try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask {
+            try await app.run()
+            return nil
+        }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next(), port > 0 else { throw HTTPServerStartError() }
+        let result = try await body(port)
+        group.cancelAll()
+        return result
+    }
+}
+
+
+public struct HTTPServerStartError: Error {}

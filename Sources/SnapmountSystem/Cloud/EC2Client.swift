@@ -217,7 +217,8 @@ public final class EC2Client {
         } else {
             let excerpt = String(response.text.prefix(80)).quotedForMessage()
             service = EC2ServiceError(action: action, code: "HTTP\(response.status)",
-                                      message: response.body.isEmpty ? "empty body" : "not an EC2 error document: \(excerpt)",
+                                      message: (response.body.isEmpty ? "empty body" : "not an EC2 error document: \(excerpt)")
+                                          + (response.header("Server").map { " from server \($0.quotedForMessage(limit: 60))" } ?? ""),
                                       requestID: "", httpStatus: response.status)
         }
         if service.kind == .clockSkew, let date = response.header("Date").flatMap(UTCTimestamp.init(httpDate:)) {
