@@ -17,7 +17,11 @@ DIST := dist
 #   openssl: the TLS tests make a throwaway CA and run `openssl s_server`
 #   binutils: strip, readelf (make build)
 #   mandoc: the man pages are linted (make lint-man)
-APT_PACKAGES := pkg-config libcurl4-openssl-dev libssl-dev libblkid-dev libxml2-dev openssl binutils ca-certificates mandoc
+#   e2fsprogs, xfsprogs, fdisk, cryptsetup-bin, util-linux: mkfs/fsck in the product; the
+#     root tests build snapshot images (ext4, xfs, partition tables, LUKS, swap) and use losetup
+#   systemd: systemd-analyze verify of the unit
+APT_PACKAGES := pkg-config libcurl4-openssl-dev libssl-dev libblkid-dev libxml2-dev openssl binutils ca-certificates mandoc \
+	e2fsprogs xfsprogs fdisk cryptsetup-bin util-linux systemd
 
 # -Osize: a boot agent is bound by I/O, not by CPU, and the binary must stay small.
 # lld with --gc-sections and --icf=all drops unreferenced and folds identical code (-250 KB).

@@ -118,6 +118,14 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "SnapmountHostTests",
+            dependencies: [
+                "SnapmountCore", "SnapmountSystem", "SnapmountAgent", "DevCloud", "SnapmountTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "SnapmountCLITests",
             dependencies: ["snapmount", "SnapmountCore", "SnapmountTestSupport", .product(name: "Hummingbird", package: "hummingbird")],
             swiftSettings: strict
