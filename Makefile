@@ -27,7 +27,7 @@ APT_PACKAGES := pkg-config libcurl4-openssl-dev libssl-dev libblkid-dev libxml2-
 # lld with --gc-sections and --icf=all drops unreferenced and folds identical code (-250 KB).
 RELEASE_FLAGS := -c release --static-swift-stdlib -Xswiftc -Osize -Xswiftc -use-ld=lld -Xlinker --gc-sections -Xlinker --icf=all
 
-.PHONY: all deps build test lint-man devcloud clean
+.PHONY: all deps build test lint-man verify-unit devcloud demo clean
 
 all: build
 
@@ -53,9 +53,21 @@ test: deps lint-man
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 	$(MAKE) --no-print-directory build
+	$(MAKE) --no-print-directory verify-unit
+
+# systemd-analyze verify needs ExecStart= to exist: check a copy pointing at the built binary.
+verify-unit: build
+	@tmp=$$(mktemp -d) && sed "s|/usr/sbin/snapmount|$(CURDIR)/$(DIST)/snapmount|" systemd/snapmount.service > $$tmp/snapmount.service \
+	  && SYSTEMD_LOG_LEVEL=warning systemd-analyze verify --man=no $$tmp/snapmount.service; status=$$?; rm -rf $$tmp; \
+	  [ $$status = 0 ] && echo "systemd-analyze verify: ok"; exit $$status
 
 lint-man: deps
 	mandoc -Tlint -W warning man/snapmount.8 man/snapmount.conf.5
+
+# snapmount end to end against the local cloud, as root; leaves nothing behind.
+demo: build
+	$(SWIFT) build --product devcloud
+	scripts/demo
 
 # The local cloud on 127.0.0.1, printing its endpoints; Ctrl-C stops it.
 devcloud: deps

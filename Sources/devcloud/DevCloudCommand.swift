@@ -19,8 +19,17 @@ struct DevCloudCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Also write the endpoints to this file once ready.", valueName: "path"))
     var readyFile: String?
 
+    @Option(help: ArgumentHelp("Present attached volumes as block devices (loop devices, needs root) under PATH/dev and PATH/sys.", valueName: "path"))
+    var deviceRoot: String?
+
     func run() async throws {
         let cloud = try await DevCloud.start()
+        var plane: DevicePlane?
+        if let deviceRoot {
+            let devices = try DevicePlane(state: cloud.state, root: deviceRoot)
+            await cloud.state.onAttachment { event in await devices.handle(event) }
+            plane = devices
+        }
         for spec in snapshot {
             let parts = spec.split(separator: ":", maxSplits: 2).map(String.init)
             await cloud.state.addSnapshot(DevSnapshot(id: parts[0], sizeGiB: parts.count > 1 ? Int(parts[1]) ?? 1 : 1,
@@ -29,7 +38,12 @@ struct DevCloudCommand: AsyncParsableCommand {
         if let text = release ?? snapshot.first.map({ String($0.prefix { $0 != ":" }) + "\n" }) {
             await cloud.state.setRelease(ReleaseResponse(body: text))
         }
-        var lines = cloud.environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        var environment = cloud.environment
+        if let deviceRoot {
+            environment["SNAPMOUNT_DEV_DIR"] = deviceRoot + "/dev"
+            environment["SNAPMOUNT_SYS_DIR"] = deviceRoot + "/sys"
+        }
+        var lines = environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
         lines.append("DEVCLOUD_CONTROL=\(cloud.controlEndpoint)")
         let text = lines.joined(separator: "\n") + "\n"
         print(text, terminator: "")
@@ -55,5 +69,6 @@ struct DevCloudCommand: AsyncParsableCommand {
             }
         }
         await cloud.stop()
+        await plane?.shutdown()
     }
 }
