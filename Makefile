@@ -19,9 +19,9 @@ DIST := dist
 #   mandoc: the man pages are linted (make lint-man)
 #   e2fsprogs, xfsprogs, fdisk, cryptsetup-bin, util-linux: mkfs/fsck in the product; the
 #     root tests build snapshot images (ext4, xfs, partition tables, LUKS, swap) and use losetup
-#   systemd: systemd-analyze verify of the unit
+#   systemd: systemd-analyze verify of the unit; curl, python3: make demo
 APT_PACKAGES := pkg-config libcurl4-openssl-dev libssl-dev libblkid-dev libxml2-dev openssl binutils ca-certificates mandoc \
-	e2fsprogs xfsprogs fdisk cryptsetup-bin util-linux systemd
+	e2fsprogs xfsprogs fdisk cryptsetup-bin util-linux systemd curl python3
 
 # -Osize: a boot agent is bound by I/O, not by CPU, and the binary must stay small.
 # lld with --gc-sections and --icf=all drops unreferenced and folds identical code (-250 KB).
