@@ -194,3 +194,43 @@ final class ClosedPort: @unchecked Sendable {
 
     deinit { close(fd) }
 }
+
+@Suite("snapmount run and status, as a binary")
+struct RunAndStatusCommandTests {
+    @Test("--help lists run (the default), status and config")
+    func helpListsCommands() throws {
+        let result = try Snapmount.run(["--help"])
+        #expect(result.stdout.contains("run (default)"))
+        #expect(result.stdout.contains("status"))
+        let run = try Snapmount.run(["run", "--help"])
+        #expect(run.stdout.contains("--dry-run"))
+    }
+
+    @Test("a broken configuration stops run and --dry-run with 78 before anything else")
+    func runNeedsConfiguration() throws {
+        let run = try Snapmount.run(["--dry-run", "--source", "ftp://x"])
+        #expect(run.status == 78)
+        #expect(run.stdout.isEmpty)
+        let missing = try Snapmount.run(["run"])
+        #expect(missing.status == 78)
+        #expect(missing.stderr.contains("source is required"))
+    }
+
+    @Test("status --json: not mounted, and what the source names now")
+    func statusJSON() async throws {
+        let router = Router()
+        router.get("/snap.txt") { _, _ in "snap-0123456789abcdef0\n" }
+        let result = try await withHTTPServer(router) { port in
+            try await onThread {
+                try Snapmount.run(["status", "--json", "--source", "http://127.0.0.1:\(port)/snap.txt",
+                                   "--mount-point", "/nonexistent/snapmount-test"],
+                                  environment: ["SNAPMOUNT_STATE_DIR": "/nonexistent/state"])
+            }
+        }
+        #expect(result.status == 0, "\(result.stderr)")
+        let json = try parseJSON(Array(result.stdout.utf8))
+        #expect(json["mounted"] == .bool(false))
+        #expect(json["sourceSnapshot"]?.string == "snap-0123456789abcdef0")
+        #expect(json["newerPublished"] == .null)
+    }
+}

@@ -34,6 +34,8 @@ enum Images {
     static let directory: String = {
         let path = "/var/tmp/snapmount-test-images-\(getpid())"
         try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        // Gone when the test process exits.
+        atexit { try? FileManager.default.removeItem(atPath: "/var/tmp/snapmount-test-images-\(getpid())") }
         return path
     }()
 
