@@ -88,7 +88,7 @@ let package = Package(
         .target(
             name: "SnapmountTestSupport",
             dependencies: [
-                "SnapmountCore", "SnapmountSystem",
+                "SnapmountCore", "SnapmountSystem", "SnapmountAgent", "DevCloud",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
             ],

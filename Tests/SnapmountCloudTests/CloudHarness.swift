@@ -6,30 +6,6 @@ import SnapmountCore
 import SnapmountSystem
 import SnapmountTestSupport
 
-let releaseSnapshot = "snap-0123456789abcdef0"
-
-/// DevCloud with short state delays and hangs, for fault tests.
-func fastSettings() -> DevCloudSettings {
-    var settings = DevCloudSettings()
-    settings.delays.volumeCreate = .milliseconds(150)
-    settings.delays.attach = .milliseconds(150)
-    settings.delays.detach = .milliseconds(100)
-    settings.delays.delete = .milliseconds(100)
-    settings.hangDuration = .seconds(3)
-    return settings
-}
-
-/// Agent settings scaled to the fast cloud: three attempts, short backoff, one-second timeouts.
-func fastTuning(attempts: Int = 3) -> CloudTuning {
-    var tuning = CloudTuning()
-    tuning.retry = RetryPolicy(maxAttempts: attempts, baseDelay: .milliseconds(20), maxBackoff: .milliseconds(200))
-    tuning.ec2Timeout = .seconds(1)
-    tuning.sourceTimeout = .seconds(1)
-    tuning.imdsRetry = RetryPolicy(maxAttempts: attempts, baseDelay: .milliseconds(20), maxBackoff: .milliseconds(200))
-    tuning.imdsTimeout = .seconds(1)
-    return tuning
-}
-
 /// A started DevCloud with the release snapshot published, stopped when the body ends.
 func withCloud<T: Sendable>(_ settings: DevCloudSettings = fastSettings(),
                             _ body: @escaping @Sendable (DevCloud) async throws -> T) async throws -> T {

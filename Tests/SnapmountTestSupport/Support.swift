@@ -1,8 +1,13 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Hummingbird
 import Logging
 import SnapmountCore
 import SnapmountSystem
+import SnapmountAgent
+import DevCloud
 
 /// Runs a synchronous, blocking body (libcurl) on its own thread, so it never occupies the
 /// cooperative pool that the in-process test server needs to answer it.
@@ -84,3 +89,53 @@ public func withHTTPServer<T: Sendable>(
 
 
 public struct HTTPServerStartError: Error {}
+
+/// A port on 127.0.0.1 that is bound but not listening: connecting to it is refused.
+public final class ClosedPort: @unchecked Sendable {
+    public let port: Int
+    private let fd: Int32
+
+    public init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.fd = fd
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        }
+        guard bound == 0 else { throw HTTPServerStartError() }
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    deinit { close(fd) }
+}
+
+
+/// DevCloud with short state delays and hangs, for tests.
+public func fastSettings() -> DevCloudSettings {
+    var settings = DevCloudSettings()
+    settings.delays.volumeCreate = .milliseconds(150)
+    settings.delays.attach = .milliseconds(300)
+    settings.delays.detach = .milliseconds(100)
+    settings.delays.delete = .milliseconds(100)
+    settings.hangDuration = .seconds(3)
+    return settings
+}
+
+/// Agent settings scaled to the fast cloud: short backoff, one-second timeouts.
+public func fastTuning(attempts: Int = 3) -> CloudTuning {
+    var tuning = CloudTuning()
+    tuning.retry = RetryPolicy(maxAttempts: attempts, baseDelay: .milliseconds(20), maxBackoff: .milliseconds(200))
+    tuning.ec2Timeout = .seconds(1)
+    tuning.sourceTimeout = .seconds(1)
+    tuning.imdsRetry = RetryPolicy(maxAttempts: attempts, baseDelay: .milliseconds(20), maxBackoff: .milliseconds(200))
+    tuning.imdsTimeout = .seconds(1)
+    return tuning
+}
+
+public let releaseSnapshot = "snap-0123456789abcdef0"

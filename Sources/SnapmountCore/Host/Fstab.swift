@@ -95,8 +95,8 @@ public enum FstabEditor {
         return .append(out)
     }
 
-    /// fstab writes a space as `\040`, a tab as `\011` (octal escapes).
-    static func unescape(_ field: String) -> String {
+    /// fstab and mountinfo write a space as `\040`, a tab as `\011` (octal escapes).
+    public static func unescape(_ field: String) -> String {
         guard field.contains("\\") else { return field }
         let bytes = Array(field.utf8)
         var out: [UInt8] = []

@@ -18,26 +18,8 @@ public struct MountInfo: Sendable, Equatable {
         text.split(separator: "\n").compactMap { line in
             let fields = line.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
             guard fields.count >= 10, let separator = fields.firstIndex(of: "-"), separator + 2 < fields.count else { return nil }
-            return MountInfo(device: fields[2], mountPoint: unescape(fields[4]), type: fields[separator + 1], source: fields[separator + 2])
+            return MountInfo(device: fields[2], mountPoint: FstabEditor.unescape(fields[4]), type: fields[separator + 1], source: fields[separator + 2])
         }
-    }
-
-    static func unescape(_ field: String) -> String {
-        guard field.contains("\\") else { return field }
-        var out: [UInt8] = []
-        let bytes = Array(field.utf8)
-        var index = 0
-        while index < bytes.count {
-            if bytes[index] == UInt8(ascii: "\\"), index + 4 <= bytes.count,
-               let value = UInt8(String(decoding: bytes[(index + 1)..<(index + 4)], as: UTF8.self), radix: 8) {
-                out.append(value)
-                index += 4
-            } else {
-                out.append(bytes[index])
-                index += 1
-            }
-        }
-        return String(decoding: out, as: UTF8.self)
     }
 }
 
