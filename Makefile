@@ -27,7 +27,7 @@ APT_PACKAGES := pkg-config libcurl4-openssl-dev libssl-dev libblkid-dev libxml2-
 # lld with --gc-sections and --icf=all drops unreferenced and folds identical code (-250 KB).
 RELEASE_FLAGS := -c release --static-swift-stdlib -Xswiftc -Osize -Xswiftc -use-ld=lld -Xlinker --gc-sections -Xlinker --icf=all
 
-.PHONY: all deps build test lint-man verify-unit devcloud demo clean
+.PHONY: all deps build test lint-man verify-unit fuzz fuzz-smoke devcloud demo clean
 
 all: build
 
@@ -54,6 +54,7 @@ test: deps lint-man
 	$(SWIFT) test --skip-build
 	$(MAKE) --no-print-directory build
 	$(MAKE) --no-print-directory verify-unit
+	$(MAKE) --no-print-directory fuzz-smoke
 
 # systemd-analyze verify needs ExecStart= to exist: check a copy pointing at the built binary.
 verify-unit: build
@@ -63,6 +64,14 @@ verify-unit: build
 
 lint-man: deps
 	mandoc -Tlint -W warning man/snapmount.8 man/snapmount.conf.5
+
+# libFuzzer campaigns: FUZZ_SECONDS per target (default 600); fuzz-smoke is CI's short run.
+FUZZ_SECONDS ?= 600
+fuzz: deps
+	scripts/fuzz $(FUZZ_SECONDS)
+
+fuzz-smoke: deps
+	scripts/fuzz 5
 
 # snapmount end to end against the local cloud, as root; leaves nothing behind.
 demo: build

@@ -10,7 +10,9 @@ let strict: [SwiftSetting] = [.treatAllWarnings(as: .error)]
 let package = Package(
     name: "snapmount",
     products: [
-        .executable(name: "snapmount", targets: ["snapmount"])
+        .executable(name: "snapmount", targets: ["snapmount"]),
+        // For the fuzz package in Fuzz/ (libFuzzer builds need their own flags).
+        .library(name: "SnapmountCore", targets: ["SnapmountCore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
