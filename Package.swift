@@ -10,9 +10,7 @@ let strict: [SwiftSetting] = [.treatAllWarnings(as: .error)]
 let package = Package(
     name: "snapmount",
     products: [
-        .executable(name: "snapmount", targets: ["snapmount"]),
-        // For the fuzz package in Fuzz/ (libFuzzer builds need their own flags).
-        .library(name: "SnapmountCore", targets: ["SnapmountCore"]),
+        .executable(name: "snapmount", targets: ["snapmount"])
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

@@ -164,6 +164,45 @@ struct BootFlowTests {
         }
     }
 
+    @Test("no log line at any level carries a secret key or session token DevCloud handed out")
+    func noSecretsInLogs() async throws {
+        guard requireRoot("noSecretsInLogs") else { return }
+        try await withHost(image: try Images.release()) { host in
+            // Faults and a clock error make the agent log its retries and corrections too.
+            await host.cloud.state.addFault(Fault(target: "CreateVolume", kind: .http503, trigger: .nthCall(1)))
+            await host.cloud.state.addFault(Fault(target: "imds:meta-data/iam/security-credentials/snapmount-release-role", kind: .truncated, trigger: .nthCall(1)))
+            let sink = CapturedLines()
+            _ = try await host.run(logger: capturingLogger(sink, level: .trace))
+            _ = try await host.run(logger: capturingLogger(sink, level: .trace))
+            let secrets = await host.cloud.state.issuedSecrets()
+            #expect(secrets.count >= 3)
+            #expect(sink.lines.count >= 5)
+            for line in sink.lines {
+                for secret in secrets { #expect(!line.contains(secret), "a secret in: \(line)") }
+            }
+        }
+    }
+
+    @Test("ten agents at once on one instance: one volume, one mount, one fstab line, all succeed")
+    func tenAgents() async throws {
+        guard requireRoot("tenAgents") else { return }
+        try await withHost(image: try Images.release()) { host in
+            let outcomes = try await withThrowingTaskGroup(of: FlowOutcome.self) { group in
+                for _ in 0..<10 { group.addTask { try await host.run() } }
+                var outcomes: [FlowOutcome] = []
+                for try await outcome in group { outcomes.append(outcome) }
+                return outcomes
+            }
+            let mounted = outcomes.filter { if case .mounted = $0 { return true } else { return false } }
+            #expect(outcomes.count == 10)
+            #expect(mounted.count == 1)
+            #expect(await host.cloud.state.volumeTable().count == 1)
+            #expect(await host.cloud.state.callLog().count("CreateVolume") == 1)
+            #expect(try host.fstabText().components(separatedBy: "LABEL=code_release").count == 2)
+            #expect(SystemMounter().mounts().filter { $0.mountPoint == host.mountPoint }.count == 1)
+        }
+    }
+
     @Test("--dry-run changes nothing: DryRun on every mutating call, fstab and device identical, no mount")
     func dryRunChangesNothing() async throws {
         guard requireRoot("dryRunChangesNothing") else { return }
