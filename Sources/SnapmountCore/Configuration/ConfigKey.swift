@@ -95,6 +95,8 @@ public enum ConfigKey: String, CaseIterable, Sendable, Comparable, CustomStringC
     /// Environment variables with the `SNAPMOUNT_` prefix that are not configuration keys.
     public static let otherEnvironmentVariables: Set<String> = [
         "SNAPMOUNT_DEV_DIR", "SNAPMOUNT_SYS_DIR", "SNAPMOUNT_STATE_DIR", "SNAPMOUNT_CONFIG",
+        // Crash tests only; ignored by release builds.
+        "SNAPMOUNT_FAILPOINT",
     ]
 
     /// The key an operator probably meant by `name`, for "did you mean" hints.

@@ -1,0 +1,68 @@
+import DevCloud
+import Foundation
+import SnapmountAgent
+import SnapmountCore
+import SnapmountSystem
+import SnapmountTestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The debug `snapmount` binary beside this test bundle: its failpoints are compiled in.
+let debugBinary: String = {
+    let bundle = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    return (bundle as NSString).deletingLastPathComponent + "/snapmount"
+}()
+
+/// Runs the binary as systemd would (options instead of a file), returning the raw wait status.
+func runBinary(_ host: HostHarness, failpoint: String?) throws -> (status: Int32, signaled: Bool, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: debugBinary)
+    process.arguments = ["run", "--source", host.cloud.sourceURL, "--mount-point", host.mountPoint, "--fstab", host.fstab,
+                         "--device-timeout", "10s", "--config", host.root + "/empty.conf"]
+    var environment = host.environment
+    environment["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
+    environment["AWS_MAX_ATTEMPTS"] = "3"
+    if let failpoint { environment["SNAPMOUNT_FAILPOINT"] = failpoint }
+    process.environment = environment
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = output
+    _ = FileManager.default.createFile(atPath: host.root + "/empty.conf", contents: Data())
+    try process.run()
+    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return (process.terminationStatus, process.terminationReason == .uncaughtSignal, text)
+}
+
+/// Kill the agent with SIGKILL at every step boundary of DESIGN.md §2 — and between the
+/// fstab's temporary file and its rename — then run it again: it must converge.
+@Suite("Crash matrix", .serialized)
+struct CrashTests {
+    static let failpoints = [
+        "after-lock", "after-snapshot", "after-create-volume", "after-volume", "after-attach-call", "after-attach",
+        "after-device", "after-filesystem", "fstab-before-rename", "after-fstab", "after-mount",
+    ]
+
+    @Test("SIGKILL at each step, then a rerun: mounted, one volume, one fstab entry, the rest of fstab unchanged",
+          arguments: failpoints)
+    func killAndRerun(failpoint: String) async throws {
+        guard requireRoot("crash matrix (\(failpoint))") else { return }
+        try await withHost(image: try Images.release()) { host in
+            let first = try await onThread { try runBinary(host, failpoint: failpoint) }
+            #expect(first.signaled && first.status == SIGKILL, "not killed at \(failpoint): \(first.output)")
+            let second = try await onThread { try runBinary(host, failpoint: nil) }
+            #expect(second.status == 0 && !second.signaled, "rerun after \(failpoint): \(second.output)")
+            #expect(host.isMounted)
+            #expect(await host.cloud.state.volumeTable().count == 1)
+            let fstab = try host.fstabText()
+            #expect(fstab.hasPrefix(HostHarness.initialFstab + "\n"))
+            #expect(fstab.components(separatedBy: "LABEL=code_release").count == 2)
+            #expect(fstab.components(separatedBy: "\n").filter { !$0.isEmpty }.count == HostHarness.initialFstab.components(separatedBy: "\n").count + 1)
+            let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: host.root))?.filter { $0.contains(".snapmount-") } ?? []
+            #expect(leftovers.isEmpty || failpoint == "fstab-before-rename", "temporary files left: \(leftovers)")
+        }
+    }
+}
