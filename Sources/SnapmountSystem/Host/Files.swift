@@ -15,6 +15,7 @@ public enum AtomicFile {
         let name = path.split(separator: "/").last.map(String.init) ?? path
         var existing = stat()
         let exists = stat(path, &existing) == 0
+        removeStaleTemporaries(directory: directory, prefix: ".\(name).snapmount-")
         var template = Array("\(directory)/.\(name).snapmount-XXXXXX".utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { buffer in buffer.baseAddress.map { mkstemp($0) } ?? -1 }
         let temporary = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -48,6 +49,17 @@ public enum AtomicFile {
             defer { close(directoryFD) }
             try systemCall("fsync", directory) { fsync(directoryFD) }
         }
+    }
+}
+
+/// Removes temporary files a killed run left beside the file (callers hold the agent's lock,
+/// so no other snapmount is writing one).
+private func removeStaleTemporaries(directory: String, prefix: String) {
+    guard let handle = opendir(directory) else { return }
+    defer { closedir(handle) }
+    while let entry = readdir(handle) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if name.hasPrefix(prefix) { unlink("\(directory)/\(name)") }
     }
 }
 
