@@ -181,9 +181,11 @@ public final class BootFlow {
         case .filesystem(let type, let label) where type == configuration.filesystem.rawValue && label == configuration.label.text:
             try check(path, type: type)
             return type
-        case .blank:
+        case .blank where try host.prober.isZeroed(path):
             try format(path)
             return configuration.filesystem.rawValue
+        case .blank:
+            throw HostError.refusedContent(device: path, found: "data without any known signature (not zeros)", expected: expected)
         case let content:
             throw HostError.refusedContent(device: path, found: content.description, expected: expected)
         }
@@ -206,7 +208,7 @@ public final class BootFlow {
 
     private func format(_ path: String) throws {
         // Probe again at the last moment: only a device with no signature at all is formatted.
-        guard case .blank = try host.prober.probe(path) else {
+        guard case .blank = try host.prober.probe(path), try host.prober.isZeroed(path) else {
             throw HostError.refusedContent(device: path, found: "a signature that appeared while checking", expected: "blank")
         }
         let label = configuration.label.text

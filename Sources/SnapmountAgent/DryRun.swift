@@ -163,7 +163,7 @@ public final class DryRun {
                 switch content {
                 case .filesystem(let type, let label) where type == configuration.filesystem.rawValue && label == configuration.label.text:
                     add(.ok, "filesystem", "\(content); would fsck it")
-                case .blank:
+                case .blank where try host.prober.isZeroed(devicePath):
                     add(.ok, "filesystem", "blank; would format it \(configuration.filesystem) labelled \(configuration.label)")
                 default:
                     fail("filesystem", HostError.refusedContent(device: devicePath, found: content.description, expected: "\(configuration.filesystem) labelled \(configuration.label)"))

@@ -82,7 +82,7 @@ struct BootFlowTests {
     }
 
     @Test("each foreign image is refused with exit 65; the device is byte-identical; fstab untouched",
-          arguments: ["ext4-other-label", "xfs", "swap", "gpt", "luks"])
+          arguments: ["ext4-other-label", "xfs", "swap", "gpt", "mbr", "luks", "random"])
     func foreignImages(kind: String) async throws {
         guard requireRoot("foreignImages(\(kind))") else { return }
         try await withHost(image: try Images.foreign(kind)) { host in

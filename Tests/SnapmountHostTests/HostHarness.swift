@@ -52,7 +52,12 @@ enum Images {
         return path
     }
 
+    /// Suites run in parallel: an image is made once, under this lock.
+    static let lock = NSLock()
+
     static func release(label: String = "code_release") throws -> String {
+        lock.lock()
+        defer { lock.unlock() }
         let name = "release-\(label)"
         let path = "\(directory)/\(name).img"
         if FileManager.default.fileExists(atPath: path) { return path }
@@ -67,9 +72,16 @@ enum Images {
         return image
     }
 
-    static func blank() throws -> String { try sparse("blank") }
+    static func blank() throws -> String {
+        lock.lock()
+        defer { lock.unlock() }
+        let path = "\(directory)/blank.img"
+        return FileManager.default.fileExists(atPath: path) ? path : try sparse("blank")
+    }
 
     static func foreign(_ kind: String) throws -> String {
+        lock.lock()
+        defer { lock.unlock() }
         let path = "\(directory)/foreign-\(kind).img"
         if FileManager.default.fileExists(atPath: path) { return path }
         let image = try sparse("foreign-\(kind)")
@@ -81,6 +93,14 @@ enum Images {
             let script = "\(directory)/gpt.sfdisk"
             try "label: gpt\n,,L\n".write(toFile: script, atomically: true, encoding: .utf8)
             try sh("sh", ["-c", "sfdisk -q \"$0\" < \"$1\"", image, script])
+        case "mbr":
+            let script = "\(directory)/mbr.sfdisk"
+            try "label: dos\n,,L\n".write(toFile: script, atomically: true, encoding: .utf8)
+            try sh("sh", ["-c", "sfdisk -q \"$0\" < \"$1\"", image, script])
+        case "random":
+            // Random data with no header, as a raw encrypted device would be.
+            try sh("dd", ["if=/dev/urandom", "of=\(image)", "bs=1M", "count=2", "conv=notrunc", "status=none"])
+            try sh("dd", ["if=/dev/urandom", "of=\(image)", "bs=1M", "count=1", "seek=1023", "conv=notrunc", "status=none"])
         case "luks":
             let key = "\(directory)/luks.key"
             try "test-key".write(toFile: key, atomically: true, encoding: .utf8)

@@ -41,6 +41,10 @@ public enum ProbeError: SnapmountError, Equatable {
 /// Reads a device's signatures; never writes. Behind a protocol for the dry-run and tests.
 public protocol BlockProber: Sendable {
     func probe(_ path: String) throws(ProbeError) -> DeviceContent
+    /// Whether the first and last MiB of the device are all zero bytes: a volume from a blank
+    /// snapshot is; random or encrypted data without a header is not, though libblkid finds
+    /// no signature in it.
+    func isZeroed(_ path: String) throws(ProbeError) -> Bool
 }
 
 /// libblkid's low-level probe, with superblocks and partition tables on.
@@ -74,5 +78,29 @@ public struct BlkidProber: BlockProber {
         default:
             throw .failed(path)
         }
+    }
+
+    /// The corresponding C function is `pread`.
+    public func isZeroed(_ path: String) throws(ProbeError) -> Bool {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .open(path, errno: errno) }
+        defer { close(fd) }
+        let size = lseek(fd, 0, SEEK_END)
+        guard size > 0 else { throw .failed(path) }
+        let window = min(off_t(1 << 20), size)
+        var buffer = [UInt8](repeating: 0, count: Int(window))
+        for offset in [0, max(0, size - window)] {
+            var done = 0
+            while done < buffer.count {
+                let count = buffer.withUnsafeMutableBytes { raw in
+                    raw.baseAddress.map { pread(fd, $0 + done, raw.count - done, offset + off_t(done)) } ?? -1
+                }
+                if count < 0 && errno == EINTR { continue }
+                guard count > 0 else { throw .failed(path) }
+                done += count
+            }
+            if buffer.contains(where: { $0 != 0 }) { return false }
+        }
+        return true
     }
 }
