@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 import Logging
 import SnapmountCore
 import SnapmountSystem
@@ -233,7 +238,7 @@ public final class BootFlow {
         do throws(SystemCallError) {
             current = try readFile(path, limit: 1 << 20)
         } catch {
-            guard error.errno == ENOENT_VALUE else { throw error }
+            guard error.errno == ENOENT else { throw error }
         }
         switch try FstabEditor.ensure(fstabEntry, in: current) {
         case .unchanged:
@@ -255,5 +260,3 @@ public final class BootFlow {
     }
 }
 
-/// ENOENT without importing Glibc here.
-let ENOENT_VALUE: Int32 = 2

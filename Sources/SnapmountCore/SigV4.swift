@@ -219,6 +219,14 @@ extension StringProtocol {
         return String(self[first...last])
     }
 
+    /// Without leading and trailing white space of any kind (spaces, tabs, line breaks, NULs),
+    /// as sysfs files, HTTP header lines and XML text carry it.
+    public func trimmingWhitespace() -> String {
+        let isSpace: (Character) -> Bool = { $0.isWhitespace || $0 == "\0" }
+        guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else { return "" }
+        return String(self[first...last])
+    }
+
     /// Trimmed, with every inner run of spaces and tabs folded to one space.
     func foldingASCIISpaces() -> String {
         var out = ""

@@ -316,17 +316,9 @@ private func receiveHeader(_ data: UnsafeMutablePointer<CChar>, _ size: Int, _ c
     if line.hasPrefix("HTTP/") {
         transfer.headers = []  // a new response: after a redirect, a 100 or a proxy's CONNECT
     } else if let colon = line.firstIndex(of: ":") {
-        let name = line[..<colon].trimmingCharacters()
-        let value = line[line.index(after: colon)...].trimmingCharacters()
+        let name = line[..<colon].trimmingWhitespace()
+        let value = line[line.index(after: colon)...].trimmingWhitespace()
         transfer.headers.append((name: name, value: value))
     }
     return length
-}
-
-extension Substring {
-    fileprivate func trimmingCharacters() -> String {
-        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\r\n" || $0 == "\r" || $0 == "\n" }
-        guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else { return "" }
-        return String(self[first...last])
-    }
 }

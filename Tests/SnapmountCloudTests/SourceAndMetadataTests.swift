@@ -280,13 +280,11 @@ struct DevCloudStrictnessTests {
                     let response = try http.send(HTTPRequest(.post, url, headers: [("Content-Type", "application/x-www-form-urlencoded")] + headers, body: body))
                     return EC2ErrorBody.parse(response.body)?.code ?? "HTTP \(response.status)"
                 }
-                let signer = SigV4Signer(region: "eu-west-1", service: "ec2")
                 let credentials = AWSCredentials(accessKeyID: "AKIADEVCLOUDSTATIC01", secretAccessKey: Secret("devcloud/static/secret/key/0000000000000"))
                 func signed(at time: UTCTimestamp, credentials: AWSCredentials = credentials, region: String = "eu-west-1") throws -> [(name: String, value: String)] {
                     let headers = [(name: "Host", value: host), (name: "Content-Type", value: "application/x-www-form-urlencoded")]
                     return try SigV4Signer(region: region, service: "ec2").sign(SigV4Request(method: "POST", headers: headers, body: body), credentials: credentials, at: time).headers
                 }
-                _ = signer
                 let now = SystemClock().now()
                 var unknown = credentials
                 unknown.accessKeyID = "AKIAUNKNOWNKEY000000"

@@ -210,7 +210,6 @@ struct BootFlowTests {
             // A volume already attached (but not mounted), so the dry run probes a real device.
             _ = try await host.run()
             host.unmount()
-            let fstab = try host.fstabText()
             try HostHarness.initialFstab.write(toFile: host.fstab, atomically: true, encoding: .utf8)
             let digest = try await host.volumeDigest()
             await host.cloud.state.clearCallLog()
@@ -229,7 +228,6 @@ struct BootFlowTests {
             #expect(try host.fstabText() == HostHarness.initialFstab)
             #expect(try await host.volumeDigest() == digest)
             #expect(!host.isMounted)
-            _ = fstab
         }
     }
 

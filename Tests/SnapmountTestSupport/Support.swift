@@ -39,10 +39,8 @@ public func capturingLogger(_ sink: CapturedLines, level: Logger.Level = .trace)
     Logger(label: "test") { _ in SnapmountLogHandler(style: .plain, level: level, sink: sink) }
 }
 
-/// The system clock, except that it records every sleep and may run off by an offset.
+/// The system clock, running off by an offset (a machine whose clock is not yet synchronised).
 public final class RecordingClock: AgentClock, @unchecked Sendable {
-    private let lock = NSLock()
-    private var recorded: [Duration] = []
     private let offset: Int64
 
     public init(offsetSeconds: Int64 = 0) {
@@ -54,11 +52,8 @@ public final class RecordingClock: AgentClock, @unchecked Sendable {
     public func random() -> Double { Double.random(in: 0..<1) }
 
     public func sleep(for duration: Duration) {
-        lock.withLock { recorded.append(duration) }
         SystemClock().sleep(for: duration)
     }
-
-    public var sleeps: [Duration] { lock.withLock { recorded } }
 }
 
 /// A real HTTP server (Hummingbird) on 127.0.0.1 and an ephemeral port, for the length of

@@ -21,7 +21,7 @@ public struct XMLElement: Sendable, Equatable {
 
     /// The trimmed text of the first child with this name, if present.
     public func value(_ name: String) -> String? {
-        child(name).map { $0.text.trimmingXMLSpace() }
+        child(name).map { $0.text.trimmingWhitespace() }
     }
 
     /// `<name><item>…</item><item>…</item></name>`, the EC2 list form.
@@ -81,12 +81,4 @@ private func element(_ node: xmlNodePtr) -> XMLElement {
     }
     let name = node.pointee.name.map { String(cString: $0) } ?? ""
     return XMLElement(name: name, text: text, children: children)
-}
-
-extension String {
-    func trimmingXMLSpace() -> String {
-        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" || $0 == "\r\n" }
-        guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else { return "" }
-        return String(self[first...last])
-    }
 }

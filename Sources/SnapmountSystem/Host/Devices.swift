@@ -71,10 +71,10 @@ public struct DeviceFinder: Sendable {
             }
             guard !name.hasPrefix(".") else { continue }
             let base = "\(sysDirectory)/block/\(name)"
-            let sectors = readText(base + "/size").flatMap { UInt64($0.trimmingCharacters()) } ?? 0
-            let serial = readText(base + "/device/serial").map { $0.trimmingCharacters() }
+            let sectors = readText(base + "/size").flatMap { UInt64($0.trimmingWhitespace()) } ?? 0
+            let serial = readText(base + "/device/serial").map { $0.trimmingWhitespace() }
             devices.append(BlockDevice(name: name, serial: serial.flatMap { $0.isEmpty ? nil : $0 },
-                                       sizeBytes: sectors * 512, number: readText(base + "/dev")?.trimmingCharacters() ?? ""))
+                                       sizeBytes: sectors * 512, number: readText(base + "/dev")?.trimmingWhitespace() ?? ""))
         }
         return devices.sorted { $0.name < $1.name }
     }
@@ -126,13 +126,5 @@ public struct DeviceFinder: Sendable {
             _ = poll(&descriptor, 1, Int32(max(1, wait.wholeMilliseconds)))
             while buffer.withUnsafeMutableBytes({ read(fd, $0.baseAddress, $0.count) }) > 0 {}  // drain
         }
-    }
-}
-
-extension String {
-    func trimmingCharacters() -> String {
-        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" || $0 == "\r\n" || $0 == "\0" }
-        guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else { return "" }
-        return String(self[first...last])
     }
 }
