@@ -1,7 +1,9 @@
 # snapmount — build, test and package.
 #
 #   make test    install what the build and tests need, build, run the whole suite,
-#                then build the release binary and check its size and linkage
+#                then build the release binary and check its size and linkage, check that no
+#                secret reached a log line, and write docs/RELIABILITY.md from the run
+#   make reliability   the reliability matrices alone, and docs/RELIABILITY.md
 #   make build   the release binary (static Swift runtime), stripped into dist/
 #
 # Run as root on Debian 12 with the Swift toolchain at /opt/swift (or on PATH).
@@ -17,17 +19,17 @@ DIST := dist
 #   openssl: the TLS tests make a throwaway CA and run `openssl s_server`
 #   binutils: strip, readelf (make build)
 #   mandoc: the man pages are linted (make lint-man)
-#   e2fsprogs, xfsprogs, fdisk, cryptsetup-bin, util-linux: mkfs/fsck in the product; the
-#     root tests build snapshot images (ext4, xfs, partition tables, LUKS, swap) and use losetup
+#   e2fsprogs, xfsprogs, dosfstools, fdisk, cryptsetup-bin, util-linux: mkfs/fsck in the product; the
+#     root tests build snapshot images (ext4, xfs, vfat, partition tables, LUKS, swap) and use losetup
 #   systemd: systemd-analyze verify of the unit; curl, python3: make demo
 APT_PACKAGES := pkg-config libcurl4-openssl-dev libssl-dev libblkid-dev libxml2-dev openssl binutils ca-certificates mandoc \
-	e2fsprogs xfsprogs fdisk cryptsetup-bin util-linux systemd curl python3
+	e2fsprogs xfsprogs dosfstools fdisk cryptsetup-bin util-linux systemd curl python3
 
 # -Osize: a boot agent is bound by I/O, not by CPU, and the binary must stay small.
 # lld with --gc-sections and --icf=all drops unreferenced and folds identical code (-250 KB).
 RELEASE_FLAGS := -c release --static-swift-stdlib -Xswiftc -Osize -Xswiftc -use-ld=lld -Xlinker --gc-sections -Xlinker --icf=all
 
-.PHONY: all deps build test lint-man verify-unit fuzz fuzz-smoke devcloud demo clean
+.PHONY: all deps build test reliability reliability-report lint-man verify-unit fuzz fuzz-smoke devcloud demo clean
 
 all: build
 
@@ -49,12 +51,31 @@ build: deps
 	strip -o $(DIST)/snapmount "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)/snapmount"
 	@scripts/check-binary $(DIST)/snapmount
 
+# A test run's evidence: the matrices' rows, every log line and every secret DevCloud issued.
+EVIDENCE := $(CURDIR)/.build/evidence
+EVIDENCE_ENV := SNAPMOUNT_RELIABILITY_REPORT=$(EVIDENCE)/report SNAPMOUNT_TEST_LOG_DIR=$(EVIDENCE)/logs
+
 test: deps lint-man
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	rm -rf $(EVIDENCE)
+	$(EVIDENCE_ENV) $(SWIFT) test --skip-build
 	$(MAKE) --no-print-directory build
 	$(MAKE) --no-print-directory verify-unit
-	$(MAKE) --no-print-directory fuzz-smoke
+	$(MAKE) --no-print-directory reliability-report
+
+# The reliability matrices alone (fault, crash, refusal, concurrency, secrets, fuzz smoke),
+# then docs/RELIABILITY.md from their rows. `make test` runs them with everything else.
+reliability: deps
+	$(SWIFT) build --build-tests
+	rm -rf $(EVIDENCE)
+	$(EVIDENCE_ENV) $(SWIFT) test --skip-build --filter 'FaultMatrixTests|CrashTests|BootFlowTests'
+	$(MAKE) --no-print-directory reliability-report
+
+# Secrets never in a log line; the fuzz smoke run; docs/RELIABILITY.md written from the rows.
+reliability-report:
+	scripts/check-secrets $(EVIDENCE)/logs $(EVIDENCE)/report
+	RESULTS=$(EVIDENCE)/report/fuzz-smoke.tsv scripts/fuzz 5
+	scripts/reliability-report $(EVIDENCE)/report
 
 # systemd-analyze verify needs ExecStart= to exist: check a copy pointing at the built binary.
 verify-unit: build
@@ -68,7 +89,7 @@ lint-man: deps
 # libFuzzer campaigns: FUZZ_SECONDS per target (default 600); fuzz-smoke is CI's short run.
 FUZZ_SECONDS ?= 600
 fuzz: deps
-	scripts/fuzz $(FUZZ_SECONDS)
+	RESULTS=docs/fuzz-campaign.tsv scripts/fuzz $(FUZZ_SECONDS)
 
 fuzz-smoke: deps
 	scripts/fuzz 5

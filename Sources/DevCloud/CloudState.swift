@@ -38,6 +38,9 @@ public actor CloudState {
     private var snapshots: [String: DevSnapshot] = [:]
     private var volumes: [String: DevVolume] = [:]
     private var volumeReadyAt: [String: ContinuousClock.Instant] = [:]
+    /// Deleted volumes, as EC2 still answers their ClientToken with them.
+    private var deletedVolumes: [String: DevVolume] = [:]
+    private var issuedIMDSTokens: [String] = []
     private var clientTokens: [String: (fingerprint: String, volumeID: String)] = [:]
     private var permissions: Set<String>?
     private var faults: [Fault] = []
@@ -86,8 +89,10 @@ public actor CloudState {
         volumes.keys.sorted().compactMap { refreshed($0) }
     }
     /// Every secret and token handed out, for tests that check no log line leaks one.
+    /// Every secret DevCloud handed out: role secret keys and session tokens, the static
+    /// secret key, and IMDS session tokens — none may ever appear in a log line.
     public func issuedSecrets() -> [String] {
-        roleCredentials.flatMap { [$0.secret, $0.token] } + [settings.staticSecretAccessKey]
+        roleCredentials.flatMap { [$0.secret, $0.token] } + [settings.staticSecretAccessKey] + issuedIMDSTokens
     }
 
     var now: Date { Date().addingTimeInterval(clockOffset) }
@@ -110,6 +115,7 @@ public actor CloudState {
             switch fault.trigger {
             case .nthCall(let n) where n == count: return fault.kind
             case .always: return fault.kind
+            case .fromCall(let n) where count >= n: return fault.kind
             case .fraction(let p) where Double.random(in: 0..<1) < p: return fault.kind
             default: continue
             }
@@ -126,6 +132,7 @@ public actor CloudState {
         }
         let token = "AQAE" + randomHex(52)
         imdsTokens[token] = ContinuousClock.now + .seconds(ttl)
+        issuedIMDSTokens.append(token)
         record("imds", "api/token", outcome: "ok")
         return Answer(status: 200, body: token, contentType: "text/plain",
                       headers: [("X-aws-ec2-metadata-token-ttl-seconds", String(ttl))])
@@ -140,6 +147,12 @@ public actor CloudState {
         record("imds", path, outcome: answer.status == 200 ? "ok" : String(answer.status))
         return answer
     }
+
+    /// What a path would answer, for a fault that cuts it short (nothing recorded).
+    func imdsFaultDocument(_ path: String) -> String { imdsDocument(path).body }
+
+    /// What `snap.txt` would answer, for a fault that cuts it short (nothing recorded).
+    func releaseFaultDocument() -> String { release.body }
 
     private func imdsDocument(_ path: String) -> Answer {
         let text = { (body: String) in Answer(status: 200, body: body, contentType: "text/plain") }
@@ -437,6 +450,12 @@ public actor CloudState {
                     return .failure(Rejection(code: "IdempotentParameterMismatch", message: "The client token you have provided is associated with a resource that is already created with different parameters."))
                 }
                 if let volume = refreshed(previous.volumeID) { return .success(volumeFields(volume)) }
+                // Like EC2, the token stays bound to its volume after that volume is deleted.
+                if var gone = deletedVolumes[previous.volumeID] {
+                    gone.state = "deleted"
+                    gone.attachment = nil
+                    return .success(volumeFields(gone))
+                }
             }
         }
         var size = parameters["Size"].flatMap { Int($0) }
@@ -654,6 +673,7 @@ public actor CloudState {
     }
 
     private func completeDeletion(_ id: String) async {
+        deletedVolumes[id] = volumes[id]
         volumes[id] = nil
         await hook?(.deleted(volumeID: id))
     }

@@ -101,9 +101,15 @@ enum Routes {
         return Response(status: .init(code: answer.status), headers: headers, body: .init(byteBuffer: ByteBuffer(string: answer.body)))
     }
 
-    /// Delivers a fault instead of an answer.
-    static func deliver(_ fault: FaultKind, context: CloudContext, stopping: StopFlag, hang: Duration, document: String) async -> Response {
+    /// Delivers a fault instead of an answer. `document` is the answer a `truncated` fault
+    /// cuts in half: for IMDS and the release server the real one, so that half of a role
+    /// name or of a snapshot id is what the agent gets.
+    static func deliver(_ fault: FaultKind, service: String, context: CloudContext, stopping: StopFlag, hang: Duration,
+                        document: String) async -> Response {
         switch fault {
+        case .throttle where service != "ec2":
+            // IMDS and plain web servers throttle with 429; EC2 with RequestLimitExceeded.
+            return response(Answer(status: 429, body: "Too Many Requests\n", contentType: "text/plain"))
         case .http500:
             return response(Answer(status: 500, body: XMLText.error(code: "InternalError", message: "An internal error has occurred", requestID: requestID())))
         case .http503:
@@ -150,7 +156,8 @@ enum Routes {
         router.put("/latest/api/token") { request, context -> Response in
             if let fault = await state.fault(for: "imds:token") {
                 await state.record("imds", "api/token", outcome: "fault:\(fault.rawValue)")
-                return await deliver(fault, context: context, stopping: stopping, hang: state.settings.hangDuration, document: "AQAEtoken")
+                return await deliver(fault, service: "imds", context: context, stopping: stopping, hang: state.settings.hangDuration,
+                                     document: "AQAE" + randomHex(52))
             }
             let ttl = request.headers[HTTPField.Name("X-aws-ec2-metadata-token-ttl-seconds")!]
             return response(await state.issueIMDSToken(ttlHeader: ttl))
@@ -159,8 +166,8 @@ enum Routes {
             let path = String(request.uri.path.dropFirst("/latest/".count))
             if let fault = await state.fault(for: "imds:\(path)") {
                 await state.record("imds", path, outcome: "fault:\(fault.rawValue)")
-                return await deliver(fault, context: context, stopping: stopping, hang: state.settings.hangDuration,
-                                     document: "{\"Code\" : \"Success\", \"AccessKeyId\" : \"ASIA")
+                return await deliver(fault, service: "imds", context: context, stopping: stopping, hang: state.settings.hangDuration,
+                                     document: await state.imdsFaultDocument(path))
             }
             let token = request.headers[HTTPField.Name("X-aws-ec2-metadata-token")!]
             return response(await state.imdsGet(path: path, token: token))
@@ -178,7 +185,8 @@ enum Routes {
             let answer = await state.ec2(received, fault: fault)
             if let fault {
                 let document = XMLText.response(action, requestID: requestID(), "<volumeId>vol-0123456789abcdef0</volumeId><status>creating</status>")
-                return await deliver(fault, context: context, stopping: stopping, hang: state.settings.hangDuration, document: document)
+                return await deliver(fault, service: "ec2", context: context, stopping: stopping, hang: state.settings.hangDuration,
+                                     document: document)
             }
             return response(answer)
         }
@@ -197,7 +205,8 @@ enum Routes {
         router.get("/snap.txt") { _, context -> Response in
             if let fault = await state.fault(for: "release") {
                 await state.record("release", "snap.txt", outcome: "fault:\(fault.rawValue)")
-                return await deliver(fault, context: context, stopping: stopping, hang: state.settings.hangDuration, document: "snap-0123")
+                return await deliver(fault, service: "release", context: context, stopping: stopping, hang: state.settings.hangDuration,
+                                     document: await state.releaseFaultDocument())
             }
             let answer = await state.releaseAnswer()
             if answer.delayMilliseconds > 0 { try? await Task.sleep(for: .milliseconds(answer.delayMilliseconds)) }

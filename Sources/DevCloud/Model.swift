@@ -134,6 +134,8 @@ public enum FaultTrigger: Sendable, Codable, Equatable {
     case nthCall(Int)
     /// Every call from now on.
     case always
+    /// Every call from the n-th on (`fromCall(2)`: all but the first).
+    case fromCall(Int)
     /// Each call with this probability.
     case fraction(Double)
 }

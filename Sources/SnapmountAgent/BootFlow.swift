@@ -104,26 +104,34 @@ public final class BootFlow {
         let (volume, created) = try step("volume") { () throws -> (EC2Volume, Bool) in
             let (found, created) = try session.volumes.findOrCreate(request)
             Failpoint.hit("after-create-volume")
-            return (try session.volumes.waitAvailable(found.id), created)
+            do {
+                return (try session.volumes.waitAvailable(found.id), created)
+            } catch {
+                // Giving up on a volume this run created: leave none behind (DESIGN.md §5 rule 4).
+                if created { session.volumes.rollBack(found.id, neverAttached: true) }
+                throw error
+            }
         }
         Failpoint.hit("after-volume")
 
         try step("attach") {
             let device = configuration.device.text
             let mine = volume.attachments.first { $0.instanceID == session.identity.instanceID }
-            if mine?.state != "attached" {
-                do {
+            do {
+                if mine?.state != "attached" {
                     if mine == nil { _ = try session.volumes.attach(volume.id, device: device) }
                     Failpoint.hit("after-attach-call")
                     _ = try session.volumes.waitAttached(volume.id)
-                } catch {
-                    // Attaching proved impossible: leave no volume behind (DESIGN.md §5 rule 4).
-                    if created { try? session.volumes.deleteOwnVolume(volume.id) }
-                    throw error
                 }
-            }
-            if mine?.deleteOnTermination != true {
-                try session.volumes.setDeleteOnTermination(device: mine?.device ?? device)
+                if mine?.deleteOnTermination != true {
+                    try session.volumes.setDeleteOnTermination(device: mine?.device ?? device)
+                }
+            } catch {
+                // Attaching proved impossible, or the volume would outlive the instance without
+                // DeleteOnTermination: a volume this run created is detached and deleted
+                // (DESIGN.md §5 rule 4); the next run creates it afresh.
+                if created { session.volumes.rollBack(volume.id) }
+                throw error
             }
         }
         Failpoint.hit("after-attach")

@@ -128,6 +128,7 @@ public final class DryRun {
             let checks: [(String, QueryParameters)] = [
                 ("AttachVolume", session.ec2.attachParameters(volume, identity.instanceID, device)),
                 ("ModifyInstanceAttribute", session.ec2.deleteOnTerminationParameters(identity.instanceID, device: device)),
+                ("DetachVolume", ["VolumeId": volume.text]),
                 ("DeleteVolume", ["VolumeId": volume.text]),
             ]
             var denied: [String] = []

@@ -10,11 +10,12 @@ public enum VolumeError: SnapmountError, Equatable {
     case timedOut(volume: VolumeID, waitingFor: String, after: Duration, lastState: String)
     case volumeFailed(VolumeID, state: String)
     case attachedElsewhere(VolumeID, instance: InstanceID)
+    case tokensUsedUp(SnapshotID, generations: Int)
     case ec2(EC2CallError)
 
     public var exitStatus: ExitStatus {
         switch self {
-        case .snapshotNotFound, .snapshotPending, .snapshotUnusable, .volumeFailed: .unavailable
+        case .snapshotNotFound, .snapshotPending, .snapshotUnusable, .volumeFailed, .tokensUsedUp: .unavailable
         case .snapshotOwner: .dataRefused
         case .timedOut: .timedOut
         case .attachedElsewhere: .dataRefused
@@ -38,6 +39,8 @@ public enum VolumeError: SnapmountError, Equatable {
             "volume \(volume) failed (state \(state))"
         case .attachedElsewhere(let volume, let instance):
             "volume \(volume) is attached to another instance, \(instance); refusing to touch it"
+        case .tokensUsedUp(let snapshot, let generations):
+            "the volumes of the last \(generations) CreateVolume tokens for \(snapshot) on this instance were all deleted; look for what keeps deleting them"
         case .ec2(let error):
             error.description
         }
@@ -111,12 +114,20 @@ public final class VolumeManager {
             logger.info("reusing volume \(existing.id) (\(existing.state))")
             return (existing, false)
         }
-        do {
-            let volume = try ec2.createVolume(request)
-            logger.info("created volume \(volume.id) from \(request.snapshot)")
-            return (volume, true)
-        } catch {
-            throw .ec2(error)
+        var request = request
+        while true {
+            let volume: EC2Volume
+            do { volume = try ec2.createVolume(request) } catch { throw .ec2(error) }
+            guard ["deleting", "deleted"].contains(volume.state) else {
+                logger.info("created volume \(volume.id) from \(request.snapshot)")
+                return (volume, true)
+            }
+            // This token's volume was made by an earlier run, which then gave up and deleted it.
+            guard request.generation < VolumeRequest.maximumGeneration else {
+                throw .tokensUsedUp(request.snapshot, generations: request.generation)
+            }
+            logger.info("CreateVolume token \(request.clientToken) belongs to volume \(volume.id), now \(volume.state); using the next token")
+            request.generation += 1
         }
     }
 
@@ -189,19 +200,50 @@ public final class VolumeManager {
         do { try ec2.setDeleteOnTermination(identity.instanceID, device: device) } catch { throw .ec2(error) }
     }
 
-    /// Deletes a volume this agent created for this instance, when it is not attached: the
-    /// clean-up when attaching proved impossible (DESIGN.md §5 rule 4).
-    public func deleteOwnVolume(_ id: VolumeID) throws(VolumeError) {
-        let volumes: [EC2Volume]
-        do { volumes = try ec2.describeVolumes(ids: [id]) } catch { throw .ec2(error) }
-        guard let volume = volumes.first, volume.tags[VolumeRequest.instanceTag] == identity.instanceID.text,
-              volume.attachments.isEmpty
-        else {
-            logger.warning("not deleting volume \(id): it is attached, or not this instance's")
-            return
+    /// Gives back a volume this run created and cannot use (DESIGN.md §5 rule 4): detached
+    /// first if it got attached to this instance, then deleted. `neverAttached` (the run gave
+    /// up before attaching) goes straight to DeleteVolume, so that a DescribeVolumes that
+    /// keeps failing cannot keep the volume alive. Returns nil when it is gone, else what
+    /// went wrong — logged with the command that deletes it by hand.
+    @discardableResult
+    public func rollBack(_ id: VolumeID, neverAttached: Bool = false) -> String? {
+        do throws(VolumeError) {
+            if !neverAttached {
+                let volumes: [EC2Volume]
+                do { volumes = try ec2.describeVolumes(ids: [id]) } catch { throw .ec2(error) }
+                guard let volume = volumes.first, volume.tags[VolumeRequest.instanceTag] == identity.instanceID.text else {
+                    return nil
+                }
+                if volume.attachments.contains(where: { $0.instanceID == identity.instanceID }) {
+                    do { _ = try ec2.detachVolume(id) } catch { throw .ec2(error) }
+                    _ = try waitDetached(id)
+                } else if let other = volume.attachments.first {
+                    throw .attachedElsewhere(id, instance: other.instanceID)
+                }
+            }
+            try deleteWhenReady(id)
+            logger.info("deleted volume \(id), which this run created and could not use")
+            return nil
+        } catch {
+            logger.error("volume \(id) is left behind: \(error); delete it by hand: aws ec2 delete-volume --volume-id \(id)")
+            return "\(error)"
         }
-        do { try ec2.deleteVolume(id) } catch { throw .ec2(error) }
-        logger.info("deleted volume \(id), which could not be attached")
+    }
+
+    /// DeleteVolume, repeated on the poll schedule (at most 8 times) while EC2 answers that
+    /// the volume is still `creating` or still detaching.
+    private func deleteWhenReady(_ id: VolumeID) throws(VolumeError) {
+        var poll = 0
+        while true {
+            do {
+                try ec2.deleteVolume(id)
+                return
+            } catch {
+                guard let code = error.code, ["IncorrectState", "VolumeInUse"].contains(code), poll < 7 else { throw .ec2(error) }
+            }
+            clock.sleep(for: schedule.delay(beforePoll: poll))
+            poll += 1
+        }
     }
 
     private func poll(_ id: VolumeID, waitingFor: String, timeout: Duration,

@@ -110,7 +110,7 @@ struct CloudFlowTests {
             #expect(await cloud.state.callLog().count("AttachVolume") == 1)
             let environment = cloud.environment
             let verdicts = try await onThread {
-                let session = try CloudSession.connect(environment: environment, logger: Logger(label: "q") { _ in SwiftLogNoOpLogHandler() }, tuning: fastTuning())
+                let session = try CloudSession.connect(environment: environment, logger: quietLogger, tuning: fastTuning())
                 let volume = try #require(VolumeID("vol-0123456789abcdef0"))
                 return [
                     try session.ec2.dryRun("AttachVolume", session.ec2.attachParameters(volume, session.identity.instanceID, "/dev/sdf")),
@@ -146,7 +146,7 @@ struct CloudFlowTests {
             let ids = try await onThread {
                 var ids: [String] = []
                 for _ in 0..<2 {  // two "processes": nothing carried over but the environment
-                    let session = try CloudSession.connect(environment: environment, logger: Logger(label: "q") { _ in SwiftLogNoOpLogHandler() }, tuning: fastTuning())
+                    let session = try CloudSession.connect(environment: environment, logger: quietLogger, tuning: fastTuning())
                     let request = VolumeRequest(availabilityZone: session.identity.availabilityZone, snapshot: try #require(SnapshotID(releaseSnapshot)),
                                                 instance: session.identity.instanceID, settings: VolumeSettings())
                     ids.append(try session.ec2.createVolume(request).id.text)
@@ -163,7 +163,7 @@ struct CloudFlowTests {
         try await withCloud { cloud in
             let environment = cloud.environment
             try await onThread {
-                let session = try CloudSession.connect(environment: environment, logger: Logger(label: "q") { _ in SwiftLogNoOpLogHandler() }, tuning: fastTuning())
+                let session = try CloudSession.connect(environment: environment, logger: quietLogger, tuning: fastTuning())
                 var settings = VolumeSettings()
                 let snapshot = try #require(SnapshotID(releaseSnapshot))
                 _ = try session.ec2.createVolume(VolumeRequest(availabilityZone: session.identity.availabilityZone, snapshot: snapshot,
@@ -226,7 +226,7 @@ struct CloudFlowTests {
             rotatingTuning.credentialRefreshWindow = .seconds(1)
             let tuning = rotatingTuning
             try await onThread {
-                let session = try CloudSession.connect(environment: environment, logger: Logger(label: "q") { _ in SwiftLogNoOpLogHandler() }, tuning: tuning)
+                let session = try CloudSession.connect(environment: environment, logger: quietLogger, tuning: tuning)
                 let until = ContinuousClock.now + .seconds(6)
                 while ContinuousClock.now < until {
                     _ = try session.ec2.describeVolumes()
@@ -245,7 +245,7 @@ struct CloudFlowTests {
             let environment = cloud.environment
             let correction = try await onThread {
                 let session = try CloudSession.connect(environment: environment, clock: RecordingClock(offsetSeconds: -900),
-                                                       logger: Logger(label: "q") { _ in SwiftLogNoOpLogHandler() }, tuning: fastTuning())
+                                                       logger: quietLogger, tuning: fastTuning())
                 _ = try session.ec2.describeVolumes()
                 _ = try session.ec2.describeVolumes()
                 return session.ec2.clockCorrection
@@ -263,7 +263,7 @@ struct CloudFlowTests {
                 "AWS_ACCESS_KEY_ID": cloud.state.settings.staticAccessKeyID, "AWS_SECRET_ACCESS_KEY": "not-the-secret",
             ]) { _, new in new }
             let error = try await onThread { () -> EC2CallError? in
-                let session = try CloudSession.connect(environment: environment, logger: Logger(label: "q") { _ in SwiftLogNoOpLogHandler() }, tuning: fastTuning())
+                let session = try CloudSession.connect(environment: environment, logger: quietLogger, tuning: fastTuning())
                 do {
                     _ = try session.ec2.describeVolumes()
                     return nil

@@ -14,10 +14,10 @@ func withCloud<T: Sendable>(_ settings: DevCloudSettings = fastSettings(),
     await cloud.state.setRelease(ReleaseResponse(body: releaseSnapshot + "\n"))
     do {
         let result = try await body(cloud)
-        await cloud.stop()
+        await stopCloud(cloud)
         return result
     } catch {
-        await cloud.stop()
+        await stopCloud(cloud)
         throw error
     }
 }
@@ -32,7 +32,7 @@ struct CloudRun: Sendable {
 /// The cloud half of the boot flow, steps 2–6: identity, credentials, snapshot, volume,
 /// available, attach, attached, DeleteOnTermination.
 func runCloudSteps(_ cloud: DevCloud, tuning: CloudTuning = fastTuning(), clock: RecordingClock = RecordingClock(),
-                   logger: Logger = Logger(label: "quiet") { _ in SwiftLogNoOpLogHandler() },
+                   logger: Logger = quietLogger,
                    extraEnvironment: [String: String] = [:]) async throws -> CloudRun {
     let environment = cloud.environment.merging(extraEnvironment) { _, new in new }
     let source = try SourceURL(parsing: cloud.sourceURL)

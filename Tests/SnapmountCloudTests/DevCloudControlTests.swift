@@ -33,9 +33,7 @@ struct DevCloudControlTests {
                 let volume = try #require(VolumeID(run.volumeID))
                 let mappings = try session.ec2.blockDeviceMappings(of: session.identity.instanceID)
                 try session.ec2.createTags([volume.text], tags: [VolumeTag(key: "release", value: "42")])
-                _ = try session.ec2.detachVolume(volume)
-                _ = try session.volumes.waitDetached(volume)
-                try session.volumes.deleteOwnVolume(volume)
+                #expect(session.volumes.rollBack(volume) == nil)
                 return mappings
             }
             #expect(mappings.map(\.deviceName) == ["/dev/sdf"])
@@ -47,14 +45,18 @@ struct DevCloudControlTests {
         }
     }
 
-    @Test("deleteOwnVolume leaves an attached volume alone")
-    func deleteOnlyOwnUnattached() async throws {
+    @Test("rollBack leaves a volume tagged for another instance alone")
+    func rollBackOnlyOwn() async throws {
         try await withCloud { cloud in
-            let run = try await runCloudSteps(cloud)
             let environment = cloud.environment
             try await onThread {
                 let session = try CloudSession.connect(environment: environment, logger: quiet, tuning: fastTuning())
-                try session.volumes.deleteOwnVolume(try #require(VolumeID(run.volumeID)))
+                let other = try #require(InstanceID("i-0fedcba9876543210"))
+                let request = VolumeRequest(availabilityZone: session.identity.availabilityZone, snapshot: try #require(SnapshotID(releaseSnapshot)),
+                                            instance: other, settings: VolumeSettings())
+                let volume = try session.ec2.createVolume(request)
+                _ = try session.volumes.waitAvailable(volume.id)
+                #expect(session.volumes.rollBack(volume.id) == nil)
             }
             #expect(await cloud.state.volumeTable().count == 1)
             #expect(await cloud.state.callLog().count("DeleteVolume") == 0)

@@ -7,7 +7,7 @@ import SnapmountSystem
 import SnapmountTestSupport
 import Testing
 
-let quiet = Logger(label: "quiet") { _ in SwiftLogNoOpLogHandler() }
+let quiet = quietLogger
 
 /// Resolves the snapshot the way step 4 does and returns the error, if any.
 func resolveError(_ cloud: DevCloud, tuning: CloudTuning = fastTuning(), owner: SnapshotOwner? = nil,

@@ -34,6 +34,7 @@ func runBinary(_ host: HostHarness, failpoint: String?) throws -> (status: Int32
     try process.run()
     let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     process.waitUntilExit()
+    TestLog.write(text)
     return (process.terminationStatus, process.terminationReason == .uncaughtSignal, text)
 }
 
@@ -52,17 +53,28 @@ struct CrashTests {
         guard requireRoot("crash matrix (\(failpoint))") else { return }
         try await withHost(image: try Images.release()) { host in
             let first = try await onThread { try runBinary(host, failpoint: failpoint) }
-            #expect(first.signaled && first.status == SIGKILL, "not killed at \(failpoint): \(first.output)")
+            let killed = first.signaled && first.status == SIGKILL
+            #expect(killed, "not killed at \(failpoint): \(first.output)")
+            let afterKill = await host.cloud.state.volumeTable().count
             let second = try await onThread { try runBinary(host, failpoint: nil) }
-            #expect(second.status == 0 && !second.signaled, "rerun after \(failpoint): \(second.output)")
-            #expect(host.isMounted)
-            #expect(await host.cloud.state.volumeTable().count == 1)
+            let rerunOK = second.status == 0 && !second.signaled
+            #expect(rerunOK, "rerun after \(failpoint): \(second.output)")
+            let mounted = host.isMounted
+            let volumes = await host.cloud.state.volumeTable().count
             let fstab = try host.fstabText()
-            #expect(fstab.hasPrefix(HostHarness.initialFstab + "\n"))
-            #expect(fstab.components(separatedBy: "LABEL=code_release").count == 2)
-            #expect(fstab.components(separatedBy: "\n").filter { !$0.isEmpty }.count == HostHarness.initialFstab.components(separatedBy: "\n").count + 1)
+            let fstabOK = fstab.hasPrefix(HostHarness.initialFstab + "\n") && fstab.components(separatedBy: "LABEL=code_release").count == 2
+                && fstab.components(separatedBy: "\n").filter { !$0.isEmpty }.count == HostHarness.initialFstab.components(separatedBy: "\n").count + 1
             let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: host.root))?.filter { $0.contains(".snapmount-") } ?? []
+            #expect(mounted)
+            #expect(volumes == 1)
+            #expect(fstabOK)
             #expect(leftovers.isEmpty, "temporary files left: \(leftovers)")
+            ReliabilityReport.record("crash-matrix", [
+                "failpoint": failpoint, "killed": killed ? "yes" : "no", "volumesAfterKill": String(afterKill),
+                "rerun": rerunOK ? "exit 0" : "exit \(second.status)", "mounted": mounted ? "yes" : "no", "volumes": String(volumes),
+                "fstab": fstabOK ? "original + 1 entry" : "WRONG", "temporaryFiles": String(leftovers.count),
+                "pass": killed && rerunOK && mounted && volumes == 1 && fstabOK && leftovers.isEmpty ? "yes" : "no",
+            ])
         }
     }
 }

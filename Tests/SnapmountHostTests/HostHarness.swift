@@ -101,6 +101,12 @@ enum Images {
             // Random data with no header, as a raw encrypted device would be.
             try sh("dd", ["if=/dev/urandom", "of=\(image)", "bs=1M", "count=2", "conv=notrunc", "status=none"])
             try sh("dd", ["if=/dev/urandom", "of=\(image)", "bs=1M", "count=1", "seek=1023", "conv=notrunc", "status=none"])
+        case "vfat":
+            try sh("mkfs.vfat", ["-n", "CODE_RELEAS", image])  // vfat labels have 11 characters at most
+        case "mdraid-1.2":
+            try writeBytes(mdraidSuperblock1(sizeBytes: 1 << 30), at: 4096, to: image)
+        case "mdraid-0.90":
+            try writeBytes(mdraidSuperblock0(sizeBytes: 1 << 30), at: ((1 << 30) & ~0xffff) - 0x10000, to: image)
         case "luks":
             let key = "\(directory)/luks.key"
             try "test-key".write(toFile: key, atomically: true, encoding: .utf8)
@@ -109,6 +115,56 @@ enum Images {
         }
         return image
     }
+}
+
+/// An md RAID member with a version 1.2 superblock (mdadm's default), as `mdadm --create
+/// --level=1 --raid-devices=2` writes it 4 KiB into the device. Built by hand because this
+/// kernel has no md driver for mdadm to create an array with.
+func mdraidSuperblock1(sizeBytes: Int) -> [UInt8] {
+    var block = [UInt8](repeating: 0, count: 256 + 2 * 2)
+    func put32(_ value: UInt32, _ offset: Int) { for i in 0..<4 { block[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * i)) } }
+    func put64(_ value: UInt64, _ offset: Int) { for i in 0..<8 { block[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * i)) } }
+    let sectors = UInt64(sizeBytes / 512)
+    put32(0xa92b_4efc, 0)  // magic
+    put32(1, 4)  // major version
+    for i in 0..<16 { block[16 + i] = UInt8(i + 1) }  // array uuid
+    for (i, byte) in "snapmount:0".utf8.enumerated() { block[32 + i] = byte }  // array name
+    put64(1_700_000_000, 64)  // creation time
+    put32(1, 72)  // level 1
+    put64(sectors - 2048 - 8, 80)  // array size
+    put32(2, 92)  // raid disks
+    put64(2048, 128)  // data offset
+    put64(sectors - 2048, 136)  // data size
+    put64(8, 144)  // super offset: sector 8, 4 KiB
+    for i in 0..<16 { block[168 + i] = UInt8(i + 17) }  // device uuid
+    put64(1_700_000_000, 192)  // update time
+    put64(1, 200)  // events
+    put64(.max, 208)  // resync offset
+    put32(2, 220)  // max devices
+    block[258] = 0xfe  // role of the second device: spare ("missing")
+    block[259] = 0xff
+    // The checksum md computes: 32-bit little-endian words summed in 64 bits, folded.
+    var sum: UInt64 = 0
+    for offset in stride(from: 0, to: block.count, by: 4) {
+        sum += (0..<4).reduce(UInt64(0)) { $0 | UInt64(block[offset + $1]) << (8 * $1) }
+    }
+    put32(UInt32(truncatingIfNeeded: (sum & 0xffff_ffff) + (sum >> 32)), 216)
+    return block
+}
+
+/// An md RAID member with the old version 0.90 superblock, 64 KiB-aligned at the end.
+func mdraidSuperblock0(sizeBytes: Int) -> [UInt8] {
+    let words: [UInt32] = [0xa92b_4efc, 0, 90, 0, 0, 0x1234_5678, 1_700_000_000, 1, UInt32((sizeBytes - 0x10000) / 1024), 2, 2, 0, 0,
+                           0x9abc_def0, 0x1111_1111, 0x2222_2222]
+    return words.flatMap { word in (0..<4).map { UInt8(truncatingIfNeeded: word >> (8 * $0)) } }
+}
+
+func writeBytes(_ bytes: [UInt8], at offset: Int, to path: String) throws {
+    let fd = open(path, O_WRONLY)
+    guard fd >= 0 else { throw HarnessError.command("open \(path)") }
+    defer { close(fd) }
+    let written = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }
+    guard written == bytes.count else { throw HarnessError.command("pwrite \(path)") }
 }
 
 enum HarnessError: Error {
@@ -186,7 +242,7 @@ final class HostHarness: @unchecked Sendable {
 
     func cleanup() async {
         unmount()
-        await cloud.stop()
+        await stopCloud(cloud)
         await plane.shutdown()
         try? FileManager.default.removeItem(atPath: root)
     }
@@ -230,8 +286,6 @@ func sparseDigest(_ path: String) throws -> String {
     }
     return try SHA256.hash(material).hexString
 }
-
-let quietLogger = Logger(label: "quiet") { _ in SwiftLogNoOpLogHandler() }
 
 func withHost<T: Sendable>(image: String?, settings: DevCloudSettings = fastSettings(),
                            _ body: @escaping @Sendable (HostHarness) async throws -> T) async throws -> T {

@@ -28,6 +28,7 @@ public final class CapturedLines: LogSink, @unchecked Sendable {
 
     public func write(_ line: String) {
         lock.withLock { stored.append(line) }
+        TestLog.write(line)
     }
 
     public var lines: [String] { lock.withLock { stored } }

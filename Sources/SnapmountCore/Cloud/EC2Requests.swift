@@ -5,22 +5,30 @@ public struct VolumeRequest: Sendable, Equatable {
     public var snapshot: SnapshotID
     public var instance: InstanceID
     public var settings: VolumeSettings
+    /// 1, unless an earlier run's volume for the same token was deleted (see ``clientToken``).
+    public var generation: Int
 
-    public init(availabilityZone: String, snapshot: SnapshotID, instance: InstanceID, settings: VolumeSettings) {
+    public init(availabilityZone: String, snapshot: SnapshotID, instance: InstanceID, settings: VolumeSettings, generation: Int = 1) {
         self.availabilityZone = availabilityZone
         self.snapshot = snapshot
         self.instance = instance
         self.settings = settings
+        self.generation = generation
     }
+
+    /// How many tokens a run tries before it gives up: each deleted generation costs one.
+    public static let maximumGeneration = 5
 
     public static let instanceTag = "snapmount:instance-id"
     public static let snapshotTag = "snapmount:snapshot-id"
 
     /// Derived from instance and snapshot only, so that a rerun after a crash — even with
-    /// its memory gone — repeats the same CreateVolume and gets the same volume back.
+    /// its memory gone — repeats the same CreateVolume and gets the same volume back. EC2
+    /// keeps answering a token with its volume even once that volume is deleted (after a
+    /// run gave up on it), so the next run moves on to `-g2`, `-g3`, … (at most 64 characters).
     public var clientToken: String {
         let digest = (try? SHA256.hash("snapmount/\(instance.text)/\(snapshot.text)").hexString) ?? "\(instance.text)-\(snapshot.text)"
-        return "snapmount-" + String(digest.prefix(40))
+        return "snapmount-" + String(digest.prefix(40)) + (generation > 1 ? "-g\(generation)" : "")
     }
 
     /// Our two tags, then the configured ones.

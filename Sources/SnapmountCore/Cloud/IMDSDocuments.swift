@@ -61,6 +61,36 @@ public enum IMDSDocuments {
         return AWSCredentials(accessKeyID: key, secretAccessKey: Secret(secret), sessionToken: Secret(token), expiration: expiration)
     }
 
+    /// `meta-data/iam/security-credentials/`: the instance profile's role, one name per line
+    /// (there is one). IAM role names are 1–64 characters of letters, digits and `+=,.@_-`;
+    /// anything else is a garbled answer, not a role — nil when the list is empty.
+    public static func roleName(_ bytes: [UInt8]) throws(IMDSDocumentError) -> String? {
+        let path = "meta-data/iam/security-credentials/"
+        guard let first = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: true).first else { return nil }
+        let line = first.last == UInt8(ascii: "\r") ? first.dropLast() : first
+        guard (1...64).contains(line.count), line.allSatisfy(isRoleNameByte) else {
+            throw IMDSDocumentError(path: path, problem: "not a role name: \(String(decoding: line.prefix(80), as: UTF8.self).quotedForMessage())")
+        }
+        return String(decoding: line, as: UTF8.self)
+    }
+
+    /// `PUT api/token`: a session token is printable ASCII without spaces; anything else
+    /// (empty, cut to nothing, garbled) cannot go into a header. Never quoted: it is a secret.
+    public static func sessionToken(_ bytes: [UInt8]) throws(IMDSDocumentError) -> Secret {
+        guard (1...4096).contains(bytes.count), bytes.allSatisfy({ (0x21...0x7e).contains($0) }) else {
+            throw IMDSDocumentError(path: "api/token", problem: "not a session token (\(bytes.count) bytes)")
+        }
+        return Secret(String(decoding: bytes, as: UTF8.self))
+    }
+
+    private static func isRoleNameByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
+        case UInt8(ascii: "+"), UInt8(ascii: "="), UInt8(ascii: ","), UInt8(ascii: "."), UInt8(ascii: "@"), UInt8(ascii: "_"), UInt8(ascii: "-"): true
+        default: false
+        }
+    }
+
     private static func isRegionName(_ text: String) -> Bool {
         !text.isEmpty && text.count <= 32 && text.utf8.allSatisfy {
             (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || $0 == UInt8(ascii: "-")

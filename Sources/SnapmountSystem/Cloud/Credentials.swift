@@ -102,18 +102,33 @@ public final class CredentialsProvider {
         return now.adding(seconds: refreshWindow.components.seconds) < expiration
     }
 
+    /// The instance profile's role, listed once per run.
+    private func listedRole(_ imds: IMDSClient) throws -> String {
+        if let role { return role }
+        guard let listed = try imds.document("meta-data/iam/security-credentials/", decode: IMDSDocuments.roleName) else {
+            throw CredentialsError.noRole
+        }
+        role = listed
+        return listed
+    }
+
+    private func roleCredentials(_ imds: IMDSClient, _ name: String) throws(IMDSError) -> AWSCredentials {
+        try imds.document("meta-data/iam/security-credentials/\(name)") { (body: [UInt8]) throws(IMDSDocumentError) in
+            try IMDSDocuments.roleCredentials(body, role: name)
+        }
+    }
+
     private func fetch(_ imds: IMDSClient) throws(CredentialsError) -> AWSCredentials {
         do {
-            if role == nil {
-                let listing = try imds.text("meta-data/iam/security-credentials/")
-                guard let first = listing.split(whereSeparator: \.isNewline).first.map(String.init), !first.isEmpty else {
-                    throw CredentialsError.noRole
-                }
-                role = first
-            }
-            let name = role ?? ""
-            return try imds.document("meta-data/iam/security-credentials/\(name)") { (body: [UInt8]) throws(IMDSDocumentError) in
-                try IMDSDocuments.roleCredentials(body, role: name)
+            let name = try listedRole(imds)
+            do {
+                return try roleCredentials(imds, name)
+            } catch IMDSError.notFound {
+                // The role just listed has no credentials: the list was stale (the instance
+                // profile changed) or cut short. Ask once more which role it is.
+                logger.debug("instance metadata has no credentials for role \(name); listing the role again")
+                role = nil
+                return try roleCredentials(imds, try listedRole(imds))
             }
         } catch let error as CredentialsError {
             throw error

@@ -104,6 +104,10 @@ public final class IMDSClient {
                 refreshedAfter401 = true
                 token = nil
                 continue
+            case .success(let response) where response.status == 401:
+                // Refused again: a new token on the next attempt, after a backoff.
+                token = nil
+                try retryOrThrow(transient: true, attempt: &attempt, path: path, detail: "HTTP 401")
             case .success(let response) where response.status == 404:
                 throw .notFound(path: path)
             case .success(let response):
@@ -155,8 +159,14 @@ public final class IMDSClient {
                     headers: [("X-aws-ec2-metadata-token-ttl-seconds", String(settings.tokenTTLSeconds))],
                     connectTimeout: settings.timeout, timeout: settings.timeout, maximumResponseBytes: 4096,
                     useEnvironmentProxy: false))
-                if response.status == 200, !response.body.isEmpty {
-                    let value = Secret(String(decoding: response.body, as: UTF8.self))
+                if response.status == 200 {
+                    let value: Secret
+                    do {
+                        value = try IMDSDocuments.sessionToken(response.body)
+                    } catch {
+                        try retryOrThrow(transient: true, attempt: &attempt, path: "api/token", detail: error.problem)
+                        continue
+                    }
                     // Renew a minute before the TTL runs out (or at half of a short TTL).
                     let margin = min(60, settings.tokenTTLSeconds / 2)
                     token = (value, now + .seconds(settings.tokenTTLSeconds - margin))
