@@ -218,6 +218,34 @@ struct VolumeRequestTests {
         #expect(a.clientToken == b.clientToken)
         #expect(a.clientToken != c.clientToken)
         #expect(a.clientToken.count <= 64)
+        var next = a
+        next.generation = VolumeRequest.maximumGeneration
+        #expect(next.clientToken == a.clientToken + "-g\(VolumeRequest.maximumGeneration)")
+        #expect(next.clientToken.count <= 64)
+    }
+
+    @Test("the role name: the first line, if it is an IAM role name; nil when there is none", arguments: [
+        ("snapmount-release-role", "snapmount-release-role"), ("snapmount-release-role\n", "snapmount-release-role"),
+        ("a+b=c,d.e@f_g-h\r\nsecond\n", "a+b=c,d.e@f_g-h"), ("", nil), ("\n\n", nil),
+    ] as [(String, String?)])
+    func roleName(body: String, expected: String?) throws {
+        #expect(try IMDSDocuments.roleName(Array(body.utf8)) == expected)
+    }
+
+    @Test("what is not a role name is an error", arguments: [
+        "{\"Code\" : \"Succ", "role with spaces", "role/../../x", String(repeating: "r", count: 65), "\u{0}\u{1}garbage",
+    ])
+    func notARoleName(body: String) {
+        #expect(throws: IMDSDocumentError.self) { try IMDSDocuments.roleName(Array(body.utf8)) }
+    }
+
+    @Test("a session token is printable ASCII without spaces; anything else is an error that does not quote it")
+    func sessionToken() throws {
+        #expect(try IMDSDocuments.sessionToken(Array("AQAEabc==".utf8)).exposedValue() == "AQAEabc==")
+        for bad in ["", "AQAE abc", "AQAE\nabc", "\u{0}\u{1}garbage", String(repeating: "A", count: 4097)] {
+            #expect(throws: IMDSDocumentError.self) { try IMDSDocuments.sessionToken(Array(bad.utf8)) }
+            do { _ = try IMDSDocuments.sessionToken(Array(bad.utf8)) } catch { #expect(!bad.isEmpty ? !error.description.contains(bad) : true) }
+        }
     }
 
     @Test("CreateVolume parameters carry the settings and the tags at creation")
