@@ -117,7 +117,17 @@ public final class VolumeManager {
         var request = request
         while true {
             let volume: EC2Volume
-            do { volume = try ec2.createVolume(request) } catch { throw .ec2(error) }
+            do {
+                volume = try ec2.createVolume(request)
+            } catch {
+                // Out of retries on a failure that may have come after EC2 created the volume
+                // (answers lost, 5xx): if it exists, its tags find it, and it is this run's.
+                if error.exitStatus == .unavailable, let existing = try? findExisting(request) {
+                    logger.warning("CreateVolume did not answer (\(error)), but volume \(existing.id) was created; using it")
+                    return (existing, true)
+                }
+                throw .ec2(error)
+            }
             guard ["deleting", "deleted"].contains(volume.state) else {
                 logger.info("created volume \(volume.id) from \(request.snapshot)")
                 return (volume, true)
@@ -215,7 +225,13 @@ public final class VolumeManager {
                     return nil
                 }
                 if volume.attachments.contains(where: { $0.instanceID == identity.instanceID }) {
-                    do { _ = try ec2.detachVolume(id) } catch { throw .ec2(error) }
+                    do {
+                        _ = try ec2.detachVolume(id)
+                    } catch {
+                        // A DetachVolume repeated after its answer was lost finds the volume
+                        // detaching already; the wait below tells.
+                        guard let code = error.code, ["IncorrectState", "InvalidAttachment.NotFound"].contains(code) else { throw .ec2(error) }
+                    }
                     _ = try waitDetached(id)
                 } else if let other = volume.attachments.first {
                     throw .attachedElsewhere(id, instance: other.instanceID)
@@ -231,7 +247,8 @@ public final class VolumeManager {
     }
 
     /// DeleteVolume, repeated on the poll schedule (at most 8 times) while EC2 answers that
-    /// the volume is still `creating` or still detaching.
+    /// the volume is still `creating` or still detaching. A volume already `deleting`, or
+    /// gone, is done: an earlier DeleteVolume was carried out and its answer lost.
     private func deleteWhenReady(_ id: VolumeID) throws(VolumeError) {
         var poll = 0
         while true {
@@ -239,6 +256,8 @@ public final class VolumeManager {
                 try ec2.deleteVolume(id)
                 return
             } catch {
+                if error.code == "InvalidVolume.NotFound" { return }
+                if let state = try? ec2.describeVolumes(ids: [id]).first?.state, ["deleting", "deleted"].contains(state) { return }
                 guard let code = error.code, ["IncorrectState", "VolumeInUse"].contains(code), poll < 7 else { throw .ec2(error) }
             }
             clock.sleep(for: schedule.delay(beforePoll: poll))
