@@ -176,9 +176,11 @@ public final class VolumeManager {
         do {
             return try ec2.attachVolume(id, to: identity.instanceID, device: device)
         } catch {
-            guard error.code == "VolumeInUse" || error.code == "IncorrectState" else { throw .ec2(error) }
+            // VolumeInUse: a repeated call. Out of retries without an answer (lost, 5xx): the
+            // call may have been carried out. Either way the volume's attachments tell.
+            guard error.code == "VolumeInUse" || error.code == "IncorrectState" || error.exitStatus == .unavailable else { throw .ec2(error) }
             let volumes: [EC2Volume]
-            do { volumes = try ec2.describeVolumes(ids: [id]) } catch let describeError { throw .ec2(describeError) }
+            do { volumes = try ec2.describeVolumes(ids: [id]) } catch { throw .ec2(error) }
             if let mine = volumes.first?.attachments.first(where: { $0.instanceID == identity.instanceID }) { return mine }
             if let other = volumes.first?.attachments.first { throw .attachedElsewhere(id, instance: other.instanceID) }
             throw .ec2(error)

@@ -57,8 +57,9 @@ struct FaultExpectation {
             // and no retry makes it right.
             status = .unavailable
             refusedAtOnce = true
-        } else if call.target == "CreateVolume" && kind == .lostResponse {
-            // Every answer lost, but the volume was created: its tags find it.
+        } else if (call.target == "CreateVolume" || call.target == "AttachVolume") && kind == .lostResponse {
+            // Every answer lost, but the call was carried out: the volume's tags find it, and
+            // its attachments show it attached to this instance.
             status = .success
         } else {
             status = mode == .once ? .success : .unavailable
