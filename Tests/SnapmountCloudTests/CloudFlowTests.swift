@@ -108,9 +108,7 @@ struct CloudFlowTests {
                 #expect(String(describing: error).contains("ec2:AttachVolume"))
             }
             #expect(await cloud.state.callLog().count("AttachVolume") == 1)
-            let environment = cloud.environment
-            let verdicts = try await onThread {
-                let session = try CloudSession.connect(environment: environment, logger: quietLogger, tuning: fastTuning())
+            let verdicts = try await withSession(cloud) { session in
                 let volume = try #require(VolumeID("vol-0123456789abcdef0"))
                 return [
                     try session.ec2.dryRun("AttachVolume", session.ec2.attachParameters(volume, session.identity.instanceID, "/dev/sdf")),
@@ -161,9 +159,7 @@ struct CloudFlowTests {
     @Test("the same token with other parameters: IdempotentParameterMismatch, exit 78")
     func idempotentMismatch() async throws {
         try await withCloud { cloud in
-            let environment = cloud.environment
-            try await onThread {
-                let session = try CloudSession.connect(environment: environment, logger: quietLogger, tuning: fastTuning())
+            try await withSession(cloud) { session in
                 var settings = VolumeSettings()
                 let snapshot = try #require(SnapshotID(releaseSnapshot))
                 _ = try session.ec2.createVolume(VolumeRequest(availabilityZone: session.identity.availabilityZone, snapshot: snapshot,
@@ -221,12 +217,9 @@ struct CloudFlowTests {
         settings.roleCredentialLifetime = .seconds(4)
         settings.roleCredentialRotateBefore = .seconds(2)
         try await withCloud(settings) { cloud in
-            let environment = cloud.environment
-            var rotatingTuning = fastTuning()
-            rotatingTuning.credentialRefreshWindow = .seconds(1)
-            let tuning = rotatingTuning
-            try await onThread {
-                let session = try CloudSession.connect(environment: environment, logger: quietLogger, tuning: tuning)
+            var tuning = fastTuning()
+            tuning.credentialRefreshWindow = .seconds(1)
+            try await withSession(cloud, tuning: tuning) { session in
                 let until = ContinuousClock.now + .seconds(6)
                 while ContinuousClock.now < until {
                     _ = try session.ec2.describeVolumes()

@@ -22,6 +22,14 @@ func withCloud<T: Sendable>(_ settings: DevCloudSettings = fastSettings(),
     }
 }
 
+/// A fresh agent session against `cloud` — a new "process": nothing carried over but the
+/// environment — for a blocking body on its own thread.
+func withSession<T: Sendable>(_ cloud: DevCloud, tuning: CloudTuning = fastTuning(),
+                              _ body: @escaping @Sendable (CloudSession) throws -> T) async throws -> T {
+    let environment = cloud.environment
+    return try await onThread { try body(try CloudSession.connect(environment: environment, logger: quietLogger, tuning: tuning)) }
+}
+
 /// What one run of the cloud steps produced.
 struct CloudRun: Sendable {
     var volumeID: String

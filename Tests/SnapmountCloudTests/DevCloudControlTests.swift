@@ -27,9 +27,7 @@ struct DevCloudControlTests {
             let log = EventLog()
             await cloud.state.onAttachment { event in await log.add(event) }
             let run = try await runCloudSteps(cloud)
-            let environment = cloud.environment
-            let mappings = try await onThread {
-                let session = try CloudSession.connect(environment: environment, logger: quiet, tuning: fastTuning())
+            let mappings = try await withSession(cloud) { session in
                 let volume = try #require(VolumeID(run.volumeID))
                 let mappings = try session.ec2.blockDeviceMappings(of: session.identity.instanceID)
                 try session.ec2.createTags([volume.text], tags: [VolumeTag(key: "release", value: "42")])
@@ -48,9 +46,7 @@ struct DevCloudControlTests {
     @Test("rollBack leaves a volume tagged for another instance alone")
     func rollBackOnlyOwn() async throws {
         try await withCloud { cloud in
-            let environment = cloud.environment
-            try await onThread {
-                let session = try CloudSession.connect(environment: environment, logger: quiet, tuning: fastTuning())
+            try await withSession(cloud) { session in
                 let other = try #require(InstanceID("i-0fedcba9876543210"))
                 let request = VolumeRequest(availabilityZone: session.identity.availabilityZone, snapshot: try #require(SnapshotID(releaseSnapshot)),
                                             instance: other, settings: VolumeSettings())

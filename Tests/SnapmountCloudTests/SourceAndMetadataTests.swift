@@ -7,8 +7,6 @@ import SnapmountSystem
 import SnapmountTestSupport
 import Testing
 
-let quiet = quietLogger
-
 /// Resolves the snapshot the way step 4 does and returns the error, if any.
 func resolveError(_ cloud: DevCloud, tuning: CloudTuning = fastTuning(), owner: SnapshotOwner? = nil,
                   environment extra: [String: String] = [:]) async throws -> (any Error)? {
@@ -16,7 +14,7 @@ func resolveError(_ cloud: DevCloud, tuning: CloudTuning = fastTuning(), owner: 
     let source = try SourceURL(parsing: cloud.sourceURL)
     return try await onThread { () -> SendableError? in
         do {
-            let session = try CloudSession.connect(environment: environment, logger: quiet, tuning: tuning)
+            let session = try CloudSession.connect(environment: environment, logger: quietLogger, tuning: tuning)
             _ = try session.resolveSnapshot(source, owner: owner)
             return nil
         } catch {
@@ -137,19 +135,17 @@ struct SourceAndMetadataTests {
     @Test("one IMDS token serves every request; a 401 fetches a new one once")
     func tokenReuseAndRefresh() async throws {
         try await withCloud { cloud in
-            let environment = cloud.environment
             let state = cloud.state
-            try await onThread {
-                let session = try CloudSession.connect(environment: environment, logger: quiet, tuning: fastTuning())
-                _ = try session.imds.text("meta-data/instance-id")
-                _ = try session.imds.text("meta-data/placement/region")
+            try await withSession(cloud) { session in
+                _ = try session.imds.get("meta-data/instance-id")
+                _ = try session.imds.get("meta-data/placement/region")
                 let forgotten = DispatchSemaphore(value: 0)
                 Task {
                     await state.forgetIMDSTokens()
                     forgotten.signal()
                 }
                 forgotten.wait()
-                let zone = try session.imds.text("meta-data/placement/availability-zone")
+                let zone = String(decoding: try session.imds.get("meta-data/placement/availability-zone"), as: UTF8.self)
                 #expect(zone == "eu-west-1a")
             }
             let calls = await cloud.state.callLog().filter { $0.service == "imds" }
@@ -203,9 +199,7 @@ struct SourceAndMetadataTests {
 struct DevCloudStrictnessTests {
     /// Calls `action` with `parameters` through a signed client and returns the error code, or "ok".
     static func call(_ cloud: DevCloud, _ action: String, _ parameters: QueryParameters) async throws -> String {
-        let environment = cloud.environment
-        return try await onThread {
-            let session = try CloudSession.connect(environment: environment, logger: quiet, tuning: fastTuning(attempts: 1))
+        return try await withSession(cloud, tuning: fastTuning(attempts: 1)) { session in
             do {
                 _ = try session.ec2.perform(action, parameters) { (_: [UInt8]) throws(EC2DecodeError) in true }
                 return "ok"
@@ -220,9 +214,7 @@ struct DevCloudStrictnessTests {
         try await withCloud { cloud in
             let instance = cloud.state.settings.instanceID
             func create(_ zone: String) async throws -> String {
-                let environment = cloud.environment
-                return try await onThread {
-                    let session = try CloudSession.connect(environment: environment, logger: quiet, tuning: fastTuning())
+                return try await withSession(cloud) { session in
                     let volume = try session.ec2.perform("CreateVolume", ["AvailabilityZone": zone, "Size": "1", "VolumeType": "gp3"],
                                                          decode: EC2Decoder.createdVolume)
                     return try session.volumes.waitAvailable(volume.id).id.text

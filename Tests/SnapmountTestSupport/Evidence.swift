@@ -25,8 +25,8 @@ final class AppendOnlyDirectory: @unchecked Sendable {
         guard let directory else { return }
         lock.withLock {
             let fd: Int32
-            if let open = descriptors[name] {
-                fd = open
+            if let existing = descriptors[name] {
+                fd = existing
             } else {
                 try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
                 fd = open("\(directory)/\(name)", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)

@@ -76,7 +76,7 @@ public final class IMDSClient {
         self.logger = logger
     }
 
-    /// GET `/latest/<path>`, as text.
+    /// GET `/latest/<path>`: the body of a 200 answer.
     public func get(_ path: String) throws(IMDSError) -> [UInt8] {
         guard !settings.disabled else { throw .disabled(path: path) }
         var refreshedAfter401 = false
@@ -99,19 +99,18 @@ public final class IMDSClient {
             switch outcome {
             case .success(let response) where response.status == 200:
                 return response.body
-            case .success(let response) where response.status == 401 && !refreshedAfter401:
-                // The token expired or IMDS restarted: one fresh token, at once.
-                refreshedAfter401 = true
-                token = nil
-                continue
             case .success(let response) where response.status == 401:
-                // Refused again: a new token on the next attempt, after a backoff.
+                // The token expired or IMDS restarted: a fresh token, at once the first time,
+                // after a backoff when it is refused again.
                 token = nil
-                try retryOrThrow(transient: true, attempt: &attempt, path: path, detail: "HTTP 401")
+                if refreshedAfter401 {
+                    try retryOrThrow(transient: true, attempt: &attempt, path: path, detail: "HTTP 401")
+                }
+                refreshedAfter401 = true
             case .success(let response) where response.status == 404:
                 throw .notFound(path: path)
             case .success(let response):
-                let transient = response.status >= 500 || response.status == 429 || response.status == 401
+                let transient = response.status >= 500 || response.status == 429
                 try retryOrThrow(transient: transient, attempt: &attempt, path: path, detail: "HTTP \(response.status)")
             case .failure(let error):
                 try retryOrThrow(transient: error.isTransient, attempt: &attempt, path: path, detail: error.description)
@@ -131,10 +130,6 @@ public final class IMDSClient {
                 try retryOrThrow(transient: true, attempt: &attempt, path: path, detail: error.problem)
             }
         }
-    }
-
-    public func text(_ path: String) throws(IMDSError) -> String {
-        String(decoding: try get(path), as: UTF8.self)
     }
 
     private func retryOrThrow(transient: Bool, attempt: inout Int, path: String, detail: String) throws(IMDSError) {
