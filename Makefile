@@ -2,8 +2,9 @@
 #
 #   make test    install what the build and tests need, build, run the whole suite,
 #                then build the release binary and check its size and linkage, check that no
-#                secret reached a log line, and write docs/RELIABILITY.md from the run
-#   make reliability   the reliability matrices alone, and docs/RELIABILITY.md
+#                secret reached a log line, and write the reliability report from the run
+#                into .build/evidence/RELIABILITY.md. It changes no tracked file.
+#   make reliability   the reliability matrices alone, and docs/RELIABILITY.md from them
 #   make build   the release binary (static Swift runtime), stripped into dist/
 #
 # Run as root on Debian 12 with the Swift toolchain at /opt/swift (or on PATH).
@@ -55,27 +56,33 @@ build: deps
 EVIDENCE := $(CURDIR)/.build/evidence
 EVIDENCE_ENV := SNAPMOUNT_RELIABILITY_REPORT=$(EVIDENCE)/report SNAPMOUNT_TEST_LOG_DIR=$(EVIDENCE)/logs
 
+# The state of the checkout before the run: `make test` must leave it as it found it.
+CLEAN_BEFORE := $(EVIDENCE)/git-status-before
+
 test: deps lint-man
+	@mkdir -p $(EVIDENCE) && git status --porcelain --untracked-files=all > $(CLEAN_BEFORE) 2>/dev/null || true
 	$(SWIFT) build --build-tests
-	rm -rf $(EVIDENCE)
+	rm -rf $(EVIDENCE)/report $(EVIDENCE)/logs
 	$(EVIDENCE_ENV) $(SWIFT) test --skip-build
 	$(MAKE) --no-print-directory build
 	$(MAKE) --no-print-directory verify-unit
-	$(MAKE) --no-print-directory reliability-report
+	$(MAKE) --no-print-directory reliability-report REPORT=$(EVIDENCE)/RELIABILITY.md
+	@scripts/check-unchanged $(CLEAN_BEFORE)
 
 # The reliability matrices alone (fault, crash, refusal, concurrency, secrets, fuzz smoke),
-# then docs/RELIABILITY.md from their rows. `make test` runs them with everything else.
+# then docs/RELIABILITY.md from their rows: the one target that writes a tracked file.
 reliability: deps
 	$(SWIFT) build --build-tests
-	rm -rf $(EVIDENCE)
+	rm -rf $(EVIDENCE)/report $(EVIDENCE)/logs
 	$(EVIDENCE_ENV) $(SWIFT) test --skip-build --filter 'FaultMatrixTests|CrashTests|BootFlowTests'
-	$(MAKE) --no-print-directory reliability-report
+	$(MAKE) --no-print-directory reliability-report REPORT=docs/RELIABILITY.md
 
-# Secrets never in a log line; the fuzz smoke run; docs/RELIABILITY.md written from the rows.
+# Secrets never in a log line; the fuzz smoke run; the report written from the rows.
+REPORT ?= $(EVIDENCE)/RELIABILITY.md
 reliability-report:
 	scripts/check-secrets $(EVIDENCE)/logs $(EVIDENCE)/report
 	$(MAKE) --no-print-directory fuzz-smoke
-	scripts/reliability-report $(EVIDENCE)/report
+	scripts/reliability-report $(EVIDENCE)/report $(REPORT)
 
 # systemd-analyze verify needs ExecStart= to exist: check a copy pointing at the built binary.
 verify-unit: build

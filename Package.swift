@@ -26,6 +26,8 @@ let package = Package(
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CBlkid", pkgConfig: "blkid", providers: [.apt(["libblkid-dev"])]),
         .systemLibrary(name: "CXML2", pkgConfig: "libxml-2.0", providers: [.apt(["libxml2-dev"])]),
+        // glibc's GNU extensions and variadic calls, declared and wrapped (no library of its own).
+        .systemLibrary(name: "CLinux"),
 
         // Pure logic: configuration, SigV4, errors. Hashing through libcrypto is computation,
         // not I/O, so the signer stays here and is tested byte for byte.
@@ -38,7 +40,7 @@ let package = Package(
         .target(
             name: "SnapmountSystem",
             dependencies: [
-                "SnapmountCore", "CCurl", "CCrypto", "CBlkid", "CXML2",
+                "SnapmountCore", "CCurl", "CCrypto", "CBlkid", "CXML2", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

@@ -41,14 +41,6 @@ static inline CURLcode ccurl_getinfo_long(CURL *_Nonnull handle, CURLINFO info, 
     return curl_easy_getinfo(handle, info, value);
 }
 
-static inline CURLcode ccurl_getinfo_string(CURL *_Nonnull handle, CURLINFO info,
-                                            const char *_Nullable *_Nonnull value) {
-    char *result = NULL;
-    CURLcode code = curl_easy_getinfo(handle, info, &result);
-    *value = result;
-    return code;
-}
-
 /// curl_global_init(CURL_GLOBAL_DEFAULT): the macro is a bit mask Swift does not import.
 static inline CURLcode ccurl_global_init_default(void) {
     return curl_global_init(CURL_GLOBAL_DEFAULT);

@@ -14,11 +14,12 @@ public enum HostError: SnapmountError, Equatable {
     case refusedContent(device: String, found: String, expected: String)
     case fsckFailed(device: String, status: Int32, output: String)
     case mkfsFailed(device: String, status: Int32, output: String)
+    case deviceNotPresent(VolumeID, seen: [String])
     case state(String)
 
     public var exitStatus: ExitStatus {
         switch self {
-        case .lockTimeout: .timedOut
+        case .lockTimeout, .deviceNotPresent: .timedOut
         case .otherMounted, .refusedContent, .fsckFailed: .dataRefused
         case .mkfsFailed, .state: .internalError
         }
@@ -36,6 +37,8 @@ public enum HostError: SnapmountError, Equatable {
             "fsck found errors it could not fix on \(device) (exit \(status)); leaving the device untouched: \(output.quotedForMessage(limit: 200))"
         case .mkfsFailed(let device, let status, let output):
             "mkfs failed on \(device) (exit \(status)): \(output.quotedForMessage(limit: 200))"
+        case .deviceNotPresent(let volume, let seen):
+            "no block device for \(volume) now; seen: " + (seen.isEmpty ? "none" : seen.joined(separator: ", "))
         case .state(let detail):
             "cannot write the state file: \(detail)"
         }
@@ -46,121 +49,72 @@ public enum HostError: SnapmountError, Equatable {
 public enum FlowOutcome: Sendable, Equatable {
     case mounted(MountRecord)
     case alreadyMounted(mountPoint: String, device: String)
+    /// Check mode: the checklist is complete; the status is that of its first ✗.
+    case checked(ExitStatus)
 }
 
-/// The boot flow of DESIGN.md §2 as a short sequence of named steps, each timed, each
-/// idempotent.
+/// The boot flow of DESIGN.md §2: one short list of named steps, each timed, each
+/// idempotent, each leaving a line on the checklist. `--dry-run` is the same list in check
+/// mode, where the mutating edges report instead of acting.
 public final class BootFlow {
     public let configuration: Configuration
-    private let environment: [String: String]
+    public let mode: FlowMode
+    private let environment: AgentEnvironment
     private let host: HostEdges
     private let clock: any AgentClock
     private let logger: Logger
     private let tuning: CloudTuning
+    public private(set) var checklist: [ChecklistItem] = []
     public private(set) var timings: [(step: String, milliseconds: Int64)] = []
 
-    public init(configuration: Configuration, environment: [String: String], host: HostEdges,
+    public init(configuration: Configuration, environment: AgentEnvironment, host: HostEdges, mode: FlowMode = .apply,
                 clock: any AgentClock = SystemClock(), logger: Logger, tuning: CloudTuning = CloudTuning()) {
         self.configuration = configuration
         self.environment = environment
         self.host = host
+        self.mode = mode
         self.clock = clock
         self.logger = logger
         self.tuning = tuning
     }
 
-    private func step<T>(_ name: String, _ body: () throws -> T) throws -> T {
-        let started = clock.monotonic()
-        defer { timings.append((name, (clock.monotonic() - started).wholeMilliseconds)) }
-        logger.debug("step \(name)")
-        return try body()
-    }
-
+    /// Apply mode: mounts the release, or throws what stopped it. Check mode: fills the
+    /// checklist and throws nothing a step found.
     public func run() throws -> FlowOutcome {
         let started = clock.monotonic()
-        let lock = try step("lock") { () throws -> FileLock in
-            guard let lock = try FileLock.acquire(host.stateDirectory + "/lock", timeout: host.lockTimeout, clock: clock) else {
-                throw HostError.lockTimeout(host.stateDirectory + "/lock", after: host.lockTimeout)
-            }
-            return lock
-        }
+        checklist = []
+        timings = []
+        let lock = try step(.lock, takeLock)
         defer { withExtendedLifetime(lock) {} }
         Failpoint.hit("after-lock")
-
-        if let device = try step("check", alreadyMounted) {
+        if case .release(let device)? = try step(.check, inspectMountPoint) {
             logger.info("\(configuration.mountPoint) is already mounted from \(device); nothing to do (\(summary(since: started)))")
             return .alreadyMounted(mountPoint: configuration.mountPoint.text, device: device)
         }
 
-        let session = try step("identity") {
-            try CloudSession.connect(environment: environment, clock: clock, logger: logger, tuning: tuning)
-        }
-        _ = try step("credentials") { try session.credentials.current() }
-        let snapshot = try step("snapshot") { try session.resolveSnapshot(configuration.source, owner: configuration.snapshotOwner) }
+        let session = try step(.identity, connect)
+        let credentials = try step(.credentials, needs: session, checkCredentials)
+        let snapshot = try step(.snapshot, needs: both(session, credentials)) { session, _ in try resolveSnapshot(session) }
         Failpoint.hit("after-snapshot")
-
-        let request = VolumeRequest(availabilityZone: session.identity.availabilityZone, snapshot: snapshot.id,
-                                    instance: session.identity.instanceID, settings: configuration.volume)
-        let (volume, created) = try step("volume") { () throws -> (EC2Volume, Bool) in
-            let (found, created) = try session.volumes.findOrCreate(request)
-            Failpoint.hit("after-create-volume")
-            do {
-                return (try session.volumes.waitAvailable(found.id), created)
-            } catch {
-                // Giving up on a volume this run created: leave none behind (DESIGN.md §5 rule 4).
-                if created { session.volumes.rollBack(found.id, neverAttached: true) }
-                throw error
-            }
-        }
+        let volume = try step(.volume, needs: both(session, snapshot)) { session, snapshot in try ensureVolume(session, snapshot) }
         Failpoint.hit("after-volume")
-
-        try step("attach") {
-            let device = configuration.device.text
-            let mine = volume.attachments.first { $0.instanceID == session.identity.instanceID }
-            do {
-                if mine?.state != "attached" {
-                    if mine == nil { _ = try session.volumes.attach(volume.id, device: device) }
-                    Failpoint.hit("after-attach-call")
-                    _ = try session.volumes.waitAttached(volume.id)
-                }
-                if mine?.deleteOnTermination != true {
-                    try session.volumes.setDeleteOnTermination(device: mine?.device ?? device)
-                }
-            } catch {
-                // Attaching proved impossible, or the volume would outlive the instance without
-                // DeleteOnTermination: a volume this run created is detached and deleted
-                // (DESIGN.md §5 rule 4); the next run creates it afresh.
-                if created { session.volumes.rollBack(volume.id) }
-                throw error
-            }
-        }
+        let attachment = try step(.attach, needs: both(session, volume)) { session, volume in try ensureAttached(session, volume) }
         Failpoint.hit("after-attach")
-
-        let path = try step("device") {
-            try host.devices.wait(for: volume.id, requestedName: configuration.device.text, sizeGiB: volume.sizeGiB,
-                                  timeout: configuration.deviceTimeout, clock: clock)
-        }
+        let device = try step(.device, needs: both(volume, attachment)) { volume, attachment in try findDevice(volume, attachment) }
         Failpoint.hit("after-device")
-        let type = try step("filesystem") { try prepareFilesystem(path) }
+        let filesystem = try step(.filesystem, needs: device, otherwise: "no device to probe yet", prepareFilesystem)
         Failpoint.hit("after-filesystem")
-        try step("fstab") { try addFstabEntry() }
+        try step(.fstab, addFstabEntry)
         Failpoint.hit("after-fstab")
-        try step("mount") { try mount(path, type: type) }
-        Failpoint.hit("after-mount")
-
-        let record = try step("report") { () throws -> MountRecord in
-            let record = MountRecord(instance: session.identity.instanceID.text, snapshot: snapshot.id.text, volume: volume.id.text,
-                                     device: path, mountPoint: configuration.mountPoint.text, completedAt: clock.now().iso8601,
-                                     timings: timings)
-            do {
-                try makeDirectories(host.stateDirectory, mode: 0o755)
-                try AtomicFile.replace(host.statePath, with: Array((record.json.pretty() + "\n").utf8))
-            } catch {
-                throw HostError.state("\(error)")
-            }
-            return record
+        try step(.mount, needs: both(device, filesystem), otherwise: "would mount the device on \(configuration.mountPoint) (\(configuration.filesystem))") { device, filesystem in
+            try mount(device, filesystem)
         }
-        logger.info("mounted \(configuration.mountPoint) from \(volume.id) (\(snapshot.id)) on \(path) in \(summary(since: started))")
+        Failpoint.hit("after-mount")
+        // In apply mode every value is there: a step that could not produce one threw.
+        guard mode == .apply, let session, let snapshot, let volume = volume?.volume, let device,
+              let record = try step(.report, { try writeRecord(session, snapshot, volume, device) })
+        else { return .checked(checklist.exitStatus) }
+        logger.info("mounted \(configuration.mountPoint) from \(volume.id) (\(snapshot.id)) on \(device) in \(summary(since: started))")
         return .mounted(record)
     }
 
@@ -171,67 +125,197 @@ public final class BootFlow {
             + timings.map { "\($0.step) \(DurationText.format(.milliseconds($0.milliseconds)))" }.joined(separator: ", ")
     }
 
-    // MARK: - Steps on the machine
+    // MARK: - Running a step
+
+    /// Runs one named step: times it and puts its line on the checklist. In apply mode a
+    /// failure ends the run; in check mode it becomes a ✗ line, and the step yields nothing.
+    @discardableResult
+    private func step<Value>(_ name: FlowStep, _ body: () throws -> StepResult<Value>) throws -> Value? {
+        let started = clock.monotonic()
+        defer { timings.append((name.rawValue, (clock.monotonic() - started).wholeMilliseconds)) }
+        logger.debug("step \(name.rawValue)")
+        do {
+            let result = try body()
+            checklist.append(ChecklistItem(mark: result.mark, step: name, detail: result.detail))
+            if mode == .apply { logger.debug("\(name.rawValue): \(result.detail)") }
+            return result.value
+        } catch {
+            guard mode == .check else { throw error }
+            checklist.append(ChecklistItem(mark: .failed, step: name, detail: "\(error)", exitStatus: ExitStatus(for: error)))
+            return nil
+        }
+    }
+
+    /// A step that needs an earlier one's value: without it (check mode, after a ✗ or a —)
+    /// it is not run, and its line says so.
+    @discardableResult
+    private func step<Input, Value>(_ name: FlowStep, needs input: Input?, otherwise: String = "not checked: an earlier step did not succeed",
+                                    _ body: (Input) throws -> StepResult<Value>) throws -> Value? {
+        guard let input else {
+            checklist.append(ChecklistItem(mark: .notApplicable, step: name, detail: otherwise))
+            return nil
+        }
+        return try step(name) { try body(input) }
+    }
+
+    private func both<A, B>(_ a: A?, _ b: B?) -> (A, B)? {
+        guard let a, let b else { return nil }
+        return (a, b)
+    }
+
+    // MARK: - The steps
+
+    /// Step 0: one agent at a time. Check mode only looks.
+    private func takeLock() throws -> StepResult<FileLock?> {
+        let path = host.lockPath
+        guard mode == .apply else {
+            return .done(nil, FileLock.isHeld(path) ? "\(path) is held by another snapmount; a run would wait for it" : "\(path) is free")
+        }
+        guard let lock = try FileLock.acquire(path, timeout: host.lockTimeout, clock: clock) else {
+            throw HostError.lockTimeout(path, after: host.lockTimeout)
+        }
+        return .done(lock, "\(path) taken")
+    }
 
     /// Step 1: the mount point is mounted already — from the release volume (done), or from
     /// something else (refused).
-    func alreadyMounted() throws -> String? {
-        guard let entry = host.mounter.mounts().last(where: { $0.mountPoint == configuration.mountPoint.text }) else { return nil }
-        let device = host.devices.scan().first { $0.number == entry.device }
-        let path = device.map { "\(host.devices.devDirectory)/\($0.name)" } ?? entry.source
-        let isEBS = device.map { ($0.serial?.hasPrefix("vol") ?? false) || $0.name.hasPrefix("xvd") || $0.name.hasPrefix("sd") } ?? false
-        if isEBS, case .filesystem(_, let label)? = try? host.prober.probe(path), label == configuration.label.text {
-            return path
+    private func inspectMountPoint() throws -> StepResult<MountPointState> {
+        let mountPoint = configuration.mountPoint.text
+        let entry = host.mounter.mounts().last { $0.mountPoint == mountPoint }
+        let device = entry.flatMap { entry in host.devices.scan().first { $0.number == entry.device } }
+        let content = device.flatMap { try? host.prober.probe("\(host.devices.devDirectory)/\($0.name)") }
+        let state = MountPointCheck.evaluate(entry, device: device, devDirectory: host.devices.devDirectory, content: content,
+                                             label: configuration.label)
+        switch state {
+        case .notMounted:
+            return .done(state, "\(mountPoint) is not mounted yet")
+        case .release(let device):
+            return .done(state, "\(mountPoint) is already mounted from \(device)" + (mode == .check ? ": a run would do nothing" : ""))
+        case .other(let source):
+            throw HostError.otherMounted(mountPoint: mountPoint, source: source)
         }
-        throw HostError.otherMounted(mountPoint: configuration.mountPoint.text, source: entry.source)
+    }
+
+    /// Step 2: who and where this instance is (IMDSv2).
+    private func connect() throws -> StepResult<CloudSession> {
+        let session = try CloudSession.connect(environment: environment, clock: clock, logger: logger, tuning: tuning)
+        let identity = session.identity
+        return .done(session, "\(identity.instanceID) in \(identity.availabilityZone) (account \(identity.accountID))")
+    }
+
+    /// Step 3: credentials, from the environment or the instance role.
+    private func checkCredentials(_ session: CloudSession) throws -> StepResult<AWSCredentials> {
+        let credentials = try session.credentials.current()
+        return .done(credentials, session.credentials.sourceDescription + (credentials.expiration.map { ", valid until \($0)" } ?? ""))
+    }
+
+    /// Step 4: the id the source names, checked strictly, then DescribeSnapshots: it must
+    /// exist, be completed, and belong to an allowed owner. A malformed id never reaches EC2.
+    private func resolveSnapshot(_ session: CloudSession) throws -> StepResult<EC2Snapshot> {
+        let snapshot = try session.resolveSnapshot(configuration.source, owner: configuration.snapshotOwner)
+        return .done(snapshot, "\(snapshot.id) is \(snapshot.state), \(snapshot.volumeSizeGiB) GiB, owner \(snapshot.ownerID)")
+    }
+
+    /// Step 5: this instance's volume for the snapshot, reused or created, available.
+    private func ensureVolume(_ session: CloudSession, _ snapshot: EC2Snapshot) throws -> StepResult<VolumeOutcome> {
+        let identity = session.identity
+        let request = VolumeRequest(availabilityZone: identity.availabilityZone, snapshot: snapshot.id, instance: identity.instanceID,
+                                    settings: configuration.volume)
+        let outcome = try session.volumes.ensureVolume(request, mode: mode)
+        let detail: String
+        switch outcome {
+        case .existing(let volume):
+            detail = (mode == .check ? "would reuse" : "reusing") + " \(volume.id) (\(volume.state))"
+        case .created(let volume):
+            detail = "created \(volume.id) from \(snapshot.id) in \(identity.availabilityZone)"
+        case .wouldCreate:
+            detail = "would create a \(configuration.volume.type) volume from \(snapshot.id) in \(identity.availabilityZone) (DryRunOperation)"
+        }
+        return .done(outcome, detail)
+    }
+
+    /// Step 6: attached to this instance, DeleteOnTermination set.
+    private func ensureAttached(_ session: CloudSession, _ volume: VolumeOutcome) throws -> StepResult<AttachOutcome> {
+        let device = configuration.device.text
+        let outcome = try session.volumes.ensureAttached(volume, device: device, mode: mode)
+        switch outcome {
+        case .attached(let attachment):
+            let deleteOnTermination = attachment.deleteOnTermination
+                ? "DeleteOnTermination set" : "would set DeleteOnTermination (DryRunOperation)"
+            return .done(outcome, "\(attachment.volumeID) is \(attachment.state) at \(attachment.device); \(deleteOnTermination)")
+        case .wouldAttach:
+            return .done(outcome, "would attach \(volume.volume.map(\.id.text) ?? "it") at \(device) and set DeleteOnTermination (DryRunOperation)")
+        case .notChecked(let reason):
+            return StepResult(value: outcome, mark: .notApplicable, detail: reason)
+        }
+    }
+
+    /// Step 7: the block device that is the volume (DESIGN.md §4). Apply mode waits for it,
+    /// bounded by `device-timeout`; check mode looks once.
+    private func findDevice(_ volume: VolumeOutcome, _ attach: AttachOutcome) throws -> StepResult<ProvenDevice> {
+        let timeout = configuration.deviceTimeout
+        guard let volume = volume.volume, case .attached = attach else {
+            return .skipped("nothing attached yet; a run would wait up to \(DurationText.format(timeout)) for it")
+        }
+        let name = configuration.device.text
+        switch mode {
+        case .check:
+            guard let device = host.devices.find(volume.id, sizeGiB: volume.sizeGiB, attachedAs: name) else {
+                throw HostError.deviceNotPresent(volume.id, seen: host.devices.scan().map(\.description))
+            }
+            return .done(device, "\(volume.id) is \(device)")
+        case .apply:
+            let device = try host.devices.wait(for: volume.id, sizeGiB: volume.sizeGiB, attachedAs: name, timeout: timeout, clock: clock)
+            return .done(device, "\(volume.id) is \(device)")
+        }
     }
 
     /// Step 8: fsck a filesystem with the expected type and label, mkfs a blank device,
-    /// refuse anything else. Returns the filesystem type.
-    func prepareFilesystem(_ path: String) throws -> String {
-        let expected = "\(configuration.filesystem) labelled \(configuration.label.text.quotedForMessage())"
-        switch try host.prober.probe(path) {
-        case .filesystem(let type, let label) where type == configuration.filesystem.rawValue && label == configuration.label.text:
-            try check(path, type: type)
-            return type
-        case .blank where try host.prober.isZeroed(path):
-            try format(path)
-            return configuration.filesystem.rawValue
-        case .blank:
-            throw HostError.refusedContent(device: path, found: "data without any known signature (not zeros)", expected: expected)
-        case let content:
-            throw HostError.refusedContent(device: path, found: content.description, expected: expected)
+    /// refuse anything else (DESIGN.md §5 rule 1).
+    private func prepareFilesystem(_ device: ProvenDevice) throws -> StepResult<Filesystem> {
+        let path = device.path
+        let content = try host.prober.probe(path)
+        let action = try FilesystemDecision.decide(content, expected: configuration.filesystem, label: configuration.label) {
+            () throws(ProbeError) in try host.prober.isZeroed(path)
+        }
+        switch action {
+        case .refuse(let found):
+            throw HostError.refusedContent(device: path, found: found,
+                                           expected: "\(configuration.filesystem) labelled \(configuration.label.text.quotedForMessage())")
+        case .check(let filesystem):
+            guard mode == .apply else { return .done(filesystem, "\(content); would \(filesystem == .ext4 ? "fsck it" : "mount it (xfs checks its own log)")") }
+            try check(path, filesystem)
+            return .done(filesystem, "\(content), checked")
+        case .format(let filesystem):
+            guard mode == .apply else { return .done(filesystem, "blank; would format it \(filesystem) labelled \(configuration.label)") }
+            try format(path, filesystem)
+            return .done(filesystem, "formatted \(filesystem) labelled \(configuration.label)")
         }
     }
 
-    private func check(_ path: String, type: String) throws {
-        guard type == "ext4" else {
+    private func check(_ path: String, _ filesystem: Filesystem) throws {
+        guard filesystem == .ext4 else {
             logger.info("\(path): xfs checks its own log when mounted; no fsck")
             return
         }
         let result = try host.runner.run("fsck.ext4", ["-p", path])
-        // fsck(8): 1 errors corrected, 2 corrected and a reboot advised, 4 and up left uncorrected.
-        switch result.status {
-        case 0: return
-        case 1: logger.notice("fsck corrected errors on \(path)")
-        case 2, 3: logger.warning("fsck corrected errors on \(path) and advises a reboot")
-        default: throw HostError.fsckFailed(device: path, status: result.status, output: result.output)
+        switch FsckOutcome(status: result.status) {
+        case .clean: return
+        case .corrected: logger.notice("fsck corrected errors on \(path)")
+        case .correctedRebootAdvised: logger.warning("fsck corrected errors on \(path) and advises a reboot")
+        case .failed: throw HostError.fsckFailed(device: path, status: result.status, output: result.output)
         }
     }
 
-    private func format(_ path: String) throws {
+    private func format(_ path: String, _ filesystem: Filesystem) throws {
         // Probe again at the last moment: only a device with no signature at all is formatted.
         guard case .blank = try host.prober.probe(path), try host.prober.isZeroed(path) else {
             throw HostError.refusedContent(device: path, found: "a signature that appeared while checking", expected: "blank")
         }
         let label = configuration.label.text
-        let result: ProcessResult
-        switch configuration.filesystem {
-        case .ext4: result = try host.runner.run("mkfs.ext4", ["-q", "-L", label, path])
-        case .xfs: result = try host.runner.run("mkfs.xfs", ["-q", "-L", label, path])
-        }
+        let result = try host.runner.run("mkfs.\(filesystem)", ["-q", "-L", label, path])
         guard result.status == 0 else { throw HostError.mkfsFailed(device: path, status: result.status, output: result.output) }
-        logger.info("formatted blank \(path) as \(configuration.filesystem) labelled \(label)")
+        logger.info("formatted blank \(path) as \(filesystem) labelled \(label)")
     }
 
     public var fstabEntry: FstabEntry {
@@ -240,7 +324,7 @@ public final class BootFlow {
     }
 
     /// Step 9: one entry, added atomically, if not there already.
-    func addFstabEntry() throws {
+    private func addFstabEntry() throws -> StepResult<Void> {
         let path = configuration.fstab.text
         var current: [UInt8] = []
         do throws(SystemCallError) {
@@ -250,21 +334,39 @@ public final class BootFlow {
         }
         switch try FstabEditor.ensure(fstabEntry, in: current) {
         case .unchanged:
-            return
+            return .done((), "\(path) already has: \(fstabEntry.line)")
         case .append(let bytes):
+            guard mode == .apply else { return .done((), "would add to \(path): \(fstabEntry.line)") }
             try AtomicFile.replace(path, with: bytes)
             logger.info("added to \(path): \(fstabEntry.line)")
+            return .done((), "added to \(path): \(fstabEntry.line)")
         }
     }
 
     /// Step 10: mkdir and mount(2), unless already mounted from this device.
-    func mount(_ path: String, type: String) throws {
+    private func mount(_ device: ProvenDevice, _ filesystem: Filesystem) throws -> StepResult<Void> {
         let mountPoint = configuration.mountPoint.text
+        guard mode == .apply else { return .skipped("would mount \(device) on \(mountPoint) (\(filesystem))") }
         if let entry = host.mounter.mounts().last(where: { $0.mountPoint == mountPoint }) {
-            guard entry.device == deviceNumber(path) else { throw HostError.otherMounted(mountPoint: mountPoint, source: entry.source) }
-            return
+            guard entry.device == device.device.number else { throw HostError.otherMounted(mountPoint: mountPoint, source: entry.source) }
+            return .done((), "\(mountPoint) was mounted from \(device) already")
         }
-        try host.mounter.mount(device: path, on: mountPoint, type: type, options: fstabEntry.options.split(separator: ",").map(String.init))
+        try host.mounter.mount(device: device.path, on: mountPoint, type: filesystem.rawValue, options: fstabEntry.options.split(separator: ",").map(String.init))
+        return .done((), "mounted \(device) on \(mountPoint)")
+    }
+
+    /// Step 11: the record `snapmount status` reads.
+    private func writeRecord(_ session: CloudSession, _ snapshot: EC2Snapshot, _ volume: EC2Volume,
+                             _ device: ProvenDevice) throws -> StepResult<MountRecord> {
+        let record = MountRecord(instance: session.identity.instanceID.text, snapshot: snapshot.id.text, volume: volume.id.text,
+                                 device: device.path, mountPoint: configuration.mountPoint.text, completedAt: clock.now().iso8601,
+                                 timings: timings)
+        do {
+            try makeDirectories(host.stateDirectory, mode: 0o755)
+            try AtomicFile.replace(host.statePath, with: Array((record.json.pretty() + "\n").utf8))
+        } catch {
+            throw HostError.state("\(error)")
+        }
+        return .done(record, "wrote \(host.statePath)")
     }
 }
-

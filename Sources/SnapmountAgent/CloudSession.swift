@@ -5,7 +5,7 @@ import SnapmountSystem
 /// Knobs the product leaves at their defaults and tests turn down, so that a fault matrix
 /// runs in seconds rather than minutes.
 public struct CloudTuning: Sendable {
-    /// `nil`: the standard policy with `AWS_MAX_ATTEMPTS`.
+    /// `nil`: the environment's policy (`AWS_MAX_ATTEMPTS`).
     public var retry: RetryPolicy?
     public var ec2Timeout: Duration = .seconds(20)
     public var sourceTimeout: Duration = .seconds(10)
@@ -30,19 +30,19 @@ public final class CloudSession {
 
     /// Reads the identity document (IMDSv2), then sets up credentials and the EC2 client for
     /// the instance's region (or `AWS_REGION`).
-    public static func connect(environment: [String: String], clock: any AgentClock = SystemClock(), logger: Logger,
+    public static func connect(environment: AgentEnvironment, clock: any AgentClock = SystemClock(), logger: Logger,
                                tuning: CloudTuning = CloudTuning()) throws -> CloudSession {
-        let http = try HTTPClient(trustedCertificatesFile: environment["AWS_CA_BUNDLE"].flatMap { $0.isEmpty ? nil : $0 })
-        let retry = try tuning.retry ?? RetryPolicy.standard(environment: environment)
-        var imdsSettings = IMDSSettings.from(environment: environment)
+        let http = try HTTPClient(trustedCertificatesFile: environment.caBundle, proxy: environment.proxy)
+        let retry = tuning.retry ?? environment.retry
+        var imdsSettings = environment.imds
         if let imdsRetry = tuning.imdsRetry { imdsSettings.retry = imdsRetry }
         if let imdsTimeout = tuning.imdsTimeout { imdsSettings.timeout = imdsTimeout }
         let imds = IMDSClient(settings: imdsSettings, http: http, clock: clock, logger: logger)
         let identity = try imds.document("dynamic/instance-identity/document", decode: IMDSDocuments.identity)
-        let region = environment["AWS_REGION"].flatMap { $0.isEmpty ? nil : $0 } ?? identity.region
-        let credentials = try CredentialsProvider(environment: environment, imds: imds, clock: clock, logger: logger,
-                                                  refreshWindow: tuning.credentialRefreshWindow)
-        let ec2 = EC2Client(endpoint: try EC2Endpoint.resolve(region: region, environment: environment), region: region,
+        let region = environment.region ?? identity.region
+        let credentials = CredentialsProvider(fixed: environment.credentials, imds: imds, clock: clock, logger: logger,
+                                              refreshWindow: tuning.credentialRefreshWindow)
+        let ec2 = EC2Client(endpoint: try environment.ec2Endpoint ?? EC2Endpoint.regional(region), region: region,
                             credentials: credentials, http: http, retry: retry, clock: clock, logger: logger)
         ec2.timeout = tuning.ec2Timeout
         let volumes = VolumeManager(ec2: ec2, identity: identity, clock: clock, logger: logger)

@@ -2,9 +2,9 @@ import SnapmountCore
 import SnapmountSystem
 
 /// The parts of the machine the flow touches, each behind a protocol: the real ones in the
-/// product, fakes or read-only ones in tests and the dry run.
+/// product (``system(_:)``), tables and recorders in tests.
 public struct HostEdges: Sendable {
-    public var devices: DeviceFinder
+    public var devices: any BlockDeviceSource
     public var prober: any BlockProber
     public var runner: any CommandRunner
     public var mounter: any Mounter
@@ -13,7 +13,7 @@ public struct HostEdges: Sendable {
     /// How long a second run waits for the first one's lock.
     public var lockTimeout: Duration = .seconds(600)
 
-    public init(devices: DeviceFinder, prober: any BlockProber, runner: any CommandRunner, mounter: any Mounter,
+    public init(devices: any BlockDeviceSource, prober: any BlockProber, runner: any CommandRunner, mounter: any Mounter,
                 stateDirectory: String) {
         self.devices = devices
         self.prober = prober
@@ -22,13 +22,15 @@ public struct HostEdges: Sendable {
         self.stateDirectory = stateDirectory
     }
 
-    /// The real machine, with `SNAPMOUNT_DEV_DIR`, `SNAPMOUNT_SYS_DIR` and `SNAPMOUNT_STATE_DIR`.
-    public static func system(environment: [String: String]) -> HostEdges {
-        HostEdges(devices: DeviceFinder(environment: environment), prober: BlkidProber(), runner: SystemCommandRunner(),
-                  mounter: SystemMounter(),
-                  stateDirectory: environment["SNAPMOUNT_STATE_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/run/snapmount")
+    /// The real machine, where the environment puts it (`SNAPMOUNT_DEV_DIR`, `SNAPMOUNT_SYS_DIR`,
+    /// `SNAPMOUNT_STATE_DIR`).
+    public static func system(_ environment: AgentEnvironment) -> HostEdges {
+        HostEdges(devices: SysfsBlockDevices(devDirectory: environment.devDirectory, sysDirectory: environment.sysDirectory),
+                  prober: BlkidProber(), runner: SystemCommandRunner(), mounter: SystemMounter(),
+                  stateDirectory: environment.stateDirectory)
     }
 
+    public var lockPath: String { stateDirectory + "/lock" }
     public var statePath: String { stateDirectory + "/state.json" }
 }
 

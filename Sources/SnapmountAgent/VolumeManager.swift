@@ -11,6 +11,8 @@ public enum VolumeError: SnapmountError, Equatable {
     case volumeFailed(VolumeID, state: String)
     case attachedElsewhere(VolumeID, instance: InstanceID)
     case tokensUsedUp(SnapshotID, generations: Int)
+    /// A dry run: IAM denies these actions (`ec2:AttachVolume`, …).
+    case permissionsLacking([String])
     case ec2(EC2CallError)
 
     public var exitStatus: ExitStatus {
@@ -19,6 +21,7 @@ public enum VolumeError: SnapmountError, Equatable {
         case .snapshotOwner: .dataRefused
         case .timedOut: .timedOut
         case .attachedElsewhere: .dataRefused
+        case .permissionsLacking: .permissionDenied
         case .ec2(let error): error.exitStatus
         }
     }
@@ -41,6 +44,8 @@ public enum VolumeError: SnapmountError, Equatable {
             "volume \(volume) is attached to another instance, \(instance); refusing to touch it"
         case .tokensUsedUp(let snapshot, let generations):
             "the volumes of the last \(generations) CreateVolume tokens for \(snapshot) on this instance were all deleted; look for what keeps deleting them"
+        case .permissionsLacking(let actions):
+            "UnauthorizedOperation: the instance role lacks " + actions.joined(separator: ", ")
         case .ec2(let error):
             error.description
         }
@@ -64,7 +69,35 @@ public struct PollSchedule: Sendable {
     }
 }
 
-/// The volume steps of the boot flow (DESIGN.md §2, steps 4–6), each idempotent.
+/// What the volume step came to.
+public enum VolumeOutcome: Sendable, Equatable {
+    /// This instance's volume for the snapshot, found by its tags: made by an earlier run.
+    case existing(EC2Volume)
+    /// Made by this run, and available.
+    case created(EC2Volume)
+    /// Check mode: none exists, and EC2 would let CreateVolume make one.
+    case wouldCreate
+
+    public var volume: EC2Volume? {
+        switch self {
+        case .existing(let volume), .created(let volume): volume
+        case .wouldCreate: nil
+        }
+    }
+}
+
+/// What the attach step came to.
+public enum AttachOutcome: Sendable, Equatable {
+    /// Attached to this instance, with DeleteOnTermination set (apply), or as found (check).
+    case attached(EC2Attachment)
+    /// Check mode: EC2 would let AttachVolume and ModifyInstanceAttribute go ahead.
+    case wouldAttach
+    /// Check mode: nothing to check against; the reason says why.
+    case notChecked(String)
+}
+
+/// The volume and attach steps of the boot flow (DESIGN.md §2, steps 4–6) — reuse, create,
+/// attach, DeleteOnTermination, roll-back — each idempotent, each in apply or check mode.
 public final class VolumeManager {
     private let ec2: EC2Client
     public let identity: InstanceIdentity
@@ -83,6 +116,92 @@ public final class VolumeManager {
         self.logger = logger
     }
 
+    /// Step 5: this instance's volume for the snapshot — reused if an earlier run made it,
+    /// else created — and available. A volume this run created and then gave up on is
+    /// deleted (DESIGN.md §5 rule 4). In check mode nothing is created: CreateVolume goes
+    /// with `DryRun=true`.
+    public func ensureVolume(_ request: VolumeRequest, mode: FlowMode) throws(VolumeError) -> VolumeOutcome {
+        if mode == .check {
+            if let existing = try findExisting(request) { return .existing(existing) }
+            try requirePermission([("CreateVolume", request.parameters)])
+            return .wouldCreate
+        }
+        let (found, created) = try findOrCreate(request)
+        Failpoint.hit("after-create-volume")
+        do {
+            let volume = try waitAvailable(found.id)
+            return created ? .created(volume) : .existing(volume)
+        } catch {
+            if created { rollBack(found.id, neverAttached: true) }
+            throw error
+        }
+    }
+
+    /// Step 6: the volume attached to this instance at `device`, and DeleteOnTermination set
+    /// straight after. If attaching proves impossible, or the volume would outlive the
+    /// instance, a volume this run created is detached and deleted; the next run makes it
+    /// afresh. In check mode AttachVolume and ModifyInstanceAttribute go with `DryRun=true`.
+    public func ensureAttached(_ outcome: VolumeOutcome, device: String, mode: FlowMode) throws(VolumeError) -> AttachOutcome {
+        guard let volume = outcome.volume else {
+            return .notChecked("no volume yet to check ec2:AttachVolume against; a run attaches the new volume at \(device) and sets DeleteOnTermination")
+        }
+        do throws(VolumeError) {
+            var attachment: EC2Attachment
+            let next = VolumeDecisions.attachment(of: volume, for: identity.instanceID)
+            switch next {
+            case .elsewhere(let other):
+                throw .attachedElsewhere(volume.id, instance: other)
+            case .ready(let found):
+                attachment = found
+            case .waitAttached(let found):
+                attachment = mode == .check ? found : try waitAttached(volume.id)
+            case .attach, .waitDetached:
+                if mode == .check {
+                    try requirePermission([
+                        ("AttachVolume", ec2.attachParameters(volume.id, identity.instanceID, device)),
+                        ("ModifyInstanceAttribute", ec2.deleteOnTerminationParameters(identity.instanceID, device: device)),
+                    ])
+                    return .wouldAttach
+                }
+                if next == .waitDetached { _ = try waitDetached(volume.id) }
+                _ = try attach(volume.id, device: device)
+                Failpoint.hit("after-attach-call")
+                attachment = try waitAttached(volume.id)
+            }
+            if !attachment.deleteOnTermination {
+                if mode == .check {
+                    try requirePermission([("ModifyInstanceAttribute", ec2.deleteOnTerminationParameters(identity.instanceID, device: attachment.device))])
+                } else {
+                    try setDeleteOnTermination(device: attachment.device)
+                    attachment.deleteOnTermination = true
+                }
+            }
+            return .attached(attachment)
+        } catch {
+            if mode == .apply, case .created = outcome { rollBack(volume.id) }
+            throw error
+        }
+    }
+
+    /// Sends each call with `DryRun=true`; throws when IAM denies any of them.
+    private func requirePermission(_ calls: [(action: String, parameters: QueryParameters)]) throws(VolumeError) {
+        var lacking: [String] = []
+        for call in calls {
+            do {
+                switch try ec2.dryRun(call.action, call.parameters) {
+                case .permitted: continue
+                case .denied(let error) where calls.count == 1: throw VolumeError.ec2(.service(error))
+                case .denied: lacking.append("ec2:\(call.action)")
+                }
+            } catch let error as VolumeError {
+                throw error
+            } catch {
+                lacking.append("ec2:\(call.action) (no answer)")
+            }
+        }
+        guard lacking.isEmpty else { throw .permissionsLacking(lacking) }
+    }
+
     /// The snapshot must exist, be completed, and belong to an allowed owner.
     public func verifySnapshot(_ id: SnapshotID, owner: SnapshotOwner?) throws(VolumeError) -> EC2Snapshot {
         let snapshot: EC2Snapshot?
@@ -94,9 +213,9 @@ public final class VolumeManager {
         }
         guard let snapshot else { throw .snapshotNotFound(id, region: identity.region) }
         switch snapshot.state {
-        case "completed": break
-        case "pending": throw .snapshotPending(id, progress: snapshot.progress)
-        default: throw .snapshotUnusable(id, state: snapshot.state)
+        case .completed: break
+        case .pending: throw .snapshotPending(id, progress: snapshot.progress)
+        default: throw .snapshotUnusable(id, state: snapshot.state.text)
         }
         if let owner {
             let allowed = owner == .selfAccount ? identity.accountID : owner.description
@@ -128,7 +247,7 @@ public final class VolumeManager {
                 }
                 throw .ec2(error)
             }
-            guard ["deleting", "deleted"].contains(volume.state) else {
+            guard volume.state.isGone else {
                 logger.info("created volume \(volume.id) from \(request.snapshot)")
                 return (volume, true)
             }
@@ -151,22 +270,18 @@ public final class VolumeManager {
         } catch {
             throw .ec2(error)
         }
-        let alive = candidates.filter { !["deleting", "deleted", "error"].contains($0.state) }
-        return alive.first { $0.attachments.contains { $0.instanceID == request.instance } }
-            ?? alive.first { $0.state == "available" }
-            ?? alive.first
+        return VolumeDecisions.reusable(candidates, for: request.instance)
     }
 
     /// Waits (bounded) until the volume is `available` — or already attached to us.
     public func waitAvailable(_ id: VolumeID) throws(VolumeError) -> EC2Volume {
         try poll(id, waitingFor: "available", timeout: availableTimeout) { volume throws(VolumeError) in
-            if volume.state == "error" { throw .volumeFailed(id, state: volume.state) }
-            if volume.state == "available" { return volume }
-            if volume.attachments.contains(where: { $0.instanceID == identity.instanceID }) { return volume }
-            if let other = volume.attachments.first(where: { $0.instanceID != identity.instanceID }) {
-                throw .attachedElsewhere(id, instance: other.instanceID)
+            switch VolumeDecisions.availability(of: volume, for: identity.instanceID) {
+            case .ready: return volume
+            case .wait: return nil
+            case .failed: throw .volumeFailed(id, state: volume.state.text)
+            case .elsewhere(let other): throw .attachedElsewhere(id, instance: other)
             }
-            return nil
         }
     }
 
@@ -193,10 +308,11 @@ public final class VolumeManager {
             if let other = volume.attachments.first(where: { $0.instanceID != identity.instanceID }) {
                 throw .attachedElsewhere(id, instance: other.instanceID)
             }
-            return volume.attachments.first { $0.instanceID == identity.instanceID && $0.state == "attached" }.map { _ in volume }
+            if case .ready = VolumeDecisions.attachment(of: volume, for: identity.instanceID) { return volume }
+            return nil
         }
         guard let attachment = volume.attachments.first(where: { $0.instanceID == identity.instanceID }) else {
-            throw .volumeFailed(id, state: volume.state)
+            throw .volumeFailed(id, state: volume.state.text)
         }
         return attachment
     }
@@ -204,7 +320,7 @@ public final class VolumeManager {
     /// Waits (bounded) until the volume has no attachment left and is `available`.
     public func waitDetached(_ id: VolumeID) throws(VolumeError) -> EC2Volume {
         try poll(id, waitingFor: "detached", timeout: attachedTimeout) { volume throws(VolumeError) in
-            volume.attachments.isEmpty && volume.state == "available" ? volume : nil
+            volume.attachments.isEmpty && volume.state == .available ? volume : nil
         }
     }
 
@@ -259,7 +375,7 @@ public final class VolumeManager {
                 return
             } catch {
                 if error.code == "InvalidVolume.NotFound" { return }
-                if let state = try? ec2.describeVolumes(ids: [id]).first?.state, ["deleting", "deleted"].contains(state) { return }
+                if let state = try? ec2.describeVolumes(ids: [id]).first?.state, state.isGone { return }
                 guard let code = error.code, ["IncorrectState", "VolumeInUse"].contains(code), poll < 7 else { throw .ec2(error) }
             }
             clock.sleep(for: schedule.delay(beforePoll: poll))
@@ -275,7 +391,7 @@ public final class VolumeManager {
         while true {
             do {
                 if let volume = try ec2.describeVolumes(ids: [id]).first {
-                    lastState = volume.state
+                    lastState = volume.state.text
                     if let result = try done(volume) { return result }
                 }
             } catch let error as VolumeError {

@@ -63,15 +63,6 @@ public struct UTCTimestamp: Sendable, Hashable, Comparable, CustomStringConverti
         self.init(year: year, month: month + 1, day: day, hour: hour, minute: minute, second: second)
     }
 
-    /// The HTTP `Date` header form.
-    public var httpDate: String {
-        let c = civil
-        let days = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]  // 1970-01-01 was a Thursday
-        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        let dayIndex = Int(((secondsSinceEpoch / 86_400) % 7 + 7) % 7)
-        return "\(days[dayIndex]), \(pad(c.day, 2)) \(months[c.month - 1]) \(c.year) \(pad(c.hour, 2)):\(pad(c.minute, 2)):\(pad(c.second, 2)) GMT"
-    }
-
     /// `YYYYMMDDTHHMMSSZ`
     public var amzDate: String {
         let c = civil

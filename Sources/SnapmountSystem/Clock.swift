@@ -22,7 +22,7 @@ public struct SystemClock: AgentClock {
 
     public func now() -> UTCTimestamp {
         var spec = timespec()
-        clock_gettime(CLOCK_REALTIME, &spec)
+        _ = try? systemCall("clock_gettime", "CLOCK_REALTIME") { clock_gettime(CLOCK_REALTIME, &spec) }
         return UTCTimestamp(secondsSinceEpoch: Int64(spec.tv_sec))
     }
 
@@ -36,8 +36,11 @@ public struct SystemClock: AgentClock {
         let (seconds, attoseconds) = duration.components
         var request = timespec(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
         var remaining = timespec()
-        while nanosleep(&request, &remaining) == -1 && errno == EINTR {
+        // After a signal, sleep on for the time that remained: the wrapper retries EINTR.
+        _ = try? systemCall("nanosleep", "") { () -> Int32 in
+            let result = nanosleep(&request, &remaining)
             request = remaining
+            return result
         }
     }
 

@@ -13,11 +13,11 @@ public enum ConfigLoader {
 
     /// Which file to read: `--config`, else `SNAPMOUNT_CONFIG`, else the default. An
     /// explicitly named file must exist; the default file may be absent.
-    public static func load(configPath: String?, environment: [String: String],
+    public static func load(configPath: String?, environment: AgentEnvironment,
                             options: [ConfigKey: String], defaultPath: String = defaultPath)
         throws(ConfigurationError) -> Configuration
     {
-        let explicit = configPath ?? environment["SNAPMOUNT_CONFIG"].flatMap { $0.isEmpty ? nil : $0 }
+        let explicit = configPath ?? environment.configPath
         let path = explicit ?? defaultPath
         var file: ConfigFile?
         var issues: [ConfigIssue] = []
@@ -29,6 +29,6 @@ public enum ConfigLoader {
         } catch {
             throw ConfigurationError([ConfigIssue(nil, "cannot read the configuration file: \(error)")])
         }
-        return try Configuration.resolve(file: file, fileIssues: issues, environment: environment, options: options)
+        return try Configuration.resolve(file: file, fileIssues: issues, environment: environment.snapmountVariables, options: options)
     }
 }

@@ -22,14 +22,14 @@ public struct HTTPRequest: Sendable {
     public var maximumResponseBytes: Int
     /// Follow up to three redirects, to http or https only.
     public var followRedirects: Bool
-    /// Go through the proxy that `HTTPS_PROXY`/`http_proxy`/`NO_PROXY` name, as libcurl decides.
-    /// Off for link-local services such as IMDS, which a proxy cannot reach.
-    public var useEnvironmentProxy: Bool
+    /// Go through the client's proxy (``ProxySettings``: `https_proxy`, `http_proxy`,
+    /// `NO_PROXY`, …). Off for link-local services such as IMDS, which a proxy cannot reach.
+    public var useProxy: Bool
 
     public init(
         _ method: HTTPMethod, _ url: String, headers: [(name: String, value: String)] = [], body: [UInt8] = [],
         connectTimeout: Duration = .seconds(5), timeout: Duration = .seconds(30),
-        maximumResponseBytes: Int = 1 << 20, followRedirects: Bool = false, useEnvironmentProxy: Bool = true
+        maximumResponseBytes: Int = 1 << 20, followRedirects: Bool = false, useProxy: Bool = true
     ) {
         self.method = method
         self.url = url
@@ -39,7 +39,7 @@ public struct HTTPRequest: Sendable {
         self.timeout = timeout
         self.maximumResponseBytes = maximumResponseBytes
         self.followRedirects = followRedirects
-        self.useEnvironmentProxy = useEnvironmentProxy
+        self.useProxy = useProxy
     }
 }
 
@@ -134,15 +134,18 @@ public final class HTTPClient {
     /// Extra CA certificates to trust (PEM file), in place of the system bundle; for a
     /// private release server or a test's own CA. This adds trust; it never removes checks.
     public let trustedCertificatesFile: String?
+    /// The proxies the environment names; libcurl is never left to read the environment itself.
+    public let proxy: ProxySettings
     public let userAgent: String
 
-    public init(trustedCertificatesFile: String? = nil) throws(HTTPError) {
+    public init(trustedCertificatesFile: String? = nil, proxy: ProxySettings = ProxySettings()) throws(HTTPError) {
         guard curlGlobalInitResult == CURLE_OK else { throw .invalidRequest("libcurl failed to initialise") }
         guard let handle = curl_easy_init() else { throw .invalidRequest("libcurl could not create a handle") }
         self.handle = handle
         self.errorBuffer = .allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
         self.errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
         self.trustedCertificatesFile = trustedCertificatesFile
+        self.proxy = proxy
         self.userAgent = "snapmount/\(SnapmountVersion.current)"
     }
 
@@ -193,7 +196,13 @@ public final class HTTPClient {
         set(ccurl_setopt_long(handle, CURLOPT_SSL_VERIFYPEER, 1))
         set(ccurl_setopt_long(handle, CURLOPT_SSL_VERIFYHOST, 2))
         if let file = trustedCertificatesFile { set(ccurl_setopt_string(handle, CURLOPT_CAINFO, file)) }
-        if !request.useEnvironmentProxy { set(ccurl_setopt_string(handle, CURLOPT_NOPROXY, "*")) }
+        if request.useProxy, let proxy = proxy.proxy(forURL: request.url) {
+            set(ccurl_setopt_string(handle, CURLOPT_PROXY, proxy))
+            if let noProxy = self.proxy.noProxy { set(ccurl_setopt_string(handle, CURLOPT_NOPROXY, noProxy)) }
+        } else {
+            // An empty proxy also keeps libcurl from reading the environment's.
+            set(ccurl_setopt_string(handle, CURLOPT_PROXY, ""))
+        }
         if request.followRedirects {
             set(ccurl_setopt_long(handle, CURLOPT_FOLLOWLOCATION, 1))
             set(ccurl_setopt_long(handle, CURLOPT_MAXREDIRS, 3))

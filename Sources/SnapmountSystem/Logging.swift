@@ -14,12 +14,12 @@ public enum LogStyle: Sendable, Equatable {
 
     /// `.journal` when `JOURNAL_STREAM` names the device and inode that stderr really is
     /// (systemd.exec(5)); a variable merely inherited by a redirected child does not count.
-    public static func detect(environment: [String: String], fileDescriptor: Int32 = STDERR_FILENO) -> LogStyle {
-        guard let stream = environment["JOURNAL_STREAM"] else { return .plain }
+    public static func detect(journalStream: String?, fileDescriptor: Int32 = STDERR_FILENO) -> LogStyle {
+        guard let stream = journalStream else { return .plain }
         let parts = stream.split(separator: ":")
         guard parts.count == 2, let device = UInt64(parts[0]), let inode = UInt64(parts[1]) else { return .plain }
         var status = stat()
-        guard fstat(fileDescriptor, &status) == 0 else { return .plain }
+        guard (try? systemCall("fstat", "stderr", { fstat(fileDescriptor, &status) })) != nil else { return .plain }
         return UInt64(status.st_dev) == device && UInt64(status.st_ino) == inode ? .journal : .plain
     }
 }

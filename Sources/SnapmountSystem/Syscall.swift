@@ -25,7 +25,9 @@ public struct SystemCallError: SnapmountError, Equatable {
 }
 
 /// The one place a system call is made: retries `EINTR` and captures errno before anything
-/// else can overwrite it.
+/// else can overwrite it. `body` returns the call's result, -1 meaning failure.
+/// (`close` is the exception, called directly: after EINTR the descriptor is gone on Linux,
+/// so it is never retried, and there is nothing to do about its failure.)
 @discardableResult
 func systemCall<T: BinaryInteger>(_ name: String, _ subject: String, _ body: () -> T) throws(SystemCallError) -> T {
     while true {
@@ -37,6 +39,45 @@ func systemCall<T: BinaryInteger>(_ name: String, _ subject: String, _ body: () 
     }
 }
 
+/// The same for calls that return a pointer, `NULL` meaning failure (`opendir`).
+func systemCall<T>(_ name: String, _ subject: String, _ body: () -> T?) throws(SystemCallError) -> T {
+    while true {
+        if let result = body() { return result }
+        let error = errno
+        if error == EINTR { continue }
+        throw SystemCallError(name, subject, errno: error)
+    }
+}
+
+/// Reads into `buffer[start...]`, from `offset` (or the file position when `nil`); 0 at
+/// the end of the file. The corresponding C functions are `read` and `pread`.
+func readSome(_ fd: Int32, into buffer: inout [UInt8], from start: Int = 0, at offset: off_t? = nil,
+              subject: String) throws(SystemCallError) -> Int {
+    let result = buffer.withUnsafeMutableBytes { raw in
+        Result { () throws(SystemCallError) -> Int in
+            guard let base = raw.baseAddress, start < raw.count else { return 0 }
+            return try systemCall(offset == nil ? "read" : "pread", subject) {
+                offset.map { pread(fd, base + start, raw.count - start, $0) } ?? read(fd, base + start, raw.count - start)
+            }
+        }
+    }
+    return try result.get()
+}
+
+/// Writes all of `bytes`. The corresponding C function is `write`.
+func writeAll(_ fd: Int32, _ bytes: [UInt8], subject: String) throws(SystemCallError) {
+    let result = bytes.withUnsafeBytes { buffer in
+        Result { () throws(SystemCallError) in
+            guard let base = buffer.baseAddress else { return }
+            var offset = 0
+            while offset < buffer.count {
+                offset += try systemCall("write", subject) { write(fd, base + offset, buffer.count - offset) }
+            }
+        }
+    }
+    try result.get()
+}
+
 /// Reads a whole file, refusing one longer than `limit` bytes.
 /// The corresponding C functions are `open`, `read` and `close`.
 public func readFile(_ path: String, limit: Int) throws(SystemCallError) -> [UInt8] {
@@ -45,19 +86,15 @@ public func readFile(_ path: String, limit: Int) throws(SystemCallError) -> [UIn
     var bytes: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 16_384)
     while true {
-        let count = chunk.withUnsafeMutableBytes { buffer in read(fd, buffer.baseAddress, buffer.count) }
-        if count < 0 {
-            let error = errno
-            if error == EINTR { continue }
-            throw SystemCallError("read", path, errno: error)
-        }
+        let count = try readSome(fd, into: &chunk, subject: path)
         if count == 0 { return bytes }
         bytes.append(contentsOf: chunk[0..<count])
         if bytes.count > limit { throw SystemCallError("read", "\(path) (larger than \(limit) bytes)", errno: EFBIG) }
     }
 }
 
-/// The process environment as a dictionary. The corresponding C variable is `environ`.
+/// The process environment as a dictionary, for the command to parse once
+/// (``AgentEnvironment``). The corresponding C variable is `environ`.
 public func processEnvironment() -> [String: String] {
     var result: [String: String] = [:]
     var pointer = environ

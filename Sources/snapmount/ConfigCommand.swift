@@ -15,11 +15,10 @@ extension Snapmount {
         @OptionGroup var options: ConfigurationOptions
 
         func run() throws {
-            let logger = Diagnostics.bootstrap()
+            let (logger, environment) = try Diagnostics.start()
             let configuration: Configuration
             do {
-                configuration = try ConfigLoader.load(
-                    configPath: options.config, environment: processEnvironment(), options: options.given)
+                configuration = try ConfigLoader.load(configPath: options.config, environment: environment, options: options.given)
             } catch {
                 throw Diagnostics.fail(error, logger: logger)
             }

@@ -18,19 +18,16 @@ extension Snapmount {
         var dryRun = false
 
         func run() throws {
-            let logger = Diagnostics.bootstrap()
-            let environment = processEnvironment()
+            let (logger, environment) = try Diagnostics.start()
             do {
                 let configuration = try ConfigLoader.load(configPath: options.config, environment: environment, options: options.given)
-                let host = HostEdges.system(environment: environment)
+                let flow = BootFlow(configuration: configuration, environment: environment, host: .system(environment),
+                                    mode: dryRun ? .check : .apply, logger: logger)
+                let outcome = try flow.run()
                 if dryRun {
-                    let check = DryRun(configuration: configuration, environment: environment, host: host, logger: logger)
-                    for item in check.run() { print(item.line) }
-                    let status = check.exitStatus
-                    if status != .success { throw ExitCode(status.rawValue) }
-                    return
+                    for item in flow.checklist { print(item.line) }
+                    if case .checked(let status) = outcome, status != .success { throw ExitCode(status.rawValue) }
                 }
-                _ = try BootFlow(configuration: configuration, environment: environment, host: host, logger: logger).run()
             } catch let exit as ExitCode {
                 throw exit
             } catch {
@@ -52,13 +49,11 @@ extension Snapmount {
         var json = false
 
         func run() throws {
-            let logger = Diagnostics.bootstrap()
-            let environment = processEnvironment()
+            let (logger, environment) = try Diagnostics.start()
             do {
                 let configuration = try ConfigLoader.load(configPath: options.config, environment: environment, options: options.given)
-                let http = try HTTPClient(trustedCertificatesFile: environment["AWS_CA_BUNDLE"].flatMap { $0.isEmpty ? nil : $0 })
-                let report = StatusReport.collect(configuration: configuration, host: HostEdges.system(environment: environment),
-                                                  http: http, logger: logger)
+                let http = try HTTPClient(trustedCertificatesFile: environment.caBundle, proxy: environment.proxy)
+                let report = StatusReport.collect(configuration: configuration, host: .system(environment), http: http, logger: logger)
                 print(json ? report.json.pretty() : report.text, terminator: json ? "\n" : "")
             } catch {
                 throw Diagnostics.fail(error, logger: logger)

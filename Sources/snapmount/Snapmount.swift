@@ -24,12 +24,22 @@ struct Snapmount: ParsableCommand {
     )
 }
 
-/// Sets up logging once per process, before a command does anything else.
+/// What every command does first: read the process environment — the only place it is
+/// read — set up logging, and check the environment, which ends the process with 78 when a
+/// variable is wrong.
 enum Diagnostics {
-    static func bootstrap() -> Logger {
-        let style = LogStyle.detect(environment: processEnvironment())
+    static func start() throws -> (Logger, AgentEnvironment) {
+        let variables = processEnvironment()
+        let style = LogStyle.detect(journalStream: variables["JOURNAL_STREAM"])
         LoggingSystem.bootstrap { _ in SnapmountLogHandler(style: style) }
-        return Logger(label: "snapmount")
+        let logger = Logger(label: "snapmount")
+        do {
+            let environment = try AgentEnvironment(variables)
+            Failpoint.arm(environment.failpoint)
+            return (logger, environment)
+        } catch {
+            throw fail(error, logger: logger)
+        }
     }
 
     /// Logs an error — one line per problem — and ends with its exit status.

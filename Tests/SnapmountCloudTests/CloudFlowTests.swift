@@ -7,15 +7,22 @@ import SnapmountSystem
 import SnapmountTestSupport
 import Testing
 
-@Suite("Cloud half against DevCloud")
+/// The real boot flow against DevCloud, on a simulated machine (no root): what it asks the
+/// cloud, how it retries, what it leaves behind.
+@Suite("Boot flow against DevCloud")
 struct CloudFlowTests {
     @Test("happy path at DevCloud's default delays: each action once, plus the polls")
     func happyPath() async throws {
-        try await withCloud(DevCloudSettings()) { cloud in
+        try await withSimulatedHost(DevCloudSettings()) { host in
             var tuning = CloudTuning()
             tuning.retry = RetryPolicy()
-            let run = try await runCloudSteps(cloud, tuning: tuning)
-            #expect(run.created)
+            let started = ContinuousClock.now
+            guard case .mounted(let record) = try await host.run(tuning: tuning).outcome else {
+                Issue.record("not mounted")
+                return
+            }
+            let wall = ContinuousClock.now - started
+            let cloud = host.cloud
             let calls = await cloud.state.callLog()
             #expect(calls.allSatisfy { $0.outcome == "ok" || $0.outcome == "200" }, "\(calls.map(\.outcome))")
             #expect(calls.count("api/token") == 1)
@@ -30,29 +37,49 @@ struct CloudFlowTests {
             let volumes = await cloud.state.volumeTable()
             #expect(volumes.count == 1)
             let volume = try #require(volumes.first)
-            #expect(volume.id == run.volumeID)
+            #expect(volume.id == record.volume)
             #expect(volume.attachment?.state == "attached")
             #expect(volume.attachment?.deleteOnTermination == true)
             #expect(volume.tags[VolumeRequest.instanceTag] == cloud.state.settings.instanceID)
             #expect(volume.tags[VolumeRequest.snapshotTag] == releaseSnapshot)
+            #expect(host.runner.calls.map { $0[0] } == ["fsck.ext4"])
+            #expect(host.isMounted)
             let ec2 = calls.ec2Calls().count
-            print("cloud happy path: \(calls.count) calls (\(ec2) EC2, of which \(polls) DescribeVolumes), wall time \(run.wall) at default delays (create 1s, attach 1s)")
+            print("boot flow happy path: \(calls.count) calls (\(ec2) EC2, of which \(polls) DescribeVolumes), wall time \(wall) at default delays (create 1s, attach 1s)")
         }
     }
 
-    @Test("a rerun reuses the volume: no second CreateVolume, no second AttachVolume")
-    func rerunReuses() async throws {
-        try await withCloud { cloud in
-            let first = try await runCloudSteps(cloud)
-            await cloud.state.clearCallLog()
-            let second = try await runCloudSteps(cloud)
-            #expect(second.volumeID == first.volumeID)
-            #expect(!second.created)
-            let calls = await cloud.state.callLog()
+    @Test("a reboot reuses the volume: no CreateVolume, no AttachVolume, fstab unchanged")
+    func rebootReuses() async throws {
+        try await withSimulatedHost { host in
+            guard case .mounted(let first) = try await host.run().outcome else { return }
+            let fstab = try host.fstabText()
+            host.reboot()
+            await host.cloud.state.clearCallLog()
+            guard case .mounted(let second) = try await host.run().outcome else {
+                Issue.record("the second run did not mount")
+                return
+            }
+            #expect(second.volume == first.volume)
+            let calls = await host.cloud.state.callLog()
             #expect(calls.count("CreateVolume") == 0)
-            // Attaching again is answered VolumeInUse, which the agent resolves to its own attachment.
-            #expect(calls.filter { $0.action == "AttachVolume" }.map(\.outcome) == ["VolumeInUse"])
-            #expect(await cloud.state.volumeTable().count == 1)
+            #expect(calls.count("AttachVolume") == 0)
+            #expect(calls.count("ModifyInstanceAttribute") == 0)
+            #expect(await host.cloud.state.volumeTable().count == 1)
+            #expect(try host.fstabText() == fstab)
+        }
+    }
+
+    @Test("a run while the release is mounted is a no-op: no cloud call at all")
+    func alreadyMounted() async throws {
+        try await withSimulatedHost { host in
+            _ = try await host.run()
+            await host.cloud.state.clearCallLog()
+            guard case .alreadyMounted = try await host.run().outcome else {
+                Issue.record("the second run did something")
+                return
+            }
+            #expect(await host.cloud.state.callLog().isEmpty)
         }
     }
 
@@ -62,52 +89,53 @@ struct CloudFlowTests {
     @Test("each fault once in each action: still succeeds, with exactly one extra call",
           arguments: faultActions, faultKinds)
     func faultOnce(action: String, kind: FaultKind) async throws {
-        try await withCloud { cloud in
-            await cloud.state.addFault(Fault(target: action, kind: kind, trigger: .nthCall(1)))
-            _ = try await runCloudSteps(cloud)
-            let calls = await cloud.state.callLog().filter { $0.action == action }
+        try await withSimulatedHost { host in
+            await host.cloud.state.addFault(Fault(target: action, kind: kind, trigger: .nthCall(1)))
+            guard case .mounted = try await host.run().outcome else {
+                Issue.record("not mounted")
+                return
+            }
+            let calls = await host.cloud.state.callLog().filter { $0.action == action }
             #expect(calls.filter { $0.outcome.hasPrefix("fault:") }.count == 1)
             #expect(calls.count >= 2)
             #expect(calls[1].outcome == "ok", "\(calls.map(\.outcome))")
             if action != "DescribeVolumes" { #expect(calls.count == 2) }
-            #expect(await cloud.state.volumeTable().count == 1)
+            #expect(await host.cloud.state.volumeTable().count == 1)
         }
     }
 
-    @Test("each fault persistent in each action: the typed error and exit 69, in bounded time",
+    @Test("each fault persistent in each action: the typed error and exit 69, in bounded time, no volume left",
           arguments: faultActions, faultKinds)
     func faultPersistent(action: String, kind: FaultKind) async throws {
-        try await withCloud { cloud in
-            await cloud.state.addFault(Fault(target: action, kind: kind, trigger: .always))
+        try await withSimulatedHost { host in
+            await host.cloud.state.addFault(Fault(target: action, kind: kind, trigger: .always))
             let started = ContinuousClock.now
-            do {
-                _ = try await runCloudSteps(cloud)
-                Issue.record("succeeded despite a persistent fault")
-            } catch {
-                #expect(ExitStatus(for: error) == .unavailable, "\(error)")
-                #expect(String(describing: error).contains(action), "\(error)")
-            }
-            // Three attempts, each at most the one-second timeout, plus short backoffs.
+            let error = try await host.runError()
+            #expect(error.map { ExitStatus(for: $0) } == .unavailable, "\(String(describing: error))")
+            #expect(String(describing: error).contains(action), "\(String(describing: error))")
+            // Three attempts, each at most the one-second timeout, plus short backoffs and a roll-back.
             #expect(ContinuousClock.now - started < .seconds(8))
             // Three attempts. libcurl itself retries once, silently, a request whose reused
             // keep-alive connection dies before any answer: so a reset may show one more.
-            let calls = await cloud.state.callLog().filter { $0.action == action }
+            let calls = await host.cloud.state.callLog().filter { $0.action == action }
             #expect(kind == .reset ? (3...4).contains(calls.count) : calls.count == 3, "\(calls.map(\.outcome))")
+            let alive = await host.cloud.state.volumeTable().filter { ["creating", "available", "in-use"].contains($0.state) }
+            #expect(alive.isEmpty, "\(alive.map(\.id))")
+            #expect(!host.isMounted)
+            #expect(try host.fstabText() == SimulatedHost.initialFstab)
         }
     }
 
-    @Test("IAM denies AttachVolume: exit 77 at once, no retries; DryRun reports the gap")
+    @Test("IAM denies AttachVolume: exit 77 at once, no retries, the new volume given back; DryRun reports the gap")
     func permissionDenied() async throws {
-        try await withCloud { cloud in
+        try await withSimulatedHost { host in
+            let cloud = host.cloud
             await cloud.state.setPermissions(["DescribeSnapshots", "DescribeVolumes", "CreateVolume", "ModifyInstanceAttribute", "DeleteVolume"])
-            do {
-                _ = try await runCloudSteps(cloud)
-                Issue.record("attached without permission")
-            } catch {
-                #expect(ExitStatus(for: error) == .permissionDenied)
-                #expect(String(describing: error).contains("ec2:AttachVolume"))
-            }
+            let error = try await host.runError()
+            #expect(error.map { ExitStatus(for: $0) } == .permissionDenied)
+            #expect(String(describing: error).contains("ec2:AttachVolume"))
             #expect(await cloud.state.callLog().count("AttachVolume") == 1)
+            #expect(await cloud.state.volumeTable().allSatisfy { $0.state == "deleting" })
             let verdicts = try await withSession(cloud) { session in
                 let volume = try #require(VolumeID("vol-0123456789abcdef0"))
                 return [
@@ -115,11 +143,11 @@ struct CloudFlowTests {
                     try session.ec2.dryRun("CreateVolume", ["AvailabilityZone": session.identity.availabilityZone, "SnapshotId": releaseSnapshot]),
                 ]
             }
-            guard case .denied(let error) = verdicts[0] else {
+            guard case .denied(let denied) = verdicts[0] else {
                 Issue.record("AttachVolume dry run was not denied: \(verdicts[0])")
                 return
             }
-            #expect(error.code == "UnauthorizedOperation")
+            #expect(denied.code == "UnauthorizedOperation")
             #expect(verdicts[1] == .permitted)
             let dry = await cloud.state.callLog().filter(\.dryRun)
             #expect(dry.map(\.outcome) == ["UnauthorizedOperation", "DryRunOperation"])
@@ -128,19 +156,19 @@ struct CloudFlowTests {
 
     @Test("a lost CreateVolume answer is retried with the same token: one volume")
     func lostCreateVolumeAnswer() async throws {
-        try await withCloud { cloud in
-            await cloud.state.addFault(Fault(target: "CreateVolume", kind: .lostResponse, trigger: .nthCall(1)))
-            _ = try await runCloudSteps(cloud)
-            let calls = await cloud.state.callLog()
+        try await withSimulatedHost { host in
+            await host.cloud.state.addFault(Fault(target: "CreateVolume", kind: .lostResponse, trigger: .nthCall(1)))
+            _ = try await host.run()
+            let calls = await host.cloud.state.callLog()
             #expect(calls.count("CreateVolume") == 2)
-            #expect(await cloud.state.volumeTable().count == 1)
+            #expect(await host.cloud.state.volumeTable().count == 1)
         }
     }
 
     @Test("a crash after CreateVolume: a new client repeating the same call gets the same volume")
     func crashAfterCreateVolume() async throws {
         try await withCloud { cloud in
-            let environment = cloud.environment
+            let environment = try AgentEnvironment(cloud.environment)
             let ids = try await onThread {
                 var ids: [String] = []
                 for _ in 0..<2 {  // two "processes": nothing carried over but the environment
@@ -181,7 +209,7 @@ struct CloudFlowTests {
             var buckets = ThrottleBuckets()
             buckets.describe = BucketSize(capacity: 2, refillPerSecond: 2)
             await cloud.state.setBuckets(buckets)
-            let environment = cloud.environment
+            let environment = try AgentEnvironment(cloud.environment)
             let sink = CapturedLines()
             let logger = capturingLogger(sink, level: .warning)
             var throttledTuning = fastTuning(attempts: 10)
@@ -235,7 +263,7 @@ struct CloudFlowTests {
     @Test("a local clock 15 minutes slow: one RequestExpired, then signing with EC2's time")
     func clockSkew() async throws {
         try await withCloud { cloud in
-            let environment = cloud.environment
+            let environment = try AgentEnvironment(cloud.environment)
             let correction = try await onThread {
                 let session = try CloudSession.connect(environment: environment, clock: RecordingClock(offsetSeconds: -900),
                                                        logger: quietLogger, tuning: fastTuning())
@@ -252,9 +280,9 @@ struct CloudFlowTests {
     @Test("a wrong secret key: SignatureDoesNotMatch, exit 77, not retried")
     func wrongSecret() async throws {
         try await withCloud { cloud in
-            let environment = cloud.environment.merging([
+            let environment = try AgentEnvironment(cloud.environment.merging([
                 "AWS_ACCESS_KEY_ID": cloud.state.settings.staticAccessKeyID, "AWS_SECRET_ACCESS_KEY": "not-the-secret",
-            ]) { _, new in new }
+            ]) { _, new in new })
             let error = try await onThread { () -> EC2CallError? in
                 let session = try CloudSession.connect(environment: environment, logger: quietLogger, tuning: fastTuning())
                 do {
@@ -272,9 +300,10 @@ struct CloudFlowTests {
 
     @Test("long-term keys from the environment are used instead of the role")
     func environmentCredentials() async throws {
-        try await withCloud { cloud in
+        try await withSimulatedHost { host in
+            let cloud = host.cloud
             let key = cloud.state.settings.staticAccessKeyID
-            _ = try await runCloudSteps(cloud, extraEnvironment: [
+            _ = try await host.run(environment: [
                 "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": cloud.state.settings.staticSecretAccessKey,
             ])
             let calls = await cloud.state.callLog()

@@ -24,38 +24,12 @@ func withCloud<T: Sendable>(_ settings: DevCloudSettings = fastSettings(),
 
 /// A fresh agent session against `cloud` — a new "process": nothing carried over but the
 /// environment — for a blocking body on its own thread.
-func withSession<T: Sendable>(_ cloud: DevCloud, tuning: CloudTuning = fastTuning(),
+func withSession<T: Sendable>(_ cloud: DevCloud, tuning: CloudTuning = fastTuning(), clock: any AgentClock = SystemClock(),
+                              environment extra: [String: String] = [:],
                               _ body: @escaping @Sendable (CloudSession) throws -> T) async throws -> T {
-    let environment = cloud.environment
-    return try await onThread { try body(try CloudSession.connect(environment: environment, logger: quietLogger, tuning: tuning)) }
-}
-
-/// What one run of the cloud steps produced.
-struct CloudRun: Sendable {
-    var volumeID: String
-    var created: Bool
-    var wall: Duration
-}
-
-/// The cloud half of the boot flow, steps 2–6: identity, credentials, snapshot, volume,
-/// available, attach, attached, DeleteOnTermination.
-func runCloudSteps(_ cloud: DevCloud, tuning: CloudTuning = fastTuning(), clock: RecordingClock = RecordingClock(),
-                   logger: Logger = quietLogger,
-                   extraEnvironment: [String: String] = [:]) async throws -> CloudRun {
-    let environment = cloud.environment.merging(extraEnvironment) { _, new in new }
-    let source = try SourceURL(parsing: cloud.sourceURL)
+    let environment = try AgentEnvironment(cloud.environment.merging(extra) { _, new in new })
     return try await onThread {
-        let started = ContinuousClock.now
-        let session = try CloudSession.connect(environment: environment, clock: clock, logger: logger, tuning: tuning)
-        let snapshot = try session.resolveSnapshot(source, owner: .selfAccount)
-        let request = VolumeRequest(availabilityZone: session.identity.availabilityZone, snapshot: snapshot.id,
-                                    instance: session.identity.instanceID, settings: VolumeSettings())
-        let (volume, created) = try session.volumes.findOrCreate(request)
-        _ = try session.volumes.waitAvailable(volume.id)
-        _ = try session.volumes.attach(volume.id, device: "/dev/sdf")
-        _ = try session.volumes.waitAttached(volume.id)
-        try session.volumes.setDeleteOnTermination(device: "/dev/sdf")
-        return CloudRun(volumeID: volume.id.text, created: created, wall: ContinuousClock.now - started)
+        try body(try CloudSession.connect(environment: environment, clock: clock, logger: quietLogger, tuning: tuning))
     }
 }
 

@@ -10,7 +10,7 @@ import Testing
 /// Resolves the snapshot the way step 4 does and returns the error, if any.
 func resolveError(_ cloud: DevCloud, tuning: CloudTuning = fastTuning(), owner: SnapshotOwner? = nil,
                   environment extra: [String: String] = [:]) async throws -> (any Error)? {
-    let environment = cloud.environment.merging(extra) { _, new in new }
+    let environment = try AgentEnvironment(cloud.environment.merging(extra) { _, new in new })
     let source = try SourceURL(parsing: cloud.sourceURL)
     return try await onThread { () -> SendableError? in
         do {

@@ -77,8 +77,21 @@ struct KernelMountOptionsTests {
     func split() {
         let options = KernelMountOptions(["defaults", "nofail", "x-systemd.device-timeout=10s", "noatime", "nosuid", "discard",
                                           "errors=remount-ro", "_netdev", "comment=x", "ro", "rw"])
-        #expect(options.flags == ["noatime", "nosuid"])
-        #expect(options.clearedFlags == ["ro"])
+        #expect(options.flags == [.noatime, .nosuid])
         #expect(options.data == ["discard", "errors=remount-ro"])
+        #expect(options.bits == MountFlag.noatime.bit | MountFlag.nosuid.bit)
+    }
+
+    @Test("an option that clears a flag given before it removes that flag", arguments: [
+        (["ro", "rw"], [MountFlag]()), (["noexec", "exec", "noexec"], [.noexec]), (["nosuid", "nodev", "suid"], [.nodev]),
+        (["sync", "async"], []), (["noatime", "atime", "relatime"], [.relatime]), (["mand", "nomand"], []),
+    ])
+    func clearing(options: [String], flags: [MountFlag]) {
+        #expect(KernelMountOptions(options).flags == flags)
+    }
+
+    @Test("every flag has its own bit")
+    func distinctBits() {
+        #expect(Set(MountFlag.allCases.map(\.bit)).count == MountFlag.allCases.count)
     }
 }

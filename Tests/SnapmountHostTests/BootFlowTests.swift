@@ -12,7 +12,7 @@ import Glibc
 #endif
 
 /// The whole boot flow on real loop devices, mounts and an fstab (root only).
-@Suite("Boot flow on real devices", .serialized)
+@Suite("Boot flow on real devices", .serialized, .enabled(if: RootTests.enabled, RootTests.reason))
 struct BootFlowTests {
     @Test("mounts the release; files read back byte for byte; a second run is a no-op")
     func fullFlow() async throws {
@@ -76,8 +76,8 @@ struct BootFlowTests {
             #expect(host.isMounted)
             let volumes = await host.cloud.state.volumeTable()
             let id = try #require(volumes.first.flatMap { VolumeID($0.id) })
-            let device = try #require(host.host().devices.find(id, requestedName: "/dev/sdf", sizeGiB: 1))
-            #expect(try BlkidProber().probe(device) == .filesystem(type: "ext4", label: "code_release"))
+            let device = try #require(try host.host().devices.find(id, sizeGiB: 1, attachedAs: "/dev/sdf"))
+            #expect(try BlkidProber().probe(device.path) == .filesystem(type: "ext4", label: "code_release"))
         }
     }
 
@@ -266,12 +266,8 @@ struct BootFlowTests {
             try HostHarness.initialFstab.write(toFile: host.fstab, atomically: true, encoding: .utf8)
             let digest = try await host.volumeDigest()
             await host.cloud.state.clearCallLog()
-            let configuration = try host.configuration()
-            let environment = host.environment
-            let edges = host.host()
-            let items = try await onThread {
-                DryRun(configuration: configuration, environment: environment, host: edges, logger: quietLogger, tuning: fastTuning()).run()
-            }
+            let (outcome, items) = try await host.runFlow(.check)
+            #expect(outcome == .checked(.success))
             let lines = items.map(\.line)
             #expect(items.allSatisfy { $0.mark != .failed }, "\(lines)")
             #expect(lines.contains { $0.contains("fstab") && $0.contains("would add") && $0.contains("LABEL=code_release") })
@@ -284,24 +280,33 @@ struct BootFlowTests {
         }
     }
 
-    @Test("--dry-run reports the IAM gap when the role lacks ec2:AttachVolume")
+    @Test("--dry-run on an instance whose volume exists but is not attached: the IAM gap for ec2:AttachVolume, exit 77")
     func dryRunIAMGap() async throws {
         guard requireRoot("dryRunIAMGap") else { return }
         try await withHost(image: try Images.release()) { host in
-            await host.cloud.state.setPermissions(["DescribeSnapshots", "DescribeVolumes", "CreateVolume", "CreateTags", "ModifyInstanceAttribute", "DetachVolume", "DeleteVolume"])
-            let configuration = try host.configuration()
-            let environment = host.environment
-            let edges = host.host()
-            let (items, status) = try await onThread {
-                let check = DryRun(configuration: configuration, environment: environment, host: edges, logger: quietLogger, tuning: fastTuning())
-                return (check.run(), check.exitStatus)
+            // A crash right after CreateVolume left this instance's volume, available.
+            let environment = try host.agentEnvironment()
+            let volume = try await onThread { () -> String in
+                let session = try CloudSession.connect(environment: environment, logger: quietLogger, tuning: fastTuning())
+                let request = VolumeRequest(availabilityZone: session.identity.availabilityZone, snapshot: try #require(SnapshotID(releaseSnapshot)),
+                                            instance: session.identity.instanceID, settings: VolumeSettings())
+                let created = try session.ec2.createVolume(request)
+                return try session.volumes.waitAvailable(created.id).id.text
             }
-            let attach = try #require(items.first { $0.step == "attach" })
+            await host.cloud.state.setPermissions(["DescribeSnapshots", "DescribeVolumes", "CreateVolume", "ModifyInstanceAttribute", "DetachVolume", "DeleteVolume"])
+            await host.cloud.state.clearCallLog()
+            let (outcome, items) = try await host.runFlow(.check)
+            let volumeLine = try #require(items.first { $0.step == .volume })
+            #expect(volumeLine.detail == "would reuse \(volume) (available)")
+            let attach = try #require(items.first { $0.step == .attach })
             #expect(attach.mark == .failed)
             #expect(attach.detail.hasSuffix("lacks ec2:AttachVolume"), "\(attach.detail)")
-            #expect(status == .permissionDenied)
+            #expect(outcome == .checked(.permissionDenied))
+            let dry = await host.cloud.state.callLog().filter(\.dryRun)
+            #expect(dry.map(\.action) == ["AttachVolume", "ModifyInstanceAttribute"])
+            #expect(dry.allSatisfy { $0.parameters["VolumeId"] == nil || $0.parameters["VolumeId"] == volume })
             #expect(await host.cloud.state.callLog().filter { $0.isMutating && !$0.dryRun }.isEmpty)
-            #expect(await host.cloud.state.volumeTable().isEmpty)
+            #expect(await host.cloud.state.volumeTable().map(\.state) == ["available"])
         }
     }
 }

@@ -40,7 +40,7 @@ func runBinary(_ host: HostHarness, failpoint: String?) throws -> (status: Int32
 
 /// Kill the agent with SIGKILL at every step boundary of DESIGN.md §2 — and between the
 /// fstab's temporary file and its rename — then run it again: it must converge.
-@Suite("Crash matrix", .serialized)
+@Suite("Crash matrix", .serialized, .enabled(if: RootTests.enabled, RootTests.reason))
 struct CrashTests {
     static let failpoints = [
         "after-lock", "after-snapshot", "after-create-volume", "after-volume", "after-attach-call", "after-attach",

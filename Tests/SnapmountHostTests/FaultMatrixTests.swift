@@ -70,7 +70,7 @@ struct FaultExpectation {
 /// Issue #5's fault matrix: every remote call of the whole flow × every fault DevCloud can
 /// inject × once or persistent, each on a fresh instance with real devices, checked for
 /// its outcome and for the invariants that must hold whatever the outcome.
-@Suite("Fault matrix", .serialized)
+@Suite("Fault matrix", .serialized, .enabled(if: RootTests.enabled, RootTests.reason))
 struct FaultMatrixTests {
     static let role = DevCloudSettings().roleName ?? "snapmount-release-role"
     static let calls: [RemoteCall] = [

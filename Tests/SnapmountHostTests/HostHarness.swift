@@ -11,18 +11,6 @@ import Testing
 import Glibc
 #endif
 
-/// Root tests need loop devices, mknod and mount. Without root they skip and say so; under
-/// CI (which runs as root) a missing capability is a failure, never a silent skip.
-func requireRoot(_ test: String) -> Bool {
-    if getuid() == 0 { return true }
-    if ProcessInfo.processInfo.environment["CI"] == "true" {
-        Issue.record("\(test) needs root (loop devices, mount), and CI must run it")
-    } else {
-        print("SKIPPED \(test): needs root (loop devices, mknod, mount); run `make test` as root")
-    }
-    return false
-}
-
 let releaseFiles: [String: String] = [
     "VERSION": "release 42\n",
     "app/main.py": "print('hello from release 42')\n",
@@ -206,19 +194,29 @@ final class HostHarness: @unchecked Sendable {
         return try Configuration.resolve(file: nil, environment: [:], options: options)
     }
 
-    func host() -> HostEdges {
-        var host = HostEdges.system(environment: environment)
+    func agentEnvironment() throws -> AgentEnvironment { try AgentEnvironment(environment) }
+
+    func host() throws -> HostEdges {
+        var host = HostEdges.system(try agentEnvironment())
         host.lockTimeout = .seconds(30)
         return host
     }
 
     /// Runs the boot flow in this process (on its own thread).
     func run(_ extra: [ConfigKey: String] = [:], logger: Logger = quietLogger) async throws -> FlowOutcome {
+        try await runFlow(.apply, extra, logger: logger).outcome
+    }
+
+    /// Runs the boot flow in either mode, returning its checklist too.
+    func runFlow(_ mode: FlowMode, _ extra: [ConfigKey: String] = [:],
+                 logger: Logger = quietLogger) async throws -> (outcome: FlowOutcome, checklist: [ChecklistItem]) {
         let configuration = try configuration(extra)
-        let environment = environment
-        let host = host()
+        let environment = try agentEnvironment()
+        let host = try host()
         return try await onThread {
-            try BootFlow(configuration: configuration, environment: environment, host: host, logger: logger, tuning: fastTuning()).run()
+            let flow = BootFlow(configuration: configuration, environment: environment, host: host, mode: mode, logger: logger,
+                                tuning: fastTuning())
+            return (try flow.run(), flow.checklist)
         }
     }
 

@@ -65,10 +65,10 @@ struct LoggingTests {
         var status = stat()
         #expect(fstat(fd, &status) == 0)
         let matching = "\(status.st_dev):\(status.st_ino)"
-        #expect(LogStyle.detect(environment: ["JOURNAL_STREAM": matching], fileDescriptor: fd) == .journal)
-        #expect(LogStyle.detect(environment: ["JOURNAL_STREAM": "\(status.st_dev):\(status.st_ino + 1)"], fileDescriptor: fd) == .plain)
-        #expect(LogStyle.detect(environment: ["JOURNAL_STREAM": "garbage"], fileDescriptor: fd) == .plain)
-        #expect(LogStyle.detect(environment: [:], fileDescriptor: fd) == .plain)
+        #expect(LogStyle.detect(journalStream: matching, fileDescriptor: fd) == .journal)
+        #expect(LogStyle.detect(journalStream: "\(status.st_dev):\(status.st_ino + 1)", fileDescriptor: fd) == .plain)
+        #expect(LogStyle.detect(journalStream: "garbage", fileDescriptor: fd) == .plain)
+        #expect(LogStyle.detect(journalStream: nil, fileDescriptor: fd) == .plain)
     }
 }
 
@@ -84,7 +84,7 @@ struct ConfigLoaderTests {
     func readsFile() throws {
         let path = try Self.temporaryFile("source = http://releasesrvr/snap.txt\nlabel = rel\n")
         defer { unlink(path) }
-        let configuration = try ConfigLoader.load(configPath: path, environment: ["SNAPMOUNT_LABEL": "env"], options: [:])
+        let configuration = try ConfigLoader.load(configPath: path, environment: try AgentEnvironment(["SNAPMOUNT_LABEL": "env"]), options: [:])
         #expect(configuration.source.text == "http://releasesrvr/snap.txt")
         #expect(configuration.label.text == "env")
         #expect(configuration.settings[.source]?.origin == .file(path: path, line: 1))
@@ -94,18 +94,18 @@ struct ConfigLoaderTests {
     func environmentPath() throws {
         let path = try Self.temporaryFile("source = http://h/snap.txt\n")
         defer { unlink(path) }
-        let configuration = try ConfigLoader.load(configPath: nil, environment: ["SNAPMOUNT_CONFIG": path], options: [:])
+        let configuration = try ConfigLoader.load(configPath: nil, environment: try AgentEnvironment(["SNAPMOUNT_CONFIG": path]), options: [:])
         #expect(configuration.settings[.source]?.origin == .file(path: path, line: 1))
     }
 
     @Test("a named file that is missing is an error; the default file may be absent")
     func missing() throws {
         let error = try #require(throws: ConfigurationError.self) {
-            try ConfigLoader.load(configPath: "/nonexistent/snapmount.conf", environment: [:], options: [.source: "http://h/x"])
+            try ConfigLoader.load(configPath: "/nonexistent/snapmount.conf", environment: AgentEnvironment(), options: [.source: "http://h/x"])
         }
         #expect(error.description.contains("/nonexistent/snapmount.conf"))
         #expect(error.exitStatus == .configuration)
-        let configuration = try ConfigLoader.load(configPath: nil, environment: [:], options: [.source: "http://h/x"],
+        let configuration = try ConfigLoader.load(configPath: nil, environment: AgentEnvironment(), options: [.source: "http://h/x"],
                                                   defaultPath: "/nonexistent/snapmount.conf")
         #expect(configuration.source.text == "http://h/x")
     }
@@ -115,7 +115,7 @@ struct ConfigLoaderTests {
         let path = try Self.temporaryFile("source = http://h/x\nbogus = 1\nlabel = a b\n")
         defer { unlink(path) }
         let error = try #require(throws: ConfigurationError.self) {
-            try ConfigLoader.load(configPath: path, environment: [:], options: [:])
+            try ConfigLoader.load(configPath: path, environment: AgentEnvironment(), options: [:])
         }
         #expect(error.issues.map(\.origin) == [.file(path: path, line: 2), .file(path: path, line: 3)])
     }
@@ -125,7 +125,7 @@ struct ConfigLoaderTests {
         let path = try Self.temporaryFile(String(repeating: "# padding\n", count: 40_000))
         defer { unlink(path) }
         let error = try #require(throws: ConfigurationError.self) {
-            try ConfigLoader.load(configPath: path, environment: [:], options: [.source: "http://h/x"])
+            try ConfigLoader.load(configPath: path, environment: AgentEnvironment(), options: [.source: "http://h/x"])
         }
         #expect(error.description.contains("larger than"))
     }

@@ -7,6 +7,7 @@ import Logging
 import SnapmountCore
 import SnapmountSystem
 import SnapmountAgent
+import Testing
 import DevCloud
 
 /// Runs a synchronous, blocking body (libcurl) on its own thread, so it never occupies the
@@ -135,3 +136,19 @@ public func fastTuning(attempts: Int = 3) -> CloudTuning {
 }
 
 public let releaseSnapshot = "snap-0123456789abcdef0"
+
+/// Tests that need root: loop devices, mknod, mount. Without root they are reported as
+/// skipped, with the reason; under CI (`CI=true`), which runs as root, they run anyway and
+/// fail at ``requireRoot(_:)`` — a missing capability is never a silent skip there.
+public enum RootTests {
+    public static var available: Bool { getuid() == 0 }
+    public static var enabled: Bool { available || ProcessInfo.processInfo.environment["CI"] == "true" }
+    public static let reason: Comment = "needs root (loop devices, mknod, mount); run `make test` as root"
+}
+
+/// Inside a root test: true as root; otherwise (only under CI) records the failure.
+public func requireRoot(_ test: String) -> Bool {
+    if RootTests.available { return true }
+    Issue.record("\(test) needs root (loop devices, mount), and CI must run it")
+    return false
+}

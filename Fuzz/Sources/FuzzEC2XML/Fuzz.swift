@@ -10,7 +10,6 @@ func fuzzOne(_ bytes: [UInt8]) {
     _ = try? EC2Decoder.createdVolume(bytes)
     _ = try? EC2Decoder.attachment(bytes, action: "AttachVolume")
     _ = try? EC2Decoder.returnValue(bytes, action: "DeleteVolume")
-    _ = try? EC2Decoder.blockDeviceMappings(bytes)
     _ = EC2ErrorBody.parse(bytes)
 }
 

@@ -1,14 +1,13 @@
 /// An EBS snapshot as DescribeSnapshots reports it.
 public struct EC2Snapshot: Sendable, Equatable {
     public var id: SnapshotID
-    /// `pending`, `completed`, `error`, `recoverable`, `recovering`
-    public var state: String
+    public var state: SnapshotState
     public var ownerID: String
     public var volumeSizeGiB: Int
     public var encrypted: Bool
     public var progress: String
 
-    public init(id: SnapshotID, state: String, ownerID: String, volumeSizeGiB: Int, encrypted: Bool, progress: String = "100%") {
+    public init(id: SnapshotID, state: SnapshotState, ownerID: String, volumeSizeGiB: Int, encrypted: Bool, progress: String = "100%") {
         self.id = id
         self.state = state
         self.ownerID = ownerID
@@ -23,11 +22,10 @@ public struct EC2Attachment: Sendable, Equatable {
     public var volumeID: VolumeID
     public var instanceID: InstanceID
     public var device: String
-    /// `attaching`, `attached`, `detaching`, `detached`, `busy`
-    public var state: String
+    public var state: AttachmentState
     public var deleteOnTermination: Bool
 
-    public init(volumeID: VolumeID, instanceID: InstanceID, device: String, state: String, deleteOnTermination: Bool) {
+    public init(volumeID: VolumeID, instanceID: InstanceID, device: String, state: AttachmentState, deleteOnTermination: Bool) {
         self.volumeID = volumeID
         self.instanceID = instanceID
         self.device = device
@@ -41,14 +39,13 @@ public struct EC2Volume: Sendable, Equatable {
     public var id: VolumeID
     public var sizeGiB: Int
     public var availabilityZone: String
-    /// `creating`, `available`, `in-use`, `deleting`, `deleted`, `error`
-    public var state: String
+    public var state: VolumeState
     public var snapshotID: SnapshotID?
     public var volumeType: String
     public var attachments: [EC2Attachment]
     public var tags: [String: String]
 
-    public init(id: VolumeID, sizeGiB: Int, availabilityZone: String, state: String, snapshotID: SnapshotID?,
+    public init(id: VolumeID, sizeGiB: Int, availabilityZone: String, state: VolumeState, snapshotID: SnapshotID?,
                 volumeType: String, attachments: [EC2Attachment] = [], tags: [String: String] = [:]) {
         self.id = id
         self.sizeGiB = sizeGiB
@@ -58,21 +55,6 @@ public struct EC2Volume: Sendable, Equatable {
         self.volumeType = volumeType
         self.attachments = attachments
         self.tags = tags
-    }
-}
-
-/// A block device mapping of an instance (DescribeInstances).
-public struct EC2BlockDeviceMapping: Sendable, Equatable {
-    public var deviceName: String
-    public var volumeID: VolumeID
-    public var state: String
-    public var deleteOnTermination: Bool
-
-    public init(deviceName: String, volumeID: VolumeID, state: String, deleteOnTermination: Bool) {
-        self.deviceName = deviceName
-        self.volumeID = volumeID
-        self.state = state
-        self.deleteOnTermination = deleteOnTermination
     }
 }
 
@@ -112,7 +94,7 @@ public enum EC2Decoder {
                 throw EC2DecodeError(action: "DescribeSnapshots", problem: "a snapshot without id or status")
             }
             result.append(EC2Snapshot(
-                id: id, state: state, ownerID: item.value("ownerId") ?? "",
+                id: id, state: SnapshotState(text: state), ownerID: item.value("ownerId") ?? "",
                 volumeSizeGiB: item.value("volumeSize").flatMap { Int($0) } ?? 0,
                 encrypted: item.value("encrypted") == "true", progress: item.value("progress") ?? ""))
         }
@@ -139,29 +121,11 @@ public enum EC2Decoder {
         return try attachment(root, action: action)
     }
 
-    /// DeleteVolume, ModifyInstanceAttribute and CreateTags answer `<return>true</return>`.
+    /// DeleteVolume and ModifyInstanceAttribute answer `<return>true</return>`.
     public static func returnValue(_ bytes: [UInt8], action: String) throws(EC2DecodeError) -> Bool {
         let root = try document(bytes, action: action)
         guard let value = root.value("return") else { throw EC2DecodeError(action: action, problem: "no return element") }
         return value == "true"
-    }
-
-    public static func blockDeviceMappings(_ bytes: [UInt8]) throws(EC2DecodeError) -> [EC2BlockDeviceMapping] {
-        let root = try document(bytes, action: "DescribeInstances")
-        var result: [EC2BlockDeviceMapping] = []
-        for reservation in root.items("reservationSet") {
-            for instance in reservation.items("instancesSet") {
-                for mapping in instance.items("blockDeviceMapping") {
-                    guard let device = mapping.value("deviceName"), let ebs = mapping.child("ebs"),
-                          let volume = ebs.value("volumeId").flatMap(VolumeID.init)
-                    else { continue }
-                    result.append(EC2BlockDeviceMapping(
-                        deviceName: device, volumeID: volume, state: ebs.value("status") ?? "",
-                        deleteOnTermination: ebs.value("deleteOnTermination") == "true"))
-                }
-            }
-        }
-        return result
     }
 
     private static func volume(_ element: XMLElement, action: String) throws(EC2DecodeError) -> EC2Volume {
@@ -176,7 +140,7 @@ public enum EC2Decoder {
         }
         return EC2Volume(
             id: id, sizeGiB: element.value("size").flatMap { Int($0) } ?? 0,
-            availabilityZone: element.value("availabilityZone") ?? "", state: state,
+            availabilityZone: element.value("availabilityZone") ?? "", state: VolumeState(text: state),
             snapshotID: element.value("snapshotId").flatMap(SnapshotID.init),
             volumeType: element.value("volumeType") ?? "", attachments: attachments, tags: tags)
     }
@@ -187,7 +151,7 @@ public enum EC2Decoder {
               let state = element.value("status")
         else { throw EC2DecodeError(action: action, problem: "an attachment without volume, instance or status") }
         return EC2Attachment(volumeID: volume, instanceID: instance, device: element.value("device") ?? "",
-                             state: state, deleteOnTermination: element.value("deleteOnTermination") == "true")
+                             state: AttachmentState(text: state), deleteOnTermination: element.value("deleteOnTermination") == "true")
     }
 }
 

@@ -21,15 +21,6 @@ public struct RetryPolicy: Sendable, Equatable {
         self.maxBackoff = maxBackoff
     }
 
-    /// The standard policy, with `AWS_MAX_ATTEMPTS` honoured as the SDKs honour it.
-    public static func standard(environment: [String: String]) throws(ConfigurationError) -> RetryPolicy {
-        guard let text = environment["AWS_MAX_ATTEMPTS"], !text.isEmpty else { return RetryPolicy() }
-        guard let attempts = Int(text), (1...100).contains(attempts) else {
-            throw ConfigurationError([ConfigIssue(.environment("AWS_MAX_ATTEMPTS"), "AWS_MAX_ATTEMPTS: \(text.quotedForMessage()) is not valid; expected a whole number of attempts from 1 to 100")])
-        }
-        return RetryPolicy(maxAttempts: attempts)
-    }
-
     /// The delay before retry number `retry` (1 for the first retry): a uniformly random
     /// fraction of `min(maxBackoff, baseDelay × 2^(retry-1))`.
     /// - Parameter random: a number in [0, 1).

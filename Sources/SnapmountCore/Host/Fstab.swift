@@ -121,34 +121,3 @@ public enum FstabEditor {
         return trimmed
     }
 }
-
-/// Mount options split into what mount(2) takes: flags, filesystem data, and the options
-/// only fstab and systemd understand (`nofail`, `x-systemd.*`, `defaults`, …), which the
-/// kernel would reject.
-public struct KernelMountOptions: Sendable, Equatable {
-    /// Names of MS_* flags to set (`nosuid`, `noatime`, …).
-    public var flags: [String] = []
-    /// Names of MS_* flags whose default must be cleared (`exec` after `noexec`, …).
-    public var clearedFlags: [String] = []
-    /// The comma-separated data string for the filesystem.
-    public var data: [String] = []
-
-    static let flagOptions: Set<String> = ["ro", "nosuid", "nodev", "noexec", "sync", "dirsync", "noatime", "nodiratime", "relatime", "strictatime", "lazytime", "mand"]
-    static let clearingOptions: [String: String] = ["rw": "ro", "suid": "nosuid", "dev": "nodev", "exec": "noexec", "async": "sync", "atime": "noatime", "diratime": "nodiratime", "nomand": "mand"]
-    static let fstabOnly: Set<String> = ["defaults", "nofail", "auto", "noauto", "user", "users", "nouser", "owner", "group", "_netdev", "nobootwait"]
-
-    public init(_ options: [String]) {
-        for option in options {
-            if Self.fstabOnly.contains(option) || option.hasPrefix("x-") || option.hasPrefix("comment=") { continue }
-            if Self.flagOptions.contains(option) {
-                flags.append(option)
-                clearedFlags.removeAll { $0 == option }
-            } else if let cleared = Self.clearingOptions[option] {
-                flags.removeAll { $0 == cleared }
-                clearedFlags.append(cleared)
-            } else {
-                data.append(option)
-            }
-        }
-    }
-}

@@ -2,7 +2,6 @@ import Logging
 import SnapmountCore
 
 public enum CredentialsError: SnapmountError, Equatable {
-    case incompleteEnvironment(String)
     case noRole
     case metadata(IMDSError)
     case document(IMDSDocumentError)
@@ -10,7 +9,6 @@ public enum CredentialsError: SnapmountError, Equatable {
 
     public var exitStatus: ExitStatus {
         switch self {
-        case .incompleteEnvironment: .configuration
         case .noRole: .permissionDenied
         case .metadata(let error): error.exitStatus
         case .document(let error): error.exitStatus
@@ -20,7 +18,6 @@ public enum CredentialsError: SnapmountError, Equatable {
 
     public var description: String {
         switch self {
-        case .incompleteEnvironment(let detail): "AWS credentials in the environment are incomplete: \(detail)"
         case .noRole: "no AWS credentials: none in the environment, and the instance has no IAM role (instance profile)"
         case .metadata(let error): "cannot get the instance role's credentials: \(error)"
         case .document(let error): "cannot get the instance role's credentials: \(error)"
@@ -31,7 +28,7 @@ public enum CredentialsError: SnapmountError, Equatable {
 }
 
 /// Supplies credentials for each EC2 request: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/
-/// `AWS_SESSION_TOKEN` when set, else the instance profile role's from IMDS, fetched again
+/// `AWS_SESSION_TOKEN` when the environment sets them, else the instance profile role's from IMDS, fetched again
 /// before they come within `refreshWindow` of their expiration — so a request is never
 /// signed with credentials about to expire.
 public final class CredentialsProvider {
@@ -51,24 +48,14 @@ public final class CredentialsProvider {
     private var cached: AWSCredentials?
     private var role: String?
 
-    public init(environment: [String: String], imds: IMDSClient, clock: any AgentClock = SystemClock(), logger: Logger,
-                refreshWindow: Duration = defaultRefreshWindow) throws(CredentialsError) {
+    /// - Parameter fixed: credentials from the environment (``AgentEnvironment/credentials``);
+    ///   `nil` for the instance profile's.
+    public init(fixed: AWSCredentials?, imds: IMDSClient, clock: any AgentClock = SystemClock(), logger: Logger,
+                refreshWindow: Duration = defaultRefreshWindow) {
         self.clock = clock
         self.logger = logger
         self.refreshWindow = refreshWindow
-        let key = environment["AWS_ACCESS_KEY_ID"].flatMap { $0.isEmpty ? nil : $0 }
-        let secret = environment["AWS_SECRET_ACCESS_KEY"].flatMap { $0.isEmpty ? nil : $0 }
-        switch (key, secret) {
-        case (let key?, let secret?):
-            let token = environment["AWS_SESSION_TOKEN"].flatMap { $0.isEmpty ? nil : Secret($0) }
-            source = .environment(AWSCredentials(accessKeyID: key, secretAccessKey: Secret(secret), sessionToken: token))
-        case (nil, nil):
-            source = .instanceProfile(imds)
-        case (.some, nil):
-            throw .incompleteEnvironment("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not")
-        case (nil, .some):
-            throw .incompleteEnvironment("AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not")
-        }
+        source = fixed.map(Source.environment) ?? .instanceProfile(imds)
     }
 
     /// Where credentials come from, for the dry-run checklist.

@@ -1,49 +1,6 @@
 import Logging
 import SnapmountCore
 
-/// Where EC2 is: `AWS_ENDPOINT_URL_EC2`, else `AWS_ENDPOINT_URL`, else the regional endpoint.
-public struct EC2Endpoint: Sendable, Equatable {
-    /// Without a trailing slash.
-    public let url: String
-    /// The Host header: host, and port when not the scheme's default.
-    public let host: String
-
-    public init(url: String) throws(ConfigurationError) {
-        let lower = url.lowercased()
-        let rest: Substring
-        if lower.hasPrefix("https://") {
-            rest = url.dropFirst(8)
-        } else if lower.hasPrefix("http://") {
-            rest = url.dropFirst(7)
-        } else {
-            throw ConfigurationError([ConfigIssue(nil, "EC2 endpoint \(url.quotedForMessage()) is not an http:// or https:// URL")])
-        }
-        let authority = rest.prefix { $0 != "/" && $0 != "?" }
-        guard !authority.isEmpty, !url.hasWhitespaceOrControlCharacter else {
-            throw ConfigurationError([ConfigIssue(nil, "EC2 endpoint \(url.quotedForMessage()) has no host")])
-        }
-        var trimmed = url
-        while trimmed.hasSuffix("/") { trimmed.removeLast() }
-        self.url = trimmed
-        self.host = lower.hasPrefix("https://") && authority.hasSuffix(":443") ? String(authority.dropLast(4))
-            : lower.hasPrefix("http://") && authority.hasSuffix(":80") ? String(authority.dropLast(3)) : String(authority)
-    }
-
-    public static func resolve(region: String, environment: [String: String]) throws(ConfigurationError) -> EC2Endpoint {
-        for name in ["AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL"] {
-            if let url = environment[name], !url.isEmpty { return try EC2Endpoint(url: url) }
-        }
-        let suffix = region.hasPrefix("cn-") ? "amazonaws.com.cn" : "amazonaws.com"
-        return try EC2Endpoint(url: "https://ec2.\(region).\(suffix)")
-    }
-}
-
-extension String {
-    fileprivate var hasWhitespaceOrControlCharacter: Bool {
-        unicodeScalars.contains { $0.value <= 0x20 || $0.value == 0x7f }
-    }
-}
-
 /// Why an EC2 call failed, once retries are spent or were pointless.
 public enum EC2CallError: SnapmountError, Equatable {
     case service(EC2ServiceError)

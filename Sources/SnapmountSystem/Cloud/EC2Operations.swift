@@ -52,20 +52,4 @@ extension EC2Client {
             try EC2Decoder.returnValue(body, action: "ModifyInstanceAttribute")
         }
     }
-
-    public func createTags(_ resources: [String], tags: [VolumeTag]) throws(EC2CallError) {
-        var parameters = QueryParameters()
-        for (index, resource) in resources.enumerated() { parameters.append("ResourceId.\(index + 1)", resource) }
-        for (index, tag) in tags.enumerated() {
-            parameters.append("Tag.\(index + 1).Key", tag.key)
-            parameters.append("Tag.\(index + 1).Value", tag.value)
-        }
-        _ = try perform("CreateTags", parameters) { (body: [UInt8]) throws(EC2DecodeError) in
-            try EC2Decoder.returnValue(body, action: "CreateTags")
-        }
-    }
-
-    public func blockDeviceMappings(of instance: InstanceID) throws(EC2CallError) -> [EC2BlockDeviceMapping] {
-        try perform("DescribeInstances", ["InstanceId.1": instance.text], decode: EC2Decoder.blockDeviceMappings)
-    }
 }

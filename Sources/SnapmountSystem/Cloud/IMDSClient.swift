@@ -1,38 +1,6 @@
 import Logging
 import SnapmountCore
 
-/// Where the instance metadata service is, from the standard AWS variables.
-public struct IMDSSettings: Sendable, Equatable {
-    public static let defaultEndpoint = "http://169.254.169.254"
-
-    public var endpoint: String
-    /// `AWS_EC2_METADATA_DISABLED=true`: never contact IMDS.
-    public var disabled: Bool
-    /// Session token lifetime asked for (1 to 21600 seconds).
-    public var tokenTTLSeconds: Int
-    /// Per request: IMDS answers in milliseconds or not at all.
-    public var timeout: Duration
-    public var retry: RetryPolicy
-
-    public init(endpoint: String = defaultEndpoint, disabled: Bool = false, tokenTTLSeconds: Int = 21600,
-                timeout: Duration = .seconds(2), retry: RetryPolicy = RetryPolicy(maxAttempts: 6, baseDelay: .milliseconds(250), maxBackoff: .seconds(4))) {
-        self.endpoint = endpoint
-        self.disabled = disabled
-        self.tokenTTLSeconds = tokenTTLSeconds
-        self.timeout = timeout
-        self.retry = retry
-    }
-
-    public static func from(environment: [String: String]) -> IMDSSettings {
-        var settings = IMDSSettings()
-        if let endpoint = environment["AWS_EC2_METADATA_SERVICE_ENDPOINT"], !endpoint.isEmpty {
-            settings.endpoint = endpoint.hasSuffix("/") ? String(endpoint.dropLast()) : endpoint
-        }
-        settings.disabled = environment["AWS_EC2_METADATA_DISABLED"]?.lowercased() == "true"
-        return settings
-    }
-}
-
 public enum IMDSError: SnapmountError, Equatable {
     case disabled(path: String)
     case notFound(path: String)
@@ -88,7 +56,7 @@ public final class IMDSClient {
                 outcome = .success(try http.send(HTTPRequest(
                     .get, "\(settings.endpoint)/latest/\(path)", headers: [("X-aws-ec2-metadata-token", token.exposedValue())],
                     connectTimeout: settings.timeout, timeout: settings.timeout, maximumResponseBytes: 64 * 1024,
-                    useEnvironmentProxy: false)))
+                    useProxy: false)))
             } catch let error as IMDSError {
                 throw error
             } catch let error as HTTPError {
@@ -153,7 +121,7 @@ public final class IMDSClient {
                     .put, "\(settings.endpoint)/latest/api/token",
                     headers: [("X-aws-ec2-metadata-token-ttl-seconds", String(settings.tokenTTLSeconds))],
                     connectTimeout: settings.timeout, timeout: settings.timeout, maximumResponseBytes: 4096,
-                    useEnvironmentProxy: false))
+                    useProxy: false))
                 if response.status == 200 {
                     let value: Secret
                     do {

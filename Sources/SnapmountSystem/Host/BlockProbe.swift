@@ -6,24 +6,6 @@ import Musl
 internal import CBlkid
 import SnapmountCore
 
-/// What libblkid finds on a device.
-public enum DeviceContent: Sendable, Equatable, CustomStringConvertible {
-    /// No signature of any kind: the only state in which snapmount formats.
-    case blank
-    /// A filesystem, with its label if it has one.
-    case filesystem(type: String, label: String?)
-    /// Anything else: a partition table, RAID member, LUKS, swap, or several signatures.
-    case other(String)
-
-    public var description: String {
-        switch self {
-        case .blank: "no signature (blank)"
-        case .filesystem(let type, let label): "\(type) filesystem" + (label.map { " labelled \($0.quotedForMessage())" } ?? " without a label")
-        case .other(let what): what
-        }
-    }
-}
-
 public enum ProbeError: SnapmountError, Equatable {
     case open(String, errno: Int32)
     case failed(String)
@@ -80,23 +62,26 @@ public struct BlkidProber: BlockProber {
         }
     }
 
-    /// The corresponding C function is `pread`.
+    /// The corresponding C functions are `open`, `lseek` and `pread`.
     public func isZeroed(_ path: String) throws(ProbeError) -> Bool {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw .open(path, errno: errno) }
+        let fd: Int32
+        do { fd = try systemCall("open", path) { open(path, O_RDONLY | O_CLOEXEC) } } catch { throw .open(path, errno: error.errno) }
         defer { close(fd) }
-        let size = lseek(fd, 0, SEEK_END)
-        guard size > 0 else { throw .failed(path) }
+        guard let zeroed = try? Self.zeroedAtBothEnds(fd, path) else { throw .failed(path) }
+        return zeroed
+    }
+
+    /// `nil` when the device is empty or ends before a window is read.
+    private static func zeroedAtBothEnds(_ fd: Int32, _ path: String) throws(SystemCallError) -> Bool? {
+        let size = try systemCall("lseek", path) { lseek(fd, 0, SEEK_END) }
+        guard size > 0 else { return nil }
         let window = min(off_t(1 << 20), size)
         var buffer = [UInt8](repeating: 0, count: Int(window))
         for offset in [0, max(0, size - window)] {
             var done = 0
             while done < buffer.count {
-                let count = buffer.withUnsafeMutableBytes { raw in
-                    raw.baseAddress.map { pread(fd, $0 + done, raw.count - done, offset + off_t(done)) } ?? -1
-                }
-                if count < 0 && errno == EINTR { continue }
-                guard count > 0 else { throw .failed(path) }
+                let count = try readSome(fd, into: &buffer, from: done, at: offset + off_t(done), subject: path)
+                guard count > 0 else { return nil }
                 done += count
             }
             if buffer.contains(where: { $0 != 0 }) { return false }

@@ -5,22 +5,6 @@ import Musl
 #endif
 import SnapmountCore
 
-/// A block device the kernel shows under `<sys>/block`.
-public struct BlockDevice: Sendable, Equatable, CustomStringConvertible {
-    public let name: String
-    /// The NVMe controller serial (EBS: the volume id without its dash); `nil` for others.
-    public let serial: String?
-    public let sizeBytes: UInt64
-    /// `major:minor`
-    public let number: String
-
-    public var isNVMe: Bool { name.hasPrefix("nvme") }
-
-    public var description: String {
-        "\(name) (\(serial.map { "serial \($0), " } ?? "")\(sizeBytes / 1_048_576) MiB)"
-    }
-}
-
 public enum DeviceError: SnapmountError, Equatable {
     case timedOut(volume: VolumeID, after: Duration, seen: [String])
     case watch(String, errno: Int32)
@@ -43,10 +27,51 @@ public enum DeviceError: SnapmountError, Equatable {
     }
 }
 
-/// Finds the block device that is a given EBS volume (DESIGN.md §4): by NVMe serial on
-/// Nitro; else, for non-NVMe devices only, by the requested name or its `xvd` form — and
-/// in every case only when the size equals the volume's.
-public struct DeviceFinder: Sendable {
+/// The machine's block devices: sysfs and `/dev` in the product (``SysfsBlockDevices``), a
+/// table in tests. Which one of them is the volume is decided by ``DeviceIdentification``.
+public protocol BlockDeviceSource: Sendable {
+    /// Where device nodes are: `/dev`.
+    var devDirectory: String { get }
+    /// Every block device now.
+    func scan() -> [BlockDevice]
+    /// Starts watching for devices that come and go.
+    func watch() throws(DeviceError) -> any DeviceWatch
+}
+
+/// A watch on the device directory.
+public protocol DeviceWatch: AnyObject {
+    /// Returns once something may have changed, or after `timeout` at the latest.
+    func wait(upTo timeout: Duration)
+}
+
+extension BlockDeviceSource {
+    /// The device that is the volume, if it is present now.
+    public func find(_ volume: VolumeID, sizeGiB: Int, attachedAs name: String) -> ProvenDevice? {
+        DeviceIdentification.identify(volume, sizeGiB: sizeGiB, attachedAs: name, devDirectory: devDirectory, among: scan())
+    }
+
+    /// Waits for the volume's device: wakes on every change the watch reports, and on a
+    /// short timer as a backstop (sysfs attributes change without an event in `<dev>`);
+    /// never longer than `timeout`.
+    public func wait(for volume: VolumeID, sizeGiB: Int, attachedAs name: String, timeout: Duration,
+                     clock: any AgentClock = SystemClock()) throws(DeviceError) -> ProvenDevice {
+        if let device = find(volume, sizeGiB: sizeGiB, attachedAs: name) { return device }
+        let watch = try self.watch()
+        let deadline = clock.monotonic() + timeout
+        while true {
+            if let device = find(volume, sizeGiB: sizeGiB, attachedAs: name) { return device }
+            let remaining = deadline - clock.monotonic()
+            guard remaining > .zero else {
+                throw .timedOut(volume: volume, after: timeout, seen: scan().map(\.description))
+            }
+            watch.wait(upTo: min(remaining, .milliseconds(250)))
+        }
+    }
+}
+
+/// Block devices as the kernel shows them: `<sys>/block/*` for names, sizes, numbers and
+/// NVMe serials, `<dev>/<name>` for the nodes.
+public struct SysfsBlockDevices: BlockDeviceSource {
     public let devDirectory: String
     public let sysDirectory: String
 
@@ -55,14 +80,9 @@ public struct DeviceFinder: Sendable {
         self.sysDirectory = sysDirectory
     }
 
-    public init(environment: [String: String]) {
-        self.init(devDirectory: environment["SNAPMOUNT_DEV_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/dev",
-                  sysDirectory: environment["SNAPMOUNT_SYS_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/sys")
-    }
-
-    /// Every block device under `<sys>/block`.
+    /// The corresponding C functions are `opendir`, `readdir` and `stat`.
     public func scan() -> [BlockDevice] {
-        guard let directory = opendir(sysDirectory + "/block") else { return [] }
+        guard let directory = try? systemCall("opendir", sysDirectory + "/block", { opendir(sysDirectory + "/block") }) else { return [] }
         defer { closedir(directory) }
         var devices: [BlockDevice] = []
         while let entry = readdir(directory) {
@@ -73,58 +93,51 @@ public struct DeviceFinder: Sendable {
             let base = "\(sysDirectory)/block/\(name)"
             let sectors = readText(base + "/size").flatMap { UInt64($0.trimmingWhitespace()) } ?? 0
             let serial = readText(base + "/device/serial").map { $0.trimmingWhitespace() }
-            devices.append(BlockDevice(name: name, serial: serial.flatMap { $0.isEmpty ? nil : $0 },
-                                       sizeBytes: sectors * 512, number: readText(base + "/dev")?.trimmingWhitespace() ?? ""))
+            devices.append(BlockDevice(
+                name: name, serial: serial.flatMap { $0.isEmpty ? nil : $0 }, sizeBytes: sectors * 512,
+                number: readText(base + "/dev")?.trimmingWhitespace() ?? "", hasNode: isBlockDevice("\(devDirectory)/\(name)")))
         }
         return devices.sorted { $0.name < $1.name }
     }
 
-    /// The device node for the volume, if it is present now.
-    public func find(_ volume: VolumeID, requestedName: String, sizeGiB: Int) -> String? {
-        let size = UInt64(sizeGiB) << 30
-        let devices = scan()
-        if let nvme = devices.first(where: { $0.serial == volume.nvmeSerial && $0.sizeBytes == size }), isBlockDevice(nvme.name) {
-            return "\(devDirectory)/\(nvme.name)"
+    public func watch() throws(DeviceError) -> any DeviceWatch {
+        try InotifyWatch(devDirectory)
+    }
+}
+
+/// Whether `path` is a block device node. The corresponding C function is `stat`.
+public func isBlockDevice(_ path: String) -> Bool {
+    var status = stat()
+    guard (try? systemCall("stat", path, { stat(path, &status) })) != nil else { return false }
+    return (status.st_mode & S_IFMT) == S_IFBLK
+}
+
+/// inotify on a directory: nodes created, renamed in, or changed.
+/// The corresponding C functions are `inotify_init1`, `inotify_add_watch`, `poll` and `read`.
+final class InotifyWatch: DeviceWatch {
+    private let fd: Int32
+    private var buffer = [UInt8](repeating: 0, count: 4096)
+
+    init(_ directory: String) throws(DeviceError) {
+        do {
+            fd = try systemCall("inotify_init1", directory) { inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK)) }
+        } catch {
+            throw .watch(directory, errno: error.errno)
         }
-        let requested = requestedName.split(separator: "/").last.map(String.init) ?? requestedName
-        let xen = requested.hasPrefix("sd") ? "xvd" + requested.dropFirst(2) : requested
-        for name in [requested, xen] {
-            if let device = devices.first(where: { $0.name == name && !$0.isNVMe && $0.sizeBytes == size }), isBlockDevice(device.name) {
-                return "\(devDirectory)/\(device.name)"
-            }
+        do {
+            try systemCall("inotify_add_watch", directory) { inotify_add_watch(fd, directory, UInt32(IN_CREATE | IN_ATTRIB | IN_MOVED_TO)) }
+        } catch {
+            close(fd)
+            throw .watch(directory, errno: error.errno)
         }
-        return nil
     }
 
-    private func isBlockDevice(_ name: String) -> Bool {
-        var status = stat()
-        return stat("\(devDirectory)/\(name)", &status) == 0 && (status.st_mode & S_IFMT) == S_IFBLK
+    func wait(upTo timeout: Duration) {
+        var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        _ = try? systemCall("poll", "inotify") { poll(&descriptor, 1, Int32(clamping: max(1, timeout.wholeMilliseconds))) }
+        // Drain what arrived; the caller looks at the devices themselves, not the events.
+        while let count = try? readSome(fd, into: &buffer, subject: "inotify"), count > 0 {}
     }
 
-    /// Waits for the volume's device: wakes on inotify events in `<dev>` and on a short
-    /// timer as a backstop, never longer than `timeout`.
-    /// The corresponding C functions are `inotify_init1`, `inotify_add_watch` and `poll`.
-    public func wait(for volume: VolumeID, requestedName: String, sizeGiB: Int, timeout: Duration,
-                     clock: any AgentClock = SystemClock()) throws(DeviceError) -> String {
-        if let path = find(volume, requestedName: requestedName, sizeGiB: sizeGiB) { return path }
-        let fd = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
-        guard fd >= 0 else { throw .watch(devDirectory, errno: errno) }
-        defer { close(fd) }
-        let mask = UInt32(IN_CREATE | IN_ATTRIB | IN_MOVED_TO)
-        guard inotify_add_watch(fd, devDirectory, mask) >= 0 else { throw .watch(devDirectory, errno: errno) }
-        let deadline = clock.monotonic() + timeout
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            if let path = find(volume, requestedName: requestedName, sizeGiB: sizeGiB) { return path }
-            let remaining = deadline - clock.monotonic()
-            guard remaining > .zero else {
-                throw .timedOut(volume: volume, after: timeout, seen: scan().map(\.description))
-            }
-            // The backstop: sysfs attributes can change without an event in <dev>.
-            let wait = min(remaining, .milliseconds(250))
-            var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            _ = poll(&descriptor, 1, Int32(max(1, wait.wholeMilliseconds)))
-            while buffer.withUnsafeMutableBytes({ read(fd, $0.baseAddress, $0.count) }) > 0 {}  // drain
-        }
-    }
+    deinit { close(fd) }
 }

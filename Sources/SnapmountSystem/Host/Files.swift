@@ -14,29 +14,20 @@ public enum AtomicFile {
         let directory = path.lastIndex(of: "/").map { String(path[..<$0]) }.map { $0.isEmpty ? "/" : $0 } ?? "."
         let name = path.split(separator: "/").last.map(String.init) ?? path
         var existing = stat()
-        let exists = stat(path, &existing) == 0
+        let exists = (try? systemCall("stat", path) { stat(path, &existing) }) != nil
         removeStaleTemporaries(directory: directory, prefix: ".\(name).snapmount-")
         var template = Array("\(directory)/.\(name).snapmount-XXXXXX".utf8CString)
-        let fd = template.withUnsafeMutableBufferPointer { buffer in buffer.baseAddress.map { mkstemp($0) } ?? -1 }
+        let fd = try systemCall("mkstemp", "\(directory)/.\(name).snapmount-XXXXXX") {
+            template.withUnsafeMutableBufferPointer { buffer in buffer.baseAddress.map { mkstemp($0) } ?? -1 }
+        }
         let temporary = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        guard fd >= 0 else { throw SystemCallError("mkstemp", temporary, errno: errno) }
         var renamed = false
         defer {
-            if !renamed { unlink(temporary) }
+            if !renamed { _ = try? systemCall("unlink", temporary) { unlink(temporary) } }
         }
         do {
             defer { close(fd) }
-            var offset = 0
-            while offset < bytes.count {
-                let written = bytes.withUnsafeBytes { buffer in
-                    buffer.baseAddress.map { write(fd, $0 + offset, bytes.count - offset) } ?? -1
-                }
-                if written < 0 {
-                    if errno == EINTR { continue }
-                    throw SystemCallError("write", temporary, errno: errno)
-                }
-                offset += written
-            }
+            try writeAll(fd, bytes, subject: temporary)
             try systemCall("fchmod", temporary) { fchmod(fd, exists ? existing.st_mode & 0o7777 : defaultMode) }
             if exists { try systemCall("fchown", temporary) { fchown(fd, existing.st_uid, existing.st_gid) } }
             try systemCall("fsync", temporary) { fsync(fd) }
@@ -44,33 +35,39 @@ public enum AtomicFile {
         Failpoint.hit("fstab-before-rename")
         try systemCall("rename", "\(temporary) → \(path)") { rename(temporary, path) }
         renamed = true
-        let directoryFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if directoryFD >= 0 {
-            defer { close(directoryFD) }
-            try systemCall("fsync", directory) { fsync(directoryFD) }
-        }
+        let directoryFD = try systemCall("open", directory) { open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        defer { close(directoryFD) }
+        try systemCall("fsync", directory) { fsync(directoryFD) }
     }
 }
 
 /// Removes temporary files a killed run left beside the file (callers hold the agent's lock,
 /// so no other snapmount is writing one).
 private func removeStaleTemporaries(directory: String, prefix: String) {
-    guard let handle = opendir(directory) else { return }
+    guard let handle = try? systemCall("opendir", directory, { opendir(directory) }) else { return }
     defer { closedir(handle) }
     while let entry = readdir(handle) {
         let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        if name.hasPrefix(prefix) { unlink("\(directory)/\(name)") }
+        if name.hasPrefix(prefix) { _ = try? systemCall("unlink", "\(directory)/\(name)") { unlink("\(directory)/\(name)") } }
     }
 }
 
-/// Crash-test hooks: with `SNAPMOUNT_FAILPOINT=<name>` in the environment, the process kills
-/// itself with SIGKILL at that point. Compiled out of release builds.
+/// Crash-test hooks: with `SNAPMOUNT_FAILPOINT=<name>` in the environment (armed by the
+/// command, from ``AgentEnvironment/failpoint``), the process kills itself with SIGKILL at
+/// that point. Compiled out of release builds.
 public enum Failpoint {
+    /// Set once, by the command, before anything runs.
+    nonisolated(unsafe) private static var armed: String?
+
+    public static func arm(_ name: String?) {
+        #if DEBUG
+        armed = name
+        #endif
+    }
+
     public static func hit(_ name: String) {
         #if DEBUG
-        if let wanted = getenv("SNAPMOUNT_FAILPOINT"), String(cString: wanted) == name {
-            kill(getpid(), SIGKILL)
-        }
+        if armed == name { _ = try? systemCall("kill", name) { kill(getpid(), SIGKILL) } }
         #endif
     }
 }
@@ -87,15 +84,17 @@ public final class FileLock {
         let fd = try systemCall("open", path) { open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600) }
         let deadline = clock.monotonic() + timeout
         while true {
-            if flock(fd, LOCK_EX | LOCK_NB) == 0 { return FileLock(fd: fd) }
-            let error = errno
-            guard error == EWOULDBLOCK || error == EINTR else {
+            do {
+                try systemCall("flock", path) { flock(fd, LOCK_EX | LOCK_NB) }
+                return FileLock(fd: fd)
+            } catch where error.errno == EWOULDBLOCK {
+                guard clock.monotonic() < deadline else {
+                    close(fd)
+                    return nil
+                }
+            } catch {
                 close(fd)
-                throw SystemCallError("flock", path, errno: error)
-            }
-            guard clock.monotonic() < deadline else {
-                close(fd)
-                return nil
+                throw error
             }
             clock.sleep(for: .milliseconds(100))
         }
@@ -107,18 +106,15 @@ public final class FileLock {
 
     /// Whether another process holds the lock, without creating the file or taking it.
     public static func isHeld(_ path: String) -> Bool {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return false }
+        guard let fd = try? systemCall("open", path, { open(path, O_RDONLY | O_CLOEXEC) }) else { return false }
         defer { close(fd) }
-        if flock(fd, LOCK_EX | LOCK_NB) == 0 {
-            flock(fd, LOCK_UN)
-            return false
-        }
-        return true
+        guard (try? systemCall("flock", path, { flock(fd, LOCK_EX | LOCK_NB) })) != nil else { return true }
+        _ = try? systemCall("flock", path) { flock(fd, LOCK_UN) }
+        return false
     }
 
     deinit {
-        flock(fd, LOCK_UN)
+        _ = try? systemCall("flock", "lock") { flock(fd, LOCK_UN) }
         close(fd)
     }
 }
@@ -128,7 +124,11 @@ public func makeDirectories(_ path: String, mode: mode_t) throws(SystemCallError
     var current = path.hasPrefix("/") ? "" : "."
     for component in path.split(separator: "/") {
         current += "/" + component
-        if mkdir(current, mode) != 0 && errno != EEXIST { throw SystemCallError("mkdir", current, errno: errno) }
+        do {
+            try systemCall("mkdir", current) { mkdir(current, mode) }
+        } catch where error.errno == EEXIST {
+            continue
+        }
     }
 }
 

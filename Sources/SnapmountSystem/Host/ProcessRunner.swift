@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+internal import CLinux
 import SnapmountCore
 
 /// A finished program: its exit status and the start of what it printed.
@@ -10,6 +11,11 @@ public struct ProcessResult: Sendable, Equatable {
     public let status: Int32
     /// Standard output and standard error together, at most the runner's limit.
     public let output: String
+
+    public init(status: Int32, output: String) {
+        self.status = status
+        self.output = output
+    }
 }
 
 public enum ProcessRunError: SnapmountError, Equatable {
@@ -42,13 +48,15 @@ public struct SystemCommandRunner: CommandRunner {
 
     /// The corresponding C functions are `posix_spawn` and `waitpid`.
     public func run(_ program: String, _ arguments: [String]) throws(ProcessRunError) -> ProcessResult {
-        guard let path = program.hasPrefix("/") ? program : Self.searchPath.map({ "\($0)/\(program)" }).first(where: { access($0, X_OK) == 0 }) else {
+        guard let path = program.hasPrefix("/") ? program : Self.searchPath.map({ "\($0)/\(program)" }).first(where: { path in (try? systemCall("access", path, { access(path, X_OK) })) != nil }) else {
             throw .notFound(program)
         }
         var pipeFDs: [Int32] = [0, 0]
-        guard pipe(&pipeFDs) == 0 else { throw .spawn(program, errno: errno) }
-        _ = fcntl(pipeFDs[0], F_SETFD, FD_CLOEXEC)
-        _ = fcntl(pipeFDs[1], F_SETFD, FD_CLOEXEC)
+        do {
+            try systemCall("pipe2", program) { clinux_pipe2(&pipeFDs, O_CLOEXEC) }
+        } catch {
+            throw .spawn(program, errno: error.errno)
+        }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -73,16 +81,18 @@ public struct SystemCommandRunner: CommandRunner {
         }
         var output: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { read(pipeFDs[0], $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            if count <= 0 { break }
-            // Keep reading past the limit so the child never blocks on a full pipe.
+        // Keep reading past the limit so the child never blocks on a full pipe; a read error
+        // ends the output as the end of file would.
+        while let count = try? readSome(pipeFDs[0], into: &buffer, subject: program), count > 0 {
             if output.count < outputLimit { output.append(contentsOf: buffer[0..<min(count, outputLimit - output.count)]) }
         }
         close(pipeFDs[0])
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        do {
+            try systemCall("waitpid", program) { waitpid(pid, &status, 0) }
+        } catch {
+            throw .spawn(program, errno: error.errno)
+        }
         let text = String(decoding: output, as: UTF8.self)
         // WIFEXITED / WEXITSTATUS / WTERMSIG are macros.
         if status & 0x7f == 0 { return ProcessResult(status: (status >> 8) & 0xff, output: text) }
