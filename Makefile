@@ -45,6 +45,9 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 	@command -v $(SWIFT) >/dev/null || { echo "make: no swift on PATH (expected /opt/swift/usr/bin)" >&2; exit 1; }
+	@# moto, a second EC2 emulator the interoperability tests run the agent against (PyPI).
+	@python3 -c 'import moto, flask, boto3' 2>/dev/null || { echo "installing: moto[server]"; python3 -m pip install --quiet --disable-pip-version-check 'moto[server]==5.2.1' \
+	  || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages 'moto[server]==5.2.1'; }
 
 build: deps
 	$(SWIFT) build $(RELEASE_FLAGS) --product snapmount

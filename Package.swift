@@ -129,7 +129,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SnapmountCLITests",
-            dependencies: ["snapmount", "SnapmountCore", "SnapmountTestSupport", .product(name: "Hummingbird", package: "hummingbird")],
+            dependencies: ["snapmount", "SnapmountCore", "DevCloud", "SnapmountTestSupport", .product(name: "Hummingbird", package: "hummingbird")],
             swiftSettings: strict
         ),
     ]

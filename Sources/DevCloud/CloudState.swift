@@ -234,7 +234,8 @@ public actor CloudState {
             error(code, message, status, id, action: action, parameters: parameters, dryRun: dryRun, accessKeyID: key)
         }
 
-        if let fault, fault != .lostResponse {
+        // Faults that answer HTTP 200, or lose the answer, come after the action is carried out.
+        if let fault, ![.lostResponse, .truncated, .malformed].contains(fault) {
             record("ec2", action, parameters, outcome: "fault:\(fault.rawValue)", dryRun: dryRun)
             return Answer(status: 0, body: "")  // the server shapes the fault
         }
@@ -255,6 +256,9 @@ public actor CloudState {
             return allowed
                 ? fail("DryRunOperation", "Request would have succeeded, but DryRun flag is set.", 412, key: key)
                 : fail("UnauthorizedOperation", "You are not authorized to perform this operation.", 403, key: key)
+        }
+        if settings.dialect == .emulator, action == "DetachVolume", parameters["InstanceId"] == nil {
+            return fail("MissingParameter", "The request must contain the parameter InstanceId", 400, key: key)
         }
         guard allowed else { return fail("UnauthorizedOperation", "You are not authorized to perform this operation.", 403, key: key) }
 
@@ -282,6 +286,13 @@ public actor CloudState {
     private func error(_ code: String, _ message: String, _ status: Int, _ id: String, action: String,
                        parameters: [String: String], dryRun: Bool = false, accessKeyID: String? = nil) -> Answer {
         record("ec2", action, parameters, outcome: code, dryRun: dryRun, accessKeyID: accessKeyID)
+        // Emulators answer authentication, authorisation and dry runs in the generic Query form.
+        let generic: Set<String> = ["AuthFailure", "SignatureDoesNotMatch", "MissingAuthenticationToken", "IncompleteSignature",
+                                    "UnauthorizedOperation", "DryRunOperation", "RequestExpired"]
+        if settings.dialect == .emulator, generic.contains(code) {
+            return Answer(status: status, body: XMLText.errorResponse(code: code == "UnauthorizedOperation" ? "AccessDenied" : code,
+                                                                      message: message, requestID: id))
+        }
         return Answer(status: status, body: XMLText.error(code: code, message: message, requestID: id))
     }
 
@@ -427,7 +438,7 @@ public actor CloudState {
             .filter { owners.isEmpty || owners.contains($0.ownerID) }
         let items = selected.map { snapshot in
             "<item>" + XMLText.element("snapshotId", snapshot.id) + XMLText.element("volumeId", "vol-ffffffffffffffff0")
-                + XMLText.element("status", snapshot.state) + XMLText.element("startTime", "2026-11-28T09:00:00.000Z")
+                + XMLText.element("status", snapshot.state) + XMLText.element("startTime", snapshot.startTime ?? "2026-11-28T09:00:00.000Z")
                 + XMLText.element("progress", snapshot.state == "completed" ? "100%" : "42%")
                 + XMLText.element("ownerId", snapshot.ownerID) + XMLText.element("volumeSize", String(snapshot.sizeGiB))
                 + XMLText.element("description", "release") + XMLText.element("encrypted", snapshot.encrypted ? "true" : "false")
@@ -443,7 +454,7 @@ public actor CloudState {
         guard zone == settings.availabilityZone || settings.otherZones.contains(zone) else {
             return .failure(Rejection(code: "InvalidZone.NotFound", message: "The zone '\(zone)' does not exist."))
         }
-        if let token = parameters["ClientToken"] {
+        if let token = parameters["ClientToken"], settings.dialect == .ec2 {
             let fingerprint = parameters.filter { $0.key != "DryRun" }.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "&")
             if let previous = clientTokens[token] {
                 guard previous.fingerprint == fingerprint else {
@@ -507,12 +518,12 @@ public actor CloudState {
             encrypted: encrypted, kmsKeyID: parameters["KmsKeyId"], tags: tags, attachment: nil,
             clientToken: parameters["ClientToken"])
         volumes[id] = volume
-        volumeReadyAt[id] = ContinuousClock.now + delays.volumeCreate
-        if let token = parameters["ClientToken"] {
+        volumeReadyAt[id] = ContinuousClock.now + (settings.dialect == .emulator ? .zero : delays.volumeCreate)
+        if let token = parameters["ClientToken"], settings.dialect == .ec2 {
             let fingerprint = parameters.filter { $0.key != "DryRun" }.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "&")
             clientTokens[token] = (fingerprint, id)
         }
-        return .success(volumeFields(volume))
+        return .success(volumeFields(refreshed(id) ?? volume))
     }
 
     /// The volume with its timed state changes applied.
@@ -538,7 +549,8 @@ public actor CloudState {
             text += "<item>" + XMLText.element("volumeId", volume.id) + XMLText.element("instanceId", attachment.instanceID)
                 + XMLText.element("device", attachment.device) + XMLText.element("status", attachment.state)
                 + XMLText.element("attachTime", "2026-11-28T10:00:01.000Z")
-                + XMLText.element("deleteOnTermination", attachment.deleteOnTermination ? "true" : "false") + "</item>"
+                + (settings.dialect == .ec2 ? XMLText.element("deleteOnTermination", attachment.deleteOnTermination ? "true" : "false") : "")
+                + "</item>"
         }
         text += "</attachmentSet><tagSet>"
         for (key, value) in volume.tags.sorted(by: { $0.key < $1.key }) {
@@ -601,7 +613,7 @@ public actor CloudState {
         volume.attachment = attachment
         volume.state = "in-use"
         volumes[id] = volume
-        let delay = delays.attach
+        let delay = settings.dialect == .emulator ? .zero : delays.attach
         Task { [weak self] in
             try? await Task.sleep(for: delay)
             await self?.completeAttachment(id)
@@ -631,7 +643,7 @@ public actor CloudState {
         attachment.state = "detaching"
         volume.attachment = attachment
         volumes[id] = volume
-        let delay = delays.detach
+        let delay = settings.dialect == .emulator ? .zero : delays.detach
         Task { [weak self] in
             try? await Task.sleep(for: delay)
             await self?.completeDetachment(id)
@@ -664,12 +676,12 @@ public actor CloudState {
         }
         volume.state = "deleting"
         volumes[id] = volume
-        let delay = delays.delete
+        let delay = settings.dialect == .emulator ? .zero : delays.delete
         Task { [weak self] in
             try? await Task.sleep(for: delay)
             await self?.completeDeletion(id)
         }
-        return .success(XMLText.element("return", "true"))
+        return .success(emptyOutput)
     }
 
     private func completeDeletion(_ id: String) async {
@@ -705,7 +717,7 @@ public actor CloudState {
         guard changed else {
             return .failure(Rejection(code: "InvalidParameterCombination", message: "No attribute specified."))
         }
-        return .success(XMLText.element("return", "true"))
+        return .success(emptyOutput)
     }
 
     private func createTags(_ parameters: [String: String]) -> Result<String, Rejection> {
@@ -721,7 +733,12 @@ public actor CloudState {
             for id in resources { volumes[id]?.tags[key] = parameters["Tag.\(index).Value"] ?? "" }
             index += 1
         }
-        return .success(XMLText.element("return", "true"))
+        return .success(emptyOutput)
+    }
+
+    /// What an action with an empty output answers: EC2 adds `<return>true</return>`.
+    private var emptyOutput: String {
+        settings.dialect == .ec2 ? XMLText.element("return", "true") : ""
     }
 
     private func describeInstances(_ parameters: [String: String]) -> Result<String, Rejection> {

@@ -37,9 +37,31 @@ public actor DevicePlane {
         for directory in [devDirectory, sysDirectory + "/block", storageDirectory] {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
+        try Self.presentRoot(mode, sys: sysDirectory)
     }
 
-    public func setMode(_ mode: Mode) { self.mode = mode }
+    /// The instance's root disk, in sysfs only (nothing here ever touches it): on Nitro an
+    /// EBS NVMe namespace with its serial, on Xen `xvda`, with `hypervisor/type` saying xen.
+    private static func presentRoot(_ mode: Mode, sys: String) throws {
+        let files = FileManager.default
+        for name in ["nvme0n1", "xvda"] { try? files.removeItem(atPath: "\(sys)/block/\(name)") }
+        try? files.removeItem(atPath: sys + "/hypervisor")
+        let name = mode == .nitro ? "nvme0n1" : "xvda"
+        try files.createDirectory(atPath: "\(sys)/block/\(name)/device", withIntermediateDirectories: true)
+        try "16777216\n".write(toFile: "\(sys)/block/\(name)/size", atomically: true, encoding: .utf8)
+        try (mode == .nitro ? "259:0\n" : "202:0\n").write(toFile: "\(sys)/block/\(name)/dev", atomically: true, encoding: .utf8)
+        if mode == .nitro {
+            try "vol0aaaaaaaaaaaaaaa0        \n".write(toFile: "\(sys)/block/\(name)/device/serial", atomically: true, encoding: .utf8)
+        } else {
+            try files.createDirectory(atPath: sys + "/hypervisor", withIntermediateDirectories: true)
+            try "xen\n".write(toFile: sys + "/hypervisor/type", atomically: true, encoding: .utf8)
+        }
+    }
+
+    public func setMode(_ mode: Mode) throws {
+        self.mode = mode
+        try Self.presentRoot(mode, sys: sysDirectory)
+    }
     public func setPresentsDevices(_ value: Bool) { presentsDevices = value }
     public func setSizeError(_ bytes: UInt64) { sizeError = bytes }
 

@@ -22,8 +22,23 @@ public struct DevCloudSettings: Sendable {
     public var buckets = ThrottleBuckets()
     /// How long a `noResponse` fault holds a request before giving up on it.
     public var hangDuration: Duration = .seconds(60)
+    /// How the EC2 endpoint answers: as EC2 does, or as EC2-compatible emulators do.
+    public var dialect = Dialect.ec2
 
     public init() {}
+}
+
+/// EC2 as AWS documents it, or as the EC2-compatible emulators people run in CI answer (the
+/// ways, seen in moto 5, in which they differ from EC2 and in which the AWS SDKs still work).
+public enum Dialect: String, Sendable, Codable, CaseIterable, CustomStringConvertible {
+    case ec2
+    /// No `<return>` in empty outputs; `<ErrorResponse>` error documents for authentication
+    /// and authorisation; no `deleteOnTermination` in attachments; state changes at once;
+    /// ClientToken ignored; DryRun answered 412 in the `<ErrorResponse>` form; DetachVolume
+    /// needs the InstanceId.
+    case emulator
+
+    public var description: String { rawValue }
 }
 
 /// How long EC2's state changes take in DevCloud.
@@ -68,15 +83,18 @@ public struct DevSnapshot: Sendable, Codable, Equatable {
     public var sizeGiB: Int
     public var encrypted: Bool
     public var image: String?
+    /// When it was taken (ISO 8601), which tells releases apart in time.
+    public var startTime: String?
 
     public init(id: String, state: String = "completed", ownerID: String = "123456789012", sizeGiB: Int = 1,
-                encrypted: Bool = false, image: String? = nil) {
+                encrypted: Bool = false, image: String? = nil, startTime: String? = nil) {
         self.id = id
         self.state = state
         self.ownerID = ownerID
         self.sizeGiB = sizeGiB
         self.encrypted = encrypted
         self.image = image
+        self.startTime = startTime
     }
 }
 
@@ -118,9 +136,10 @@ public enum FaultKind: String, Sendable, Codable, CaseIterable {
     case reset
     /// No answer at all until the client gives up.
     case noResponse
-    /// HTTP 200 with the first half of a well-formed answer.
+    /// HTTP 200 with the first half of a well-formed answer. An EC2 action is carried out
+    /// first: a 200 means the service did it; the body broke on the way.
     case truncated
-    /// HTTP 200 with a body that is not XML.
+    /// HTTP 200 with a body that is not XML (an EC2 action is carried out first).
     case malformed
     /// HTTP 502 with a load balancer's HTML error page.
     case html
@@ -233,6 +252,11 @@ enum XMLText {
 
     static func response(_ action: String, requestID: String, _ inner: String) -> String {
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<\(action)Response xmlns=\"\(namespace)\">\n    <requestId>\(requestID)</requestId>\n\(inner)\n</\(action)Response>"
+    }
+
+    /// The generic Query error form: `<ErrorResponse><Error><Type>…`.
+    static func errorResponse(code: String, message: String, requestID: String) -> String {
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ErrorResponse><Error><Type>Sender</Type><Code>\(escape(code))</Code><Message>\(escape(message))</Message></Error><RequestId>\(requestID)</RequestId></ErrorResponse>"
     }
 
     static func error(code: String, message: String, requestID: String) -> String {

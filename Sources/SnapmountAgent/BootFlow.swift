@@ -13,6 +13,7 @@ public enum HostError: SnapmountError, Equatable {
     case otherMounted(mountPoint: String, source: String)
     case refusedContent(device: String, found: String, expected: String)
     case fsckFailed(device: String, status: Int32, output: String)
+    case fsckNotFinished(device: String, status: Int32, output: String)
     case mkfsFailed(device: String, status: Int32, output: String)
     case deviceNotPresent(VolumeID, seen: [String])
     case state(String)
@@ -21,6 +22,7 @@ public enum HostError: SnapmountError, Equatable {
         switch self {
         case .lockTimeout, .deviceNotPresent: .timedOut
         case .otherMounted, .refusedContent, .fsckFailed: .dataRefused
+        case .fsckNotFinished(_, let status, _): FsckOutcome(status: status) == .notChecked ? .timedOut : .internalError
         case .mkfsFailed, .state: .internalError
         }
     }
@@ -35,6 +37,8 @@ public enum HostError: SnapmountError, Equatable {
             "\(device) holds \(found), not \(expected) and not blank; refusing to format or mount it"
         case .fsckFailed(let device, let status, let output):
             "fsck found errors it could not fix on \(device) (exit \(status)); leaving the device untouched: \(output.quotedForMessage(limit: 200))"
+        case .fsckNotFinished(let device, let status, let output):
+            "fsck could not check \(device) (exit \(status)); not mounting it unchecked: \(output.quotedForMessage(limit: 200))"
         case .mkfsFailed(let device, let status, let output):
             "mkfs failed on \(device) (exit \(status)): \(output.quotedForMessage(limit: 200))"
         case .deviceNotPresent(let volume, let seen):
@@ -88,6 +92,7 @@ public final class BootFlow {
         defer { withExtendedLifetime(lock) {} }
         Failpoint.hit("after-lock")
         if case .release(let device)? = try step(.check, inspectMountPoint) {
+            if mode == .apply { refreshRecord(device: device) }
             logger.info("\(configuration.mountPoint) is already mounted from \(device); nothing to do (\(summary(since: started)))")
             return .alreadyMounted(mountPoint: configuration.mountPoint.text, device: device)
         }
@@ -135,11 +140,21 @@ public final class BootFlow {
         defer { timings.append((name.rawValue, (clock.monotonic() - started).wholeMilliseconds)) }
         logger.debug("step \(name.rawValue)")
         do {
+            // A step boundary is a safe point: past the deadline, or asked to stop, go no further.
+            if mode == .apply, let interruption = clock.interruption() {
+                throw InterruptedError(interruption, step: name.rawValue, cause: "not started")
+            }
             let result = try body()
             checklist.append(ChecklistItem(mark: result.mark, step: name, detail: result.detail))
             if mode == .apply { logger.debug("\(name.rawValue): \(result.detail)") }
             return result.value
         } catch {
+            // A failure that came from running out of time (or from a stop) says so: 75.
+            // A refusal stays a refusal.
+            if let interruption = clock.interruption(), !(error is InterruptedError),
+               [.unavailable, .timedOut, .internalError].contains(ExitStatus(for: error)) {
+                throw InterruptedError(interruption, step: name.rawValue, cause: "\(error)")
+            }
             guard mode == .check else { throw error }
             checklist.append(ChecklistItem(mark: .failed, step: name, detail: "\(error)", exitStatus: ExitStatus(for: error)))
             return nil
@@ -171,8 +186,9 @@ public final class BootFlow {
         guard mode == .apply else {
             return .done(nil, FileLock.isHeld(path) ? "\(path) is held by another snapmount; a run would wait for it" : "\(path) is free")
         }
-        guard let lock = try FileLock.acquire(path, timeout: host.lockTimeout, clock: clock) else {
-            throw HostError.lockTimeout(path, after: host.lockTimeout)
+        let timeout = clock.capped(host.lockTimeout)
+        guard let lock = try FileLock.acquire(path, timeout: timeout, clock: clock) else {
+            throw HostError.lockTimeout(path, after: timeout)
         }
         return .done(lock, "\(path) taken")
     }
@@ -181,7 +197,8 @@ public final class BootFlow {
     /// something else (refused).
     private func inspectMountPoint() throws -> StepResult<MountPointState> {
         let mountPoint = configuration.mountPoint.text
-        let entry = host.mounter.mounts().last { $0.mountPoint == mountPoint }
+        let resolved = resolvedPath(mountPoint)
+        let entry = try host.mounter.mounts().last { $0.mountPoint == resolved }
         let device = entry.flatMap { entry in host.devices.scan().first { $0.number == entry.device } }
         let content = device.flatMap { try? host.prober.probe("\(host.devices.devDirectory)/\($0.name)") }
         let state = MountPointCheck.evaluate(entry, device: device, devDirectory: host.devices.devDirectory, content: content,
@@ -212,6 +229,9 @@ public final class BootFlow {
     /// Step 4: the id the source names, checked strictly, then DescribeSnapshots: it must
     /// exist, be completed, and belong to an allowed owner. A malformed id never reaches EC2.
     private func resolveSnapshot(_ session: CloudSession) throws -> StepResult<EC2Snapshot> {
+        if configuration.snapshotOwner == .any && !configuration.source.isHTTPS {
+            logger.warning("snapshot-owner is any and the source is \(configuration.source): anyone on the network path to it chooses the code this instance runs; use an https:// source or a snapshot owner")
+        }
         let snapshot = try session.resolveSnapshot(configuration.source, owner: configuration.snapshotOwner)
         return .done(snapshot, "\(snapshot.id) is \(snapshot.state), \(snapshot.volumeSizeGiB) GiB, owner \(snapshot.ownerID)")
     }
@@ -230,6 +250,8 @@ public final class BootFlow {
             detail = "created \(volume.id) from \(snapshot.id) in \(identity.availabilityZone)"
         case .wouldCreate:
             detail = "would create a \(configuration.volume.type) volume from \(snapshot.id) in \(identity.availabilityZone) (DryRunOperation)"
+        case .notChecked(let reason):
+            return StepResult(value: outcome, mark: .notApplicable, detail: reason)
         }
         return .done(outcome, detail)
     }
@@ -240,7 +262,7 @@ public final class BootFlow {
         let outcome = try session.volumes.ensureAttached(volume, device: device, mode: mode)
         switch outcome {
         case .attached(let attachment):
-            let deleteOnTermination = attachment.deleteOnTermination
+            let deleteOnTermination = attachment.deleteOnTermination == true
                 ? "DeleteOnTermination set" : "would set DeleteOnTermination (DryRunOperation)"
             return .done(outcome, "\(attachment.volumeID) is \(attachment.state) at \(attachment.device); \(deleteOnTermination)")
         case .wouldAttach:
@@ -254,10 +276,11 @@ public final class BootFlow {
     /// bounded by `device-timeout`; check mode looks once.
     private func findDevice(_ volume: VolumeOutcome, _ attach: AttachOutcome) throws -> StepResult<ProvenDevice> {
         let timeout = configuration.deviceTimeout
-        guard let volume = volume.volume, case .attached = attach else {
+        guard let volume = volume.volume, case .attached(let attachment) = attach else {
             return .skipped("nothing attached yet; a run would wait up to \(DurationText.format(timeout)) for it")
         }
-        let name = configuration.device.text
+        // Where EC2 says it is attached (a reused volume may be elsewhere than configured).
+        let name = attachment.device.isEmpty ? configuration.device.text : attachment.device
         switch mode {
         case .check:
             guard let device = host.devices.find(volume.id, sizeGiB: volume.sizeGiB, attachedAs: name) else {
@@ -265,7 +288,8 @@ public final class BootFlow {
             }
             return .done(device, "\(volume.id) is \(device)")
         case .apply:
-            let device = try host.devices.wait(for: volume.id, sizeGiB: volume.sizeGiB, attachedAs: name, timeout: timeout, clock: clock)
+            let device = try host.devices.wait(for: volume.id, sizeGiB: volume.sizeGiB, attachedAs: name, timeout: clock.capped(timeout),
+                                               clock: clock)
             return .done(device, "\(volume.id) is \(device)")
         }
     }
@@ -275,9 +299,10 @@ public final class BootFlow {
     private func prepareFilesystem(_ device: ProvenDevice) throws -> StepResult<Filesystem> {
         let path = device.path
         let content = try host.prober.probe(path)
-        let action = try FilesystemDecision.decide(content, expected: configuration.filesystem, label: configuration.label) {
-            () throws(ProbeError) in try host.prober.isZeroed(path)
-        }
+        let interrupted = fileExists(host.formatMarker(device.volume))
+        let action = try FilesystemDecision.decide(content, expected: configuration.filesystem, label: configuration.label,
+                                                   formatInterrupted: interrupted) { () throws(ProbeError) in try host.prober.isZeroed(path) }
+        if interrupted { logger.warning("\(path): snapmount's earlier mkfs of \(device.volume) never finished; formatting it again") }
         switch action {
         case .refuse(let found):
             throw HostError.refusedContent(device: path, found: found,
@@ -287,8 +312,10 @@ public final class BootFlow {
             try check(path, filesystem)
             return .done(filesystem, "\(content), checked")
         case .format(let filesystem):
-            guard mode == .apply else { return .done(filesystem, "blank; would format it \(filesystem) labelled \(configuration.label)") }
-            try format(path, filesystem)
+            guard mode == .apply else {
+                return .done(filesystem, (interrupted ? "an interrupted mkfs of snapmount's" : "blank") + "; would format it \(filesystem) labelled \(configuration.label)")
+            }
+            try format(device, filesystem, again: interrupted)
             return .done(filesystem, "formatted \(filesystem) labelled \(configuration.label)")
         }
     }
@@ -298,24 +325,43 @@ public final class BootFlow {
             logger.info("\(path): xfs checks its own log when mounted; no fsck")
             return
         }
-        let result = try host.runner.run("fsck.ext4", ["-p", path])
+        let result = try host.runner.run("fsck.ext4", ["-p", path], timeout: clock.capped(Self.programLimit))
         switch FsckOutcome(status: result.status) {
         case .clean: return
         case .corrected: logger.notice("fsck corrected errors on \(path)")
         case .correctedRebootAdvised: logger.warning("fsck corrected errors on \(path) and advises a reboot")
-        case .failed: throw HostError.fsckFailed(device: path, status: result.status, output: result.output)
+        case .uncorrected: throw HostError.fsckFailed(device: path, status: result.status, output: result.output)
+        case .notChecked, .fsckBroken: throw HostError.fsckNotFinished(device: path, status: result.status, output: result.output)
         }
     }
 
-    private func format(_ path: String, _ filesystem: Filesystem) throws {
+    /// mkfs and fsck may take this long, within what is left of the run.
+    static let programLimit: Duration = .seconds(600)
+
+    /// mkfs, with a marker around it in the record directory: a run that finds the marker
+    /// knows the device holds only snapmount's own unfinished mkfs, and formats it again.
+    private func format(_ device: ProvenDevice, _ filesystem: Filesystem, again: Bool) throws {
+        let path = device.path
         // Probe again at the last moment: only a device with no signature at all is formatted.
-        guard case .blank = try host.prober.probe(path), try host.prober.isZeroed(path) else {
-            throw HostError.refusedContent(device: path, found: "a signature that appeared while checking", expected: "blank")
+        if !again {
+            guard case .blank = try host.prober.probe(path), try host.prober.isZeroed(path) else {
+                throw HostError.refusedContent(device: path, found: "a signature that appeared while checking", expected: "blank")
+            }
         }
+        let marker = host.formatMarker(device.volume)
+        do {
+            try makeDirectories(host.recordDirectory, mode: 0o755)
+            try AtomicFile.replace(marker, with: Array("\(device.volume) \(path) \(clock.now().iso8601)\n".utf8))
+        } catch {
+            throw HostError.state("\(error)")
+        }
+        Failpoint.hit("after-format-marker")
         let label = configuration.label.text
-        let result = try host.runner.run("mkfs.\(filesystem)", ["-q", "-L", label, path])
+        let result = try host.runner.run("mkfs.\(filesystem)", ["-q", "-L", label] + (again ? [filesystem == .xfs ? "-f" : "-F"] : []) + [path],
+                                         timeout: clock.capped(Self.programLimit))
         guard result.status == 0 else { throw HostError.mkfsFailed(device: path, status: result.status, output: result.output) }
-        logger.info("formatted blank \(path) as \(filesystem) labelled \(label)")
+        removeFile(marker)
+        logger.info("formatted \(again ? "again" : "blank") \(path) as \(filesystem) labelled \(label)")
     }
 
     public var fstabEntry: FstabEntry {
@@ -325,7 +371,8 @@ public final class BootFlow {
 
     /// Step 9: one entry, added atomically, if not there already.
     private func addFstabEntry() throws -> StepResult<Void> {
-        let path = configuration.fstab.text
+        // A symbolic link is edited at its target, and stays a link.
+        let path = resolvedPath(configuration.fstab.text)
         var current: [UInt8] = []
         do throws(SystemCallError) {
             current = try readFile(path, limit: 1 << 20)
@@ -347,7 +394,7 @@ public final class BootFlow {
     private func mount(_ device: ProvenDevice, _ filesystem: Filesystem) throws -> StepResult<Void> {
         let mountPoint = configuration.mountPoint.text
         guard mode == .apply else { return .skipped("would mount \(device) on \(mountPoint) (\(filesystem))") }
-        if let entry = host.mounter.mounts().last(where: { $0.mountPoint == mountPoint }) {
+        if let entry = try host.mounter.mounts().last(where: { $0.mountPoint == resolvedPath(mountPoint) }) {
             guard entry.device == device.device.number else { throw HostError.otherMounted(mountPoint: mountPoint, source: entry.source) }
             return .done((), "\(mountPoint) was mounted from \(device) already")
         }
@@ -362,11 +409,30 @@ public final class BootFlow {
                                  device: device.path, mountPoint: configuration.mountPoint.text, completedAt: clock.now().iso8601,
                                  timings: timings)
         do {
-            try makeDirectories(host.stateDirectory, mode: 0o755)
-            try AtomicFile.replace(host.statePath, with: Array((record.json.pretty() + "\n").utf8))
+            try record.save(to: host.recordDirectory, path: host.recordPath)
         } catch {
             throw HostError.state("\(error)")
         }
-        return .done(record, "wrote \(host.statePath)")
+        return .done(record, "wrote \(host.recordPath)")
+    }
+
+    /// The release is mounted already (a reboot: systemd mounted the fstab line): keep the
+    /// record true — same volume, the snapshot it knew; another volume, what the machine
+    /// tells (its NVMe serial), the snapshot left for `status` to ask EC2. No cloud call.
+    private func refreshRecord(device: String) {
+        let name = device.split(separator: "/").last.map(String.init) ?? device
+        let serial = host.devices.scan().first { $0.name == name }?.serial
+        let old = MountRecord.load(host.recordPath)
+        guard let volume = serial.flatMap(VolumeID.fromNVMeSerial)?.text ?? (old?.device == device ? old?.volume : nil) else { return }
+        let same = old?.volume == volume
+        let record = MountRecord(instance: same ? old?.instance : nil, snapshot: same ? old?.snapshot : nil, volume: volume, device: device,
+                                 mountPoint: configuration.mountPoint.text, completedAt: same ? old?.completedAt ?? "" : clock.now().iso8601,
+                                 timings: same ? old?.timings ?? [] : [])
+        guard record != old else { return }
+        do {
+            try record.save(to: host.recordDirectory, path: host.recordPath)
+        } catch {
+            logger.warning("cannot refresh \(host.recordPath): \(error)")
+        }
     }
 }

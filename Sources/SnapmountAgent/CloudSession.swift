@@ -64,7 +64,7 @@ public final class CloudSession {
 
     /// Step 4: the id `snap.txt` names, checked strictly, then DescribeSnapshots: it must exist,
     /// be completed, and belong to an allowed owner. A malformed id never reaches EC2.
-    public func resolveSnapshot(_ url: SourceURL, owner: SnapshotOwner?) throws -> EC2Snapshot {
+    public func resolveSnapshot(_ url: SourceURL, owner: SnapshotOwner) throws -> EC2Snapshot {
         let id = try source.fetch(url)
         return try volumes.verifySnapshot(id, owner: owner)
     }

@@ -8,18 +8,22 @@ public struct HostEdges: Sendable {
     public var prober: any BlockProber
     public var runner: any CommandRunner
     public var mounter: any Mounter
-    /// Where the lock and `state.json` live.
-    public var stateDirectory: String
-    /// How long a second run waits for the first one's lock.
+    /// Where the lock lives: `/run/snapmount`.
+    public var lockDirectory: String
+    /// Where what must survive a reboot lives: the record of what is mounted, and the marker
+    /// of a format in progress. `/var/lib/snapmount` (the unit's `StateDirectory=`).
+    public var recordDirectory: String
+    /// How long a second run waits for the first one's lock (within the run's deadline).
     public var lockTimeout: Duration = .seconds(600)
 
     public init(devices: any BlockDeviceSource, prober: any BlockProber, runner: any CommandRunner, mounter: any Mounter,
-                stateDirectory: String) {
+                lockDirectory: String, recordDirectory: String) {
         self.devices = devices
         self.prober = prober
         self.runner = runner
         self.mounter = mounter
-        self.stateDirectory = stateDirectory
+        self.lockDirectory = lockDirectory
+        self.recordDirectory = recordDirectory
     }
 
     /// The real machine, where the environment puts it (`SNAPMOUNT_DEV_DIR`, `SNAPMOUNT_SYS_DIR`,
@@ -27,24 +31,32 @@ public struct HostEdges: Sendable {
     public static func system(_ environment: AgentEnvironment) -> HostEdges {
         HostEdges(devices: SysfsBlockDevices(devDirectory: environment.devDirectory, sysDirectory: environment.sysDirectory),
                   prober: BlkidProber(), runner: SystemCommandRunner(), mounter: SystemMounter(),
-                  stateDirectory: environment.stateDirectory)
+                  lockDirectory: environment.lockDirectory, recordDirectory: environment.recordDirectory)
     }
 
-    public var lockPath: String { stateDirectory + "/lock" }
-    public var statePath: String { stateDirectory + "/state.json" }
+    public var lockPath: String { lockDirectory + "/lock" }
+    public var recordPath: String { recordDirectory + "/state.json" }
+
+    /// Present while snapmount formats this volume: a run that finds it knows the device
+    /// holds nothing but its own interrupted mkfs, and formats it again.
+    public func formatMarker(_ volume: VolumeID) -> String { recordDirectory + "/formatting-\(volume)" }
 }
 
-/// What the state file records after a successful run.
+/// What the record (`/var/lib/snapmount/state.json`) says about the mounted release. It
+/// survives a reboot; a run that finds the release already mounted refreshes it.
 public struct MountRecord: Sendable, Equatable {
-    public var instance: String
-    public var snapshot: String
+    /// `nil` when only the machine was asked (the already-mounted path makes no cloud call).
+    public var instance: String?
+    /// `nil` when not known here: `snapmount status` asks EC2 for the volume's own snapshot.
+    public var snapshot: String?
     public var volume: String
     public var device: String
     public var mountPoint: String
+    /// When this volume was mounted by snapmount (kept across refreshes of the same volume).
     public var completedAt: String
     public var timings: [(step: String, milliseconds: Int64)]
 
-    public init(instance: String, snapshot: String, volume: String, device: String, mountPoint: String, completedAt: String,
+    public init(instance: String?, snapshot: String?, volume: String, device: String, mountPoint: String, completedAt: String,
                 timings: [(step: String, milliseconds: Int64)]) {
         self.instance = instance
         self.snapshot = snapshot
@@ -60,8 +72,9 @@ public struct MountRecord: Sendable, Equatable {
     }
 
     public var json: JSONValue {
-        .object([
-            ("instance", .string(instance)), ("snapshot", .string(snapshot)), ("volume", .string(volume)),
+        func optional(_ value: String?) -> JSONValue { value.map(JSONValue.string) ?? .null }
+        return .object([
+            ("instance", optional(instance)), ("snapshot", optional(snapshot)), ("volume", .string(volume)),
             ("device", .string(device)), ("mountPoint", .string(mountPoint)), ("completedAt", .string(completedAt)),
             ("timingsMs", .object(timings.map { ($0.step, .number(String($0.milliseconds))) })),
             ("version", .string(SnapmountVersion.current)),
@@ -69,9 +82,7 @@ public struct MountRecord: Sendable, Equatable {
     }
 
     public init?(json: JSONValue) {
-        guard let instance = json["instance"]?.string, let snapshot = json["snapshot"]?.string,
-              let volume = json["volume"]?.string, let device = json["device"]?.string,
-              let mountPoint = json["mountPoint"]?.string
+        guard let volume = json["volume"]?.string, let device = json["device"]?.string, let mountPoint = json["mountPoint"]?.string
         else { return nil }
         var timings: [(String, Int64)] = []
         if case .object(let members)? = json["timingsMs"] {
@@ -79,12 +90,18 @@ public struct MountRecord: Sendable, Equatable {
                 if case .number(let text) = value, let milliseconds = Int64(text) { timings.append((step, milliseconds)) }
             }
         }
-        self.init(instance: instance, snapshot: snapshot, volume: volume, device: device, mountPoint: mountPoint,
-                  completedAt: json["completedAt"]?.string ?? "", timings: timings)
+        self.init(instance: json["instance"]?.string, snapshot: json["snapshot"]?.string.flatMap { SnapshotID($0)?.text }, volume: volume,
+                  device: device, mountPoint: mountPoint, completedAt: json["completedAt"]?.string ?? "", timings: timings)
     }
 
     public static func load(_ path: String) -> MountRecord? {
         guard let bytes = try? readFile(path, limit: 64 * 1024), let json = try? parseJSON(bytes) else { return nil }
         return MountRecord(json: json)
+    }
+
+    /// Replaces the record atomically.
+    public func save(to directory: String, path: String) throws(SystemCallError) {
+        try makeDirectories(directory, mode: 0o755)
+        try AtomicFile.replace(path, with: Array((json.pretty() + "\n").utf8))
     }
 }

@@ -26,6 +26,12 @@ public enum VolumeError: SnapmountError, Equatable {
         }
     }
 
+    /// The volume belongs to another instance: nothing of ours to give back.
+    var isElsewhere: Bool {
+        if case .attachedElsewhere = self { return true }
+        return false
+    }
+
     public var description: String {
         switch self {
         case .snapshotNotFound(let id, let region):
@@ -77,11 +83,13 @@ public enum VolumeOutcome: Sendable, Equatable {
     case created(EC2Volume)
     /// Check mode: none exists, and EC2 would let CreateVolume make one.
     case wouldCreate
+    /// Check mode: none exists, and EC2's answer to the dry run said neither yes nor no.
+    case notChecked(String)
 
     public var volume: EC2Volume? {
         switch self {
         case .existing(let volume), .created(let volume): volume
-        case .wouldCreate: nil
+        case .wouldCreate, .notChecked: nil
         }
     }
 }
@@ -108,6 +116,8 @@ public final class VolumeManager {
     public var availableTimeout: Duration = .seconds(300)
     /// How long AttachVolume may take to reach `attached`.
     public var attachedTimeout: Duration = .seconds(120)
+    /// Giving a volume back goes on this long after the run's deadline or a stop signal.
+    public static let rollBackGrace: Duration = .seconds(30)
 
     public init(ec2: EC2Client, identity: InstanceIdentity, clock: any AgentClock = SystemClock(), logger: Logger) {
         self.ec2 = ec2
@@ -123,8 +133,8 @@ public final class VolumeManager {
     public func ensureVolume(_ request: VolumeRequest, mode: FlowMode) throws(VolumeError) -> VolumeOutcome {
         if mode == .check {
             if let existing = try findExisting(request) { return .existing(existing) }
-            try requirePermission([("CreateVolume", request.parameters)])
-            return .wouldCreate
+            let unchecked = try requirePermission([("CreateVolume", request.parameters)])
+            return unchecked.isEmpty ? .wouldCreate : .notChecked("could not check: " + unchecked.joined(separator: "; "))
         }
         let (found, created) = try findOrCreate(request)
         Failpoint.hit("after-create-volume")
@@ -132,15 +142,17 @@ public final class VolumeManager {
             let volume = try waitAvailable(found.id)
             return created ? .created(volume) : .existing(volume)
         } catch {
-            if created { rollBack(found.id, neverAttached: true) }
+            // Made for this instance — by this run or an earlier one — and unusable: given back.
+            if !error.isElsewhere { _ = clock.withGrace(Self.rollBackGrace) { rollBack(found.id, neverAttached: created) } }
             throw error
         }
     }
 
     /// Step 6: the volume attached to this instance at `device`, and DeleteOnTermination set
     /// straight after. If attaching proves impossible, or the volume would outlive the
-    /// instance, a volume this run created is detached and deleted; the next run makes it
-    /// afresh. In check mode AttachVolume and ModifyInstanceAttribute go with `DryRun=true`.
+    /// instance, the volume — made for this instance by this run or an earlier one — is
+    /// detached and deleted; the next run makes it afresh. In check mode AttachVolume and
+    /// ModifyInstanceAttribute go with `DryRun=true`.
     public func ensureAttached(_ outcome: VolumeOutcome, device: String, mode: FlowMode) throws(VolumeError) -> AttachOutcome {
         guard let volume = outcome.volume else {
             return .notChecked("no volume yet to check ec2:AttachVolume against; a run attaches the new volume at \(device) and sets DeleteOnTermination")
@@ -157,35 +169,42 @@ public final class VolumeManager {
                 attachment = mode == .check ? found : try waitAttached(volume.id)
             case .attach, .waitDetached:
                 if mode == .check {
-                    try requirePermission([
+                    let unchecked = try requirePermission([
                         ("AttachVolume", ec2.attachParameters(volume.id, identity.instanceID, device)),
                         ("ModifyInstanceAttribute", ec2.deleteOnTerminationParameters(identity.instanceID, device: device)),
                     ])
-                    return .wouldAttach
+                    return unchecked.isEmpty ? .wouldAttach : .notChecked("could not check: " + unchecked.joined(separator: "; "))
                 }
                 if next == .waitDetached { _ = try waitDetached(volume.id) }
                 _ = try attach(volume.id, device: device)
                 Failpoint.hit("after-attach-call")
                 attachment = try waitAttached(volume.id)
             }
-            if !attachment.deleteOnTermination {
+            // Unknown (the answer did not say) is set too, once: the call is idempotent.
+            if attachment.deleteOnTermination != true {
                 if mode == .check {
-                    try requirePermission([("ModifyInstanceAttribute", ec2.deleteOnTerminationParameters(identity.instanceID, device: attachment.device))])
+                    let unchecked = try requirePermission([
+                        ("ModifyInstanceAttribute", ec2.deleteOnTerminationParameters(identity.instanceID, device: attachment.device)),
+                    ])
+                    if !unchecked.isEmpty { return .notChecked("could not check: " + unchecked.joined(separator: "; ")) }
                 } else {
-                    try setDeleteOnTermination(device: attachment.device)
+                    try setDeleteOnTermination(volume.id, device: attachment.device)
                     attachment.deleteOnTermination = true
                 }
             }
             return .attached(attachment)
         } catch {
-            if mode == .apply, case .created = outcome { rollBack(volume.id) }
+            if mode == .apply, !error.isElsewhere { _ = clock.withGrace(Self.rollBackGrace) { rollBack(volume.id) } }
             throw error
         }
     }
 
-    /// Sends each call with `DryRun=true`; throws when IAM denies any of them.
-    private func requirePermission(_ calls: [(action: String, parameters: QueryParameters)]) throws(VolumeError) {
+    /// Sends each call with `DryRun=true`; throws when IAM denies any of them. Returns the
+    /// calls whose answer said neither yes nor no (NotFound, no answer): not checked, which
+    /// is not a missing permission.
+    private func requirePermission(_ calls: [(action: String, parameters: QueryParameters)]) throws(VolumeError) -> [String] {
         var lacking: [String] = []
+        var unchecked: [String] = []
         for call in calls {
             do {
                 switch try ec2.dryRun(call.action, call.parameters) {
@@ -196,14 +215,15 @@ public final class VolumeManager {
             } catch let error as VolumeError {
                 throw error
             } catch {
-                lacking.append("ec2:\(call.action) (no answer)")
+                unchecked.append("ec2:\(call.action): \(error)")
             }
         }
         guard lacking.isEmpty else { throw .permissionsLacking(lacking) }
+        return unchecked
     }
 
     /// The snapshot must exist, be completed, and belong to an allowed owner.
-    public func verifySnapshot(_ id: SnapshotID, owner: SnapshotOwner?) throws(VolumeError) -> EC2Snapshot {
+    public func verifySnapshot(_ id: SnapshotID, owner: SnapshotOwner) throws(VolumeError) -> EC2Snapshot {
         let snapshot: EC2Snapshot?
         do {
             snapshot = try ec2.describeSnapshot(id)
@@ -217,11 +237,14 @@ public final class VolumeManager {
         case .pending: throw .snapshotPending(id, progress: snapshot.progress)
         default: throw .snapshotUnusable(id, state: snapshot.state.text)
         }
-        if let owner {
-            let allowed = owner == .selfAccount ? identity.accountID : owner.description
-            guard snapshot.ownerID == allowed else {
-                throw .snapshotOwner(id, owner: snapshot.ownerID, allowed: owner == .selfAccount ? "self (\(allowed))" : allowed)
-            }
+        let allowed: String
+        switch owner {
+        case .any: return snapshot
+        case .selfAccount: allowed = identity.accountID
+        case .account(let account): allowed = account
+        }
+        guard snapshot.ownerID == allowed else {
+            throw .snapshotOwner(id, owner: snapshot.ownerID, allowed: owner == .selfAccount ? "self (\(allowed))" : allowed)
         }
         return snapshot
     }
@@ -237,12 +260,19 @@ public final class VolumeManager {
         while true {
             let volume: EC2Volume
             do {
-                volume = try ec2.createVolume(request)
+                // Before a retry, look: the lost answer may have been a volume made, and not
+                // every EC2 implementation honours the ClientToken that would return it.
+                let tagged = request
+                volume = try ec2.createVolume(request) { () throws(EC2CallError) -> EC2Volume? in
+                    guard let found = try? findExisting(tagged) else { return nil }
+                    logger.warning("CreateVolume's answer was lost, but volume \(found.id) was made; using it")
+                    return found
+                }
             } catch {
                 // Out of retries on a failure that may have come after EC2 created the volume
-                // (answers lost, 5xx): if it exists, its tags find it, and it is this run's.
+                // (answers lost, 5xx, a 200 that does not read): if it exists, its tags find it.
                 if error.exitStatus == .unavailable, let existing = try? findExisting(request) {
-                    logger.warning("CreateVolume did not answer (\(error)), but volume \(existing.id) was created; using it")
+                    logger.warning("CreateVolume did not answer readably (\(error)), but volume \(existing.id) was created; using it")
                     return (existing, true)
                 }
                 throw .ec2(error)
@@ -324,8 +354,26 @@ public final class VolumeManager {
         }
     }
 
-    public func setDeleteOnTermination(device: String) throws(VolumeError) {
-        do { try ec2.setDeleteOnTermination(identity.instanceID, device: device) } catch { throw .ec2(error) }
+    /// ModifyInstanceAttribute. A 200 that does not read is checked with one DescribeVolumes:
+    /// set, or not reported at all (the implementation does not say), goes on; unset fails.
+    public func setDeleteOnTermination(_ volume: VolumeID, device: String) throws(VolumeError) {
+        do {
+            try ec2.setDeleteOnTermination(identity.instanceID, device: device)
+        } catch {
+            guard case .unreadableSuccess = error else { throw .ec2(error) }
+            let attachment: EC2Attachment?
+            do {
+                attachment = try ec2.describeVolumes(ids: [volume]).first?.attachments.first { $0.instanceID == identity.instanceID }
+            } catch {
+                throw .ec2(error)
+            }
+            switch attachment?.deleteOnTermination {
+            case true?: return
+            case nil where attachment != nil:
+                logger.warning("\(error); DescribeVolumes does not report DeleteOnTermination, so HTTP 200 is taken as done")
+            default: throw .ec2(error)
+            }
+        }
     }
 
     /// Gives back a volume this run created and cannot use (DESIGN.md §5 rule 4): detached
@@ -337,31 +385,51 @@ public final class VolumeManager {
     public func rollBack(_ id: VolumeID, neverAttached: Bool = false) -> String? {
         do throws(VolumeError) {
             if !neverAttached {
-                let volumes: [EC2Volume]
-                do { volumes = try ec2.describeVolumes(ids: [id]) } catch { throw .ec2(error) }
-                guard let volume = volumes.first, volume.tags[VolumeRequest.instanceTag] == identity.instanceID.text else {
-                    return nil
+                // What the volume looks like now — when EC2 says. When DescribeVolumes itself is
+                // what fails, the volume (ours: found by its tags, or made by this run) may be
+                // attached here: detach it blind, and let DeleteVolume wait for the detach.
+                let volume = try? ec2.describeVolumes(ids: [id]).first
+                if let volume, volume.tags[VolumeRequest.instanceTag] != identity.instanceID.text { return nil }
+                if let other = volume?.attachments.first(where: { $0.instanceID != identity.instanceID }) {
+                    throw .attachedElsewhere(id, instance: other.instanceID)
                 }
-                if volume.attachments.contains(where: { $0.instanceID == identity.instanceID }) {
+                if volume == nil || volume?.attachments.isEmpty == false {
                     do {
-                        _ = try ec2.detachVolume(id)
+                        _ = try ec2.detachVolume(id, from: identity.instanceID)
                     } catch {
                         // A DetachVolume repeated after its answer was lost finds the volume
-                        // detaching already; the wait below tells.
-                        guard let code = error.code, ["IncorrectState", "InvalidAttachment.NotFound"].contains(code) else { throw .ec2(error) }
+                        // detaching already, and a 200 that does not read was most likely
+                        // carried out; the wait below tells. Blind, anything may be answered.
+                        let carriedOut = { if case .unreadableSuccess = error { return true } else { return false } }()
+                        guard carriedOut || volume == nil || ["IncorrectState", "InvalidAttachment.NotFound"].contains(error.code ?? "") else {
+                            throw .ec2(error)
+                        }
                     }
-                    _ = try waitDetached(id)
-                } else if let other = volume.attachments.first {
-                    throw .attachedElsewhere(id, instance: other.instanceID)
+                    if volume != nil { _ = try waitDetached(id) }
                 }
             }
             try deleteWhenReady(id)
-            logger.info("deleted volume \(id), which this run created and could not use")
+            logger.info("deleted volume \(id), made for this instance and unusable")
             return nil
         } catch {
-            logger.error("volume \(id) is left behind: \(error); delete it by hand: aws ec2 delete-volume --volume-id \(id)")
+            logger.error("volume \(id) is left behind: \(error); \(leftBehindAdvice(id))")
             return "\(error)"
         }
+    }
+
+    /// What an operator must do with a volume a roll-back could not give back, from its
+    /// state now (best effort: EC2 may be what failed).
+    private func leftBehindAdvice(_ id: VolumeID) -> String {
+        let delete = "aws ec2 delete-volume --volume-id \(id)"
+        guard let volume = try? ec2.describeVolumes(ids: [id]).first else { return "delete it by hand: \(delete)" }
+        guard let attachment = volume.attachments.first else { return "it is \(volume.state); delete it by hand: \(delete)" }
+        let deleteOnTermination = switch attachment.deleteOnTermination {
+        case true?: "DeleteOnTermination is set, so it goes with the instance"
+        case false?: "DeleteOnTermination is not set, so it would outlive the instance"
+        case nil: "EC2 does not say whether DeleteOnTermination is set"
+        }
+        return "it is still attached to \(attachment.instanceID) at \(attachment.device) (\(deleteOnTermination)); "
+            + "detach it first, then delete it: aws ec2 detach-volume --volume-id \(id) && aws ec2 wait volume-available --volume-ids \(id) && \(delete)"
     }
 
     /// DeleteVolume, repeated on the poll schedule (at most 8 times) while EC2 answers that
@@ -375,17 +443,25 @@ public final class VolumeManager {
                 return
             } catch {
                 if error.code == "InvalidVolume.NotFound" { return }
-                if let state = try? ec2.describeVolumes(ids: [id]).first?.state, state.isGone { return }
-                guard let code = error.code, ["IncorrectState", "VolumeInUse"].contains(code), poll < 7 else { throw .ec2(error) }
+                // Deleting, or gone already: an earlier DeleteVolume was carried out.
+                do throws(EC2CallError) {
+                    if try ec2.describeVolumes(ids: [id]).first?.state.isGone ?? true { return }
+                } catch let describe {
+                    if describe.code == "InvalidVolume.NotFound" { return }
+                }
+                let delay = schedule.delay(beforePoll: poll)
+                guard let code = error.code, ["IncorrectState", "VolumeInUse"].contains(code), poll < 20, clock.allows(delay) else {
+                    throw .ec2(error)
+                }
+                clock.sleep(for: delay)
+                poll += 1
             }
-            clock.sleep(for: schedule.delay(beforePoll: poll))
-            poll += 1
         }
     }
 
     private func poll(_ id: VolumeID, waitingFor: String, timeout: Duration,
                       done: (EC2Volume) throws(VolumeError) -> EC2Volume?) throws(VolumeError) -> EC2Volume {
-        let deadline = clock.monotonic() + timeout
+        let deadline = clock.monotonic() + clock.capped(timeout)
         var lastState = "unknown"
         var poll = 0
         while true {
@@ -404,7 +480,7 @@ public final class VolumeManager {
                 throw .volumeFailed(id, state: "\(error)")
             }
             let delay = schedule.delay(beforePoll: poll)
-            guard clock.monotonic() + delay < deadline else {
+            guard clock.monotonic() + delay < deadline, clock.allows(delay) else {
                 throw .timedOut(volume: id, waitingFor: waitingFor, after: timeout, lastState: lastState)
             }
             clock.sleep(for: delay)

@@ -20,8 +20,12 @@ public struct HTTPRequest: Sendable {
     public var timeout: Duration
     /// The largest body accepted; a longer one aborts the transfer with ``HTTPError/tooLarge(url:limit:)``.
     public var maximumResponseBytes: Int
-    /// Follow up to three redirects, to http or https only.
+    /// Follow up to three redirects, to http or https only — from an https URL, to https only.
     public var followRedirects: Bool
+    /// Open a new connection rather than reuse a kept-alive one. libcurl silently sends a
+    /// request again when a reused connection dies before any answer; for a call that
+    /// changes something, that second send must be the caller's decision, never libcurl's.
+    public var freshConnection = false
     /// Go through the client's proxy (``ProxySettings``: `https_proxy`, `http_proxy`,
     /// `NO_PROXY`, …). Off for link-local services such as IMDS, which a proxy cannot reach.
     public var useProxy: Bool
@@ -84,6 +88,8 @@ public enum HTTPError: SnapmountError, Equatable {
     /// Reset, closed early, or an empty reply.
     case connectionLost(url: String, detail: String)
     case tooLarge(url: String, limit: Int)
+    /// An https URL redirected to plain http: never followed.
+    case insecureRedirect(url: String)
     case status(url: String, code: Int, excerpt: String)
     case transport(url: String, code: Int, detail: String)
 
@@ -101,7 +107,7 @@ public enum HTTPError: SnapmountError, Equatable {
         case .resolve, .connect, .timeout, .connectionLost: true
         case .status(_, let code, _): code >= 500 || code == 429
         case .transport: true
-        case .invalidRequest, .invalidURL, .tls, .tooLarge: false
+        case .invalidRequest, .invalidURL, .tls, .tooLarge, .insecureRedirect: false
         }
     }
 
@@ -115,6 +121,7 @@ public enum HTTPError: SnapmountError, Equatable {
         case .tls(let url, let detail): "\(url): TLS failed, the certificate was not accepted or the handshake broke (\(detail))"
         case .connectionLost(let url, let detail): "\(url): the connection broke before a complete answer (\(detail))"
         case .tooLarge(let url, let limit): "\(url): the answer is larger than \(limit) bytes; transfer aborted"
+        case .insecureRedirect(let url): "\(url) redirected to a plain http:// URL; what came over https is never fetched over http"
         case .status(let url, let code, let excerpt):
             "\(url): HTTP \(code)" + (excerpt.isEmpty ? "" : ", body starts \(excerpt.quotedForMessage())")
         case .transport(let url, let code, let detail): "\(url): transfer failed (libcurl error \(code): \(detail))"
@@ -189,6 +196,7 @@ public final class HTTPClient {
         set(ccurl_setopt_string(handle, CURLOPT_URL, request.url))
         set(ccurl_setopt_string(handle, CURLOPT_PROTOCOLS_STR, "http,https"))
         set(ccurl_setopt_long(handle, CURLOPT_NOSIGNAL, 1))
+        if request.freshConnection { set(ccurl_setopt_long(handle, CURLOPT_FRESH_CONNECT, 1)) }
         set(ccurl_setopt_pointer(handle, CURLOPT_ERRORBUFFER, errorBuffer))
         set(ccurl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, Self.milliseconds(request.connectTimeout)))
         set(ccurl_setopt_long(handle, CURLOPT_TIMEOUT_MS, Self.milliseconds(request.timeout)))
@@ -206,7 +214,9 @@ public final class HTTPClient {
         if request.followRedirects {
             set(ccurl_setopt_long(handle, CURLOPT_FOLLOWLOCATION, 1))
             set(ccurl_setopt_long(handle, CURLOPT_MAXREDIRS, 3))
-            set(ccurl_setopt_string(handle, CURLOPT_REDIR_PROTOCOLS_STR, "http,https"))
+            // What TLS protects is never handed to a plain-text server by a redirect.
+            let secure = request.url.lowercased().hasPrefix("https://")
+            set(ccurl_setopt_string(handle, CURLOPT_REDIR_PROTOCOLS_STR, secure ? "https" : "http,https"))
         }
         set(ccurl_setopt_string(handle, CURLOPT_USERAGENT, userAgent))
         set(ccurl_setopt_slist(handle, CURLOPT_HTTPHEADER, headerList))
@@ -257,6 +267,8 @@ public final class HTTPClient {
         switch code {
         case CURLE_WRITE_ERROR where bodyLimitExceeded, CURLE_FILESIZE_EXCEEDED:
             return .tooLarge(url: url, limit: request.maximumResponseBytes)
+        case CURLE_UNSUPPORTED_PROTOCOL where request.followRedirects && url.lowercased().hasPrefix("https://"):
+            return .insecureRedirect(url: url)
         case CURLE_URL_MALFORMAT, CURLE_UNSUPPORTED_PROTOCOL:
             return .invalidURL(url: url, detail: detail)
         case CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY:

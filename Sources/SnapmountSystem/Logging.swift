@@ -64,16 +64,29 @@ public enum LogLine {
         return ["secret", "token", "password", "authorization", "signature", "credential"].contains { lower.contains($0) }
     }
 
+    /// The longest message a line carries: text from the network (an error body, a header)
+    /// is quoted short where it is used, and no line grows past this whatever it holds.
+    public static let messageLimit = 2048
+
+    /// Control characters — C0, DEL, C1 — and the Unicode line and paragraph separators,
+    /// which some terminals and log viewers break lines at, are written as escapes.
+    static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || (0x7f...0x9f).contains(scalar.value) || scalar.value == 0x2028 || scalar.value == 0x2029
+    }
+
     private static func escaped(_ text: String) -> String {
-        guard text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) else { return text }
+        let capped = text.utf8.count > messageLimit
+            ? String(decoding: text.utf8.prefix(messageLimit), as: UTF8.self) + "… (\(text.utf8.count - messageLimit) more bytes)"
+            : text
+        guard capped.unicodeScalars.contains(where: needsEscape) else { return capped }
         var out = ""
-        for scalar in text.unicodeScalars {
+        for scalar in capped.unicodeScalars {
             switch scalar {
             case "\n": out += "\\n"
             case "\r": out += "\\r"
             case "\t": out += "\\t"
             default:
-                if scalar.value < 0x20 || scalar.value == 0x7f {
+                if needsEscape(scalar) {
                     out += "\\u{" + String(scalar.value, radix: 16) + "}"
                 } else {
                     out.unicodeScalars.append(scalar)
@@ -94,16 +107,7 @@ public struct StandardErrorSink: LogSink {
     public init() {}
 
     public func write(_ line: String) {
-        var bytes = Array(line.utf8)
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes.withUnsafeMutableBytes { buffer in
-                Glibc.write(STDERR_FILENO, buffer.baseAddress.map { $0 + offset }, buffer.count - offset)
-            }
-            if written < 0 && errno == EINTR { continue }
-            guard written > 0 else { return }
-            offset += written
-        }
+        try? writeAll(STDERR_FILENO, Array(line.utf8), subject: "stderr")
     }
 }
 

@@ -20,6 +20,7 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(name: .customLong(ConfigKey.kmsKeyID.rawValue), help: help(.kmsKeyID)) var kmsKeyID: String?
     @Option(name: .customLong(ConfigKey.tags.rawValue), help: help(.tags)) var tags: String?
     @Option(name: .customLong(ConfigKey.deviceTimeout.rawValue), help: help(.deviceTimeout)) var deviceTimeout: String?
+    @Option(name: .customLong(ConfigKey.runTimeout.rawValue), help: help(.runTimeout)) var runTimeout: String?
     @Option(name: .customLong(ConfigKey.snapshotOwner.rawValue), help: help(.snapshotOwner)) var snapshotOwner: String?
     @Option(name: .customLong(ConfigKey.fstab.rawValue), help: help(.fstab)) var fstab: String?
     @Option(name: .customLong(ConfigKey.mountOptions.rawValue), help: help(.mountOptions)) var mountOptions: String?
@@ -30,7 +31,7 @@ struct ConfigurationOptions: ParsableArguments {
             (.source, source), (.mountPoint, mountPoint), (.label, label), (.filesystem, filesystem),
             (.device, device), (.volumeType, volumeType), (.volumeSize, volumeSize), (.iops, iops),
             (.throughput, throughput), (.encrypted, encrypted), (.kmsKeyID, kmsKeyID), (.tags, tags),
-            (.deviceTimeout, deviceTimeout), (.snapshotOwner, snapshotOwner), (.fstab, fstab),
+            (.deviceTimeout, deviceTimeout), (.runTimeout, runTimeout), (.snapshotOwner, snapshotOwner), (.fstab, fstab),
             (.mountOptions, mountOptions),
         ]
         return Dictionary(uniqueKeysWithValues: pairs.compactMap { key, value in value.map { (key, $0) } })

@@ -21,8 +21,10 @@ extension Snapmount {
             let (logger, environment) = try Diagnostics.start()
             do {
                 let configuration = try ConfigLoader.load(configPath: options.config, environment: environment, options: options.given)
+                // From here on SIGTERM and SIGINT stop the run at its next safe point.
+                StopSignal.catchSignals()
                 let flow = BootFlow(configuration: configuration, environment: environment, host: .system(environment),
-                                    mode: dryRun ? .check : .apply, logger: logger)
+                                    mode: dryRun ? .check : .apply, clock: RunClock(limit: configuration.runTimeout), logger: logger)
                 let outcome = try flow.run()
                 if dryRun {
                     for item in flow.checklist { print(item.line) }
@@ -52,8 +54,8 @@ extension Snapmount {
             let (logger, environment) = try Diagnostics.start()
             do {
                 let configuration = try ConfigLoader.load(configPath: options.config, environment: environment, options: options.given)
-                let http = try HTTPClient(trustedCertificatesFile: environment.caBundle, proxy: environment.proxy)
-                let report = StatusReport.collect(configuration: configuration, host: .system(environment), http: http, logger: logger)
+                let report = StatusReport.collect(configuration: configuration, environment: environment, host: .system(environment),
+                                                  logger: logger)
                 print(json ? report.json.pretty() : report.text, terminator: json ? "\n" : "")
             } catch {
                 throw Diagnostics.fail(error, logger: logger)

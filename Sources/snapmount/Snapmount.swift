@@ -29,6 +29,8 @@ struct Snapmount: ParsableCommand {
 /// variable is wrong.
 enum Diagnostics {
     static func start() throws -> (Logger, AgentEnvironment) {
+        // Instance credentials will be in this process's memory: never in a core file.
+        try? forbidCoreDumps()
         let variables = processEnvironment()
         let style = LogStyle.detect(journalStream: variables["JOURNAL_STREAM"])
         LoggingSystem.bootstrap { _ in SnapmountLogHandler(style: style) }

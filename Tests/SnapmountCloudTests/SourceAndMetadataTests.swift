@@ -8,7 +8,7 @@ import SnapmountTestSupport
 import Testing
 
 /// Resolves the snapshot the way step 4 does and returns the error, if any.
-func resolveError(_ cloud: DevCloud, tuning: CloudTuning = fastTuning(), owner: SnapshotOwner? = nil,
+func resolveError(_ cloud: DevCloud, tuning: CloudTuning = fastTuning(), owner: SnapshotOwner = .any,
                   environment extra: [String: String] = [:]) async throws -> (any Error)? {
     let environment = try AgentEnvironment(cloud.environment.merging(extra) { _, new in new })
     let source = try SourceURL(parsing: cloud.sourceURL)
@@ -104,7 +104,7 @@ struct SourceAndMetadataTests {
             #expect(outcome1.hasPrefix("snapshotOwner"))
             let outcome2 = label(try await resolveError(cloud, owner: .account("999999999999")))
             #expect(outcome2 == "none")
-            let outcome3 = label(try await resolveError(cloud, owner: nil))
+            let outcome3 = label(try await resolveError(cloud, owner: .any))
             #expect(outcome3 == "none")
         }
     }

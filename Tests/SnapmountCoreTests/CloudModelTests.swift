@@ -101,7 +101,6 @@ struct EC2DecodingTests {
             <CreateVolumeResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><volumeId>vol-01234567</volumeId><status>creating</status><size>8</size></CreateVolumeResponse>
             """.utf8))
         #expect(created.state == .creating)
-        #expect(try EC2Decoder.returnValue(Array("<DeleteVolumeResponse><return>true</return></DeleteVolumeResponse>".utf8), action: "DeleteVolume"))
         let attachment = try EC2Decoder.attachment(Array("""
             <AttachVolumeResponse><volumeId>vol-01234567</volumeId><instanceId>i-01234567</instanceId><device>/dev/sdf</device><status>attaching</status></AttachVolumeResponse>
             """.utf8), action: "AttachVolume")
@@ -326,5 +325,66 @@ struct JSONTests {
     @Test("bytes that are not UTF-8 inside a string are refused")
     func notUTF8() {
         #expect(throws: JSONError.self) { try parseJSON([0x22, 0xff, 0x22]) }
+    }
+}
+
+/// Answers read as the AWS SDKs read them, whichever EC2 implementation wrote them.
+@Suite("EC2 answers from any implementation")
+struct InteropDecodingTests {
+    @Test("an empty output: HTTP 200 is success; only a <return> that is there and not true refuses", arguments: [
+        ("<DeleteVolumeResponse><requestId>r</requestId><return>true</return></DeleteVolumeResponse>", true),
+        ("<DeleteVolumeResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15\"><requestId>request-id</requestId></DeleteVolumeResponse>", true),
+        ("<DeleteVolumeResponse/>", true),
+        ("", true),
+        ("\n", true),
+        ("<DeleteVolumeResponse><return>false</return></DeleteVolumeResponse>", false),
+    ])
+    func emptyOutput(body: String, done: Bool) throws {
+        #expect(try EC2Decoder.emptyOutput(Array(body.utf8), action: "DeleteVolume") == done)
+    }
+
+    @Test("an empty output whose body is another document or garbage is unreadable", arguments: [
+        "<DeleteVolumeRespo", "\u{0}\u{1}garbage <<< not xml", "<AttachVolumeResponse/>", "<html><body>ok</body></html>",
+    ])
+    func emptyOutputUnreadable(body: String) {
+        #expect(throws: EC2DecodeError.self) { try EC2Decoder.emptyOutput(Array(body.utf8), action: "DeleteVolume") }
+    }
+
+    @Test("an attachment without deleteOnTermination is unknown, not false")
+    func deleteOnTerminationUnknown() throws {
+        let body = """
+            <DescribeVolumesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15"><volumeSet><item><volumeId>vol-992cd1fc0f503ee3a</volumeId>\
+            <size>1</size><status>in-use</status><attachmentSet><item><volumeId>vol-992cd1fc0f503ee3a</volumeId><instanceId>i-3d84c1f70dc2d97dd</instanceId>\
+            <device>/dev/sdf</device><status>attached</status></item></attachmentSet></item></volumeSet></DescribeVolumesResponse>
+            """
+        let volume = try #require(try EC2Decoder.volumes(Array(body.utf8)).first)
+        #expect(volume.attachments.first?.deleteOnTermination == nil)
+        let set = body.replacingOccurrences(of: "<status>attached</status>", with: "<status>attached</status><deleteOnTermination>false</deleteOnTermination>")
+        #expect(try EC2Decoder.volumes(Array(set.utf8)).first?.attachments.first?.deleteOnTermination == false)
+    }
+
+    @Test("a size that is not a volume size is an unreadable answer, never a number to compute with", arguments: [
+        "-1", "0", "65537", "99999999999999999999999", "1e3", "8 GiB",
+    ])
+    func sizes(size: String) {
+        let body = "<CreateVolumeResponse><volumeId>vol-01234567</volumeId><status>creating</status><size>\(size)</size></CreateVolumeResponse>"
+        #expect(throws: EC2DecodeError.self) { try EC2Decoder.createdVolume(Array(body.utf8)) }
+        let snapshot = "<DescribeSnapshotsResponse><snapshotSet><item><snapshotId>snap-01234567</snapshotId><status>completed</status><volumeSize>\(size)</volumeSize></item></snapshotSet></DescribeSnapshotsResponse>"
+        #expect(throws: EC2DecodeError.self) { try EC2Decoder.snapshots(Array(snapshot.utf8)) }
+    }
+
+    @Test("auth errors in either document shape map to the same exit code", arguments: [
+        "AuthFailure", "SignatureDoesNotMatch", "AccessDenied", "UnauthorizedOperation", "MissingAuthenticationToken", "InvalidClientTokenId",
+    ])
+    func errorShapes(code: String) throws {
+        let ec2 = "<Response><Errors><Error><Code>\(code)</Code><Message>m</Message></Error></Errors><RequestID>1</RequestID></Response>"
+        let generic = "<ErrorResponse><Error><Type>Sender</Type><Code>\(code)</Code><Message>m</Message></Error><RequestId>1</RequestId></ErrorResponse>"
+        for body in [ec2, generic] {
+            let parsed = try #require(EC2ErrorBody.parse(Array(body.utf8)))
+            #expect(parsed.code == code)
+            let error = EC2ServiceError(action: "AttachVolume", code: parsed.code, message: parsed.message, requestID: parsed.requestID, httpStatus: 403)
+            #expect(error.exitStatus == .permissionDenied, "\(code)")
+            #expect(!error.kind.isRetryable)
+        }
     }
 }

@@ -52,7 +52,7 @@ struct ConfigurationTests {
         #expect(configuration.volume == VolumeSettings())
         #expect(configuration.volume.type == .gp3)
         #expect(configuration.deviceTimeout == .seconds(50))
-        #expect(configuration.snapshotOwner == nil)
+        #expect(configuration.snapshotOwner == .selfAccount)
         #expect(configuration.fstab.text == "/etc/fstab")
         #expect(configuration.mountOptions.options == ["defaults", "nofail"])
         #expect(configuration.settings[.label]?.origin == .defaultValue)
@@ -83,7 +83,7 @@ struct ConfigurationTests {
         #expect(ConfigKey.mountPoint.optionName == "--mount-point")
         #expect(ConfigKey.mountPoint.environmentVariable == "SNAPMOUNT_MOUNT_POINT")
         #expect(ConfigKey.kmsKeyID.environmentVariable == "SNAPMOUNT_KMS_KEY_ID")
-        #expect(ConfigKey.allCases.count == 16)
+        #expect(ConfigKey.allCases.count == 17)
         for key in ConfigKey.allCases {
             #expect(key.environmentVariable.allSatisfy { $0.isUppercase || $0 == "_" })
         }
@@ -156,7 +156,7 @@ struct ConfigurationTests {
         (.kmsKeyID, "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"),
         (.kmsKeyID, "alias/release"), (.tags, "team=web,env=prod"), (.tags, "Name=release server,x="),
         (.deviceTimeout, "50s"), (.deviceTimeout, "2m"), (.deviceTimeout, "1m30s"), (.deviceTimeout, "90"),
-        (.deviceTimeout, "1500ms"), (.snapshotOwner, "self"), (.snapshotOwner, "123456789012"),
+        (.deviceTimeout, "1500ms"), (.snapshotOwner, "self"), (.snapshotOwner, "123456789012"), (.snapshotOwner, "any"),
         (.fstab, "/etc/fstab"), (.mountOptions, "defaults,nofail,x-systemd.device-timeout=10s"),
     ])
     func accepted(key: ConfigKey, value: String) {
@@ -197,7 +197,11 @@ struct ConfigurationTests {
         (.deviceTimeout, "0s", "from 1s to 1h"), (.deviceTimeout, "2h", "from 1s to 1h"),
         (.deviceTimeout, "5 parsecs", "is not a duration"), (.deviceTimeout, "10x", "unknown unit"),
         (.deviceTimeout, "s", "is not a duration"),
-        (.snapshotOwner, "amazon", "self or a 12-digit"), (.snapshotOwner, "12345", "self or a 12-digit"),
+        // No integer trap: sums and bare numbers that do not fit are invalid values (78).
+        (.deviceTimeout, String(repeating: "999999999h", count: 3000), "is too long"),
+        (.deviceTimeout, "99999999999999999999", "is too long"), (.runTimeout, "999999999h", "is too long"),
+        (.runTimeout, "5s", "from 10s to 2h"), (.runTimeout, "3h", "from 10s to 2h"),
+        (.snapshotOwner, "amazon", "self, a 12-digit"), (.snapshotOwner, "12345", "self, a 12-digit"), (.snapshotOwner, "Any", "self, a 12-digit"),
         (.fstab, "fstab", "not an absolute path"),
         (.mountOptions, "defaults, nofail", "contains whitespace"), (.mountOptions, "a,,b", "empty option"),
         (.mountOptions, "defaults\nUUID=x / ext4 defaults 0 0", "control character"),

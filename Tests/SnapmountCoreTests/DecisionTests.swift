@@ -71,6 +71,8 @@ struct DeviceIdentificationTests {
         let name: String
         let devices: [BlockDevice]
         var attachedAs = "/dev/sdf"
+        /// A Xen instance, where names identify.
+        var xen = false
         /// The device name expected, and how it was proven; nil: none may be used.
         let found: (String, ProvenDevice.Evidence)?
         var testDescription: String { name }
@@ -93,21 +95,39 @@ struct DeviceIdentificationTests {
         Row(name: "multipath: the hidden controller path is skipped, the namespace used",
             devices: [nvme("nvme1c1n1", node: false), nvme("nvme1n1")], found: ("nvme1n1", .nvmeSerial)),
         Row(name: "multipath: a controller path alone is never used", devices: [nvme("nvme1c1n1", node: true)], found: nil),
-        Row(name: "Xen: xvdf for /dev/sdf at the size", devices: [disk("xvda", size: 8 * gib), disk("xvdf")], found: ("xvdf", .xenName)),
-        Row(name: "Xen: sdf itself at the size", devices: [disk("sdf")], found: ("sdf", .xenName)),
-        Row(name: "Xen: /dev/xvdg attachment", devices: [disk("xvdg")], attachedAs: "/dev/xvdg", found: ("xvdg", .xenName)),
-        Row(name: "Xen: the right name, the wrong size", devices: [disk("xvdf", size: 2 * gib)], found: nil),
-        Row(name: "Xen: another name at the size", devices: [disk("xvdg")], found: nil),
-        Row(name: "the serial wins over a name match", devices: [disk("xvdf"), nvme("nvme2n1")], found: ("nvme2n1", .nvmeSerial)),
+        Row(name: "Xen: xvdf for /dev/sdf at the size", devices: [disk("xvda", size: 8 * gib), disk("xvdf")], xen: true, found: ("xvdf", .xenName)),
+        Row(name: "Xen: sdf itself at the size", devices: [disk("sdf")], xen: true, found: ("sdf", .xenName)),
+        Row(name: "Xen: /dev/xvdg attachment", devices: [disk("xvdg")], attachedAs: "/dev/xvdg", xen: true, found: ("xvdg", .xenName)),
+        Row(name: "Xen: the right name, the wrong size", devices: [disk("xvdf", size: 2 * gib)], xen: true, found: nil),
+        Row(name: "Xen: another name at the size", devices: [disk("xvdg")], xen: true, found: nil),
+        Row(name: "Xen: the right name, no node", devices: [disk("xvdf", node: false)], xen: true, found: nil),
+        Row(name: "Nitro: a same-size disk named xvdf is never taken", devices: [nvme("nvme0n1", serial: "vol0aaaaaaaaaaaaaaa0", size: 8 * gib), disk("xvdf")],
+            found: nil),
+        Row(name: "Nitro: a same-size disk named sdf is never taken", devices: [disk("sdf")], found: nil),
+        Row(name: "the serial wins over a name match", devices: [disk("xvdf"), nvme("nvme2n1")], xen: true, found: ("nvme2n1", .nvmeSerial)),
+        Row(name: "a volume EC2 says has no size is never matched", devices: [nvme("nvme1n1", size: 0)], found: nil),
         Row(name: "nothing attached", devices: [], found: nil),
     ]
 
     @Test("NVMe serial, Xen name and size, multipath, wrong size", arguments: rows)
     func identify(row: Row) {
-        let proven = DeviceIdentification.identify(volumeID, sizeGiB: 1, attachedAs: row.attachedAs, devDirectory: "/dev", among: row.devices)
+        let size = row.name.contains("no size") ? 0 : 1
+        let proven = DeviceIdentification.identify(volumeID, sizeGiB: size, attachedAs: row.attachedAs, byName: row.xen, devDirectory: "/dev",
+                                                   among: row.devices)
         #expect(proven?.device.name == row.found?.0)
         #expect(proven?.evidence == row.found?.1)
         if let proven { #expect(proven.path == "/dev/\(proven.device.name)") }
+    }
+
+    @Test("names identify only on Xen: the hypervisor says xen and no disk has an EBS serial", arguments: [
+        ("xen", [disk("xvda"), disk("xvdf")], true),
+        ("xen", [nvme("nvme0n1"), disk("xvdf")], false),
+        (nil, [disk("xvda"), disk("xvdf")], false),
+        (nil, [nvme("nvme0n1")], false),
+        ("kvm", [disk("sda")], false),
+    ] as [(String?, [BlockDevice], Bool)])
+    func namesIdentify(hypervisor: String?, devices: [BlockDevice], expected: Bool) {
+        #expect(DeviceIdentification.namesIdentify(hypervisor: hypervisor, among: devices) == expected)
     }
 
     @Test("multipath controller paths by name", arguments: [
@@ -199,9 +219,10 @@ struct VolumeDecisionTests {
 
 @Suite("Decision: fsck's exit status and the mount point")
 struct HostDecisionTests {
-    @Test("fsck exit status", arguments: [
+    @Test("fsck exit status: 4 refuses, 8 and 32 are worth another run, 16 and 128 are fsck's own failure", arguments: [
         (Int32(0), FsckOutcome.clean), (1, .corrected), (2, .correctedRebootAdvised), (3, .correctedRebootAdvised),
-        (4, .failed), (8, .failed), (12, .failed), (16, .failed), (32, .failed), (128, .failed),
+        (4, .uncorrected), (5, .uncorrected), (6, .uncorrected), (8, .notChecked), (12, .notChecked), (32, .notChecked),
+        (36, .notChecked), (16, .fsckBroken), (128, .fsckBroken), (136, .fsckBroken),
     ])
     func fsck(status: Int32, outcome: FsckOutcome) {
         #expect(FsckOutcome(status: status) == outcome)

@@ -15,7 +15,8 @@ struct EnvironmentTests {
         #expect(environment.retry.maxAttempts == RetryPolicy.defaultMaxAttempts)
         #expect(environment.retryMode == .standard)
         #expect(environment.devDirectory == "/dev" && environment.sysDirectory == "/sys")
-        #expect(environment.stateDirectory == "/run/snapmount")
+        #expect(environment.lockDirectory == "/run/snapmount")
+        #expect(environment.recordDirectory == "/var/lib/snapmount")
         #expect(environment.proxy == ProxySettings())
     }
 
@@ -26,7 +27,7 @@ struct EnvironmentTests {
             "SNAPMOUNT_STATE_DIR": "", "http_proxy": "",
         ])
         #expect(environment.region == nil && environment.ec2Endpoint == nil && environment.credentials == nil)
-        #expect(environment.stateDirectory == "/run/snapmount")
+        #expect(environment.lockDirectory == "/run/snapmount")
         #expect(environment.proxy.http == nil)
     }
 
@@ -49,6 +50,9 @@ struct EnvironmentTests {
         #expect(environment.retryMode == .adaptive)
         #expect(environment.caBundle == "/etc/ca.pem")
         #expect(environment.imds.endpoint == "http://127.0.0.1:3" && environment.imds.disabled)
+        // AWS_DEFAULT_REGION after AWS_REGION, as the SDKs read them.
+        #expect(try AgentEnvironment(["AWS_DEFAULT_REGION": "us-east-2"]).region == "us-east-2")
+        #expect(try AgentEnvironment(["AWS_DEFAULT_REGION": "us-east-2", "AWS_REGION": "eu-west-1"]).region == "eu-west-1")
         // AWS_ENDPOINT_URL applies when the EC2-specific one is not set.
         #expect(try AgentEnvironment(["AWS_ENDPOINT_URL": "https://ec2.example"]).ec2Endpoint?.host == "ec2.example")
     }
@@ -60,7 +64,7 @@ struct EnvironmentTests {
             "SNAPMOUNT_CONFIG": "/tmp/snapmount.conf", "SNAPMOUNT_LABEL": "x", "PATH": "/bin",
         ])
         #expect(environment.devDirectory == "/tmp/dev" && environment.sysDirectory == "/tmp/sys")
-        #expect(environment.stateDirectory == "/tmp/state")
+        #expect(environment.lockDirectory == "/tmp/state" && environment.recordDirectory == "/tmp/state")
         #expect(environment.configPath == "/tmp/snapmount.conf")
         #expect(environment.snapmountVariables["SNAPMOUNT_LABEL"] == "x")
         #expect(environment.snapmountVariables["PATH"] == nil)
@@ -82,6 +86,11 @@ struct EnvironmentTests {
                 && text.contains("environment AWS_ENDPOINT_URL_EC2")
         }
         #expect(throws: ConfigurationError.self) { try AgentEnvironment(["AWS_MAX_ATTEMPTS": "0"]) }
+        // A region goes into a host name and the signing scope: checked like the instance's.
+        for bad in ["EU-WEST-1", "eu west 1", "eu-west-1.evil.example", "eu-west-1/", "x"] {
+            #expect(throws: ConfigurationError.self, "\(bad)") { try AgentEnvironment(["AWS_REGION": bad]) }
+            #expect(throws: ConfigurationError.self, "\(bad)") { try AgentEnvironment(["AWS_DEFAULT_REGION": bad]) }
+        }
         #expect(throws: ConfigurationError.self) { try AgentEnvironment(["AWS_MAX_ATTEMPTS": "101"]) }
         #expect(throws: ConfigurationError.self) { try AgentEnvironment(["AWS_SECRET_ACCESS_KEY": "secret"]) }
         #expect(try AgentEnvironment(["AWS_MAX_ATTEMPTS": "100"]).retry.maxAttempts == 100)

@@ -127,7 +127,7 @@ struct BootFlowTests {
     func xenWrongSize() async throws {
         guard requireRoot("xenWrongSize") else { return }
         try await withHost(image: try Images.release()) { host in
-            await host.plane.setMode(.xen)
+            try await host.plane.setMode(.xen)
             await host.plane.setSizeError(1 << 20)
             let error = try await host.runError([.deviceTimeout: "2s"])
             #expect(error.map { ExitStatus(for: $0) } == .timedOut)
@@ -136,11 +136,26 @@ struct BootFlowTests {
         }
     }
 
+    @Test("Nitro: a same-size disk named xvdf is never touched; the run times out with 75 and the disk is byte-identical")
+    func nitroDecoy() async throws {
+        guard requireRoot("nitroDecoy") else { return }
+        try await withHost(image: try Images.release()) { host in
+            await host.plane.setPresentsDevices(false)
+            let decoy = try host.presentDecoy(named: "xvdf", image: try Images.release())
+            let before = try sparseDigest(decoy)
+            let error = try await host.runError([.deviceTimeout: "2s"])
+            #expect(error.map { ExitStatus(for: $0) } == .timedOut, "\(String(describing: error))")
+            #expect(try sparseDigest(decoy) == before)
+            #expect(!host.isMounted)
+            #expect(try host.fstabText() == HostHarness.initialFstab)
+        }
+    }
+
     @Test("Xen: the right name and size is used")
     func xenRightSize() async throws {
         guard requireRoot("xenRightSize") else { return }
         try await withHost(image: try Images.release()) { host in
-            await host.plane.setMode(.xen)
+            try await host.plane.setMode(.xen)
             _ = try await host.run()
             #expect(host.isMounted)
         }
@@ -240,7 +255,7 @@ struct BootFlowTests {
             let volumes = await host.cloud.state.volumeTable().count
             let creates = await host.cloud.state.callLog().count("CreateVolume")
             let entries = try host.fstabText().components(separatedBy: "LABEL=code_release").count - 1
-            let mounts = SystemMounter().mounts().filter { $0.mountPoint == host.mountPoint }.count
+            let mounts = try SystemMounter().mounts().filter { $0.mountPoint == host.mountPoint }.count
             #expect(outcomes.count == 10)
             #expect(mounted.count == 1)
             #expect(volumes == 1)

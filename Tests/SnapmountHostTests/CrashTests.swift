@@ -45,13 +45,16 @@ struct CrashTests {
     static let failpoints = [
         "after-lock", "after-snapshot", "after-create-volume", "after-volume", "after-attach-call", "after-attach",
         "after-device", "after-filesystem", "fstab-before-rename", "after-fstab", "after-mount",
+        // A blank snapshot: killed with the format marker written, and killed (with mkfs) mid-format.
+        "after-format-marker", "during-mkfs",
     ]
 
     @Test("SIGKILL at each step, then a rerun: mounted, one volume, one fstab entry, the rest of fstab unchanged",
           arguments: failpoints)
     func killAndRerun(failpoint: String) async throws {
         guard requireRoot("crash matrix (\(failpoint))") else { return }
-        try await withHost(image: try Images.release()) { host in
+        let formats = failpoint.contains("format") || failpoint.contains("mkfs")
+        try await withHost(image: formats ? try Images.blank() : try Images.release()) { host in
             let first = try await onThread { try runBinary(host, failpoint: failpoint) }
             let killed = first.signaled && first.status == SIGKILL
             #expect(killed, "not killed at \(failpoint): \(first.output)")

@@ -230,8 +230,31 @@ final class HostHarness: @unchecked Sendable {
         }
     }
 
+    /// A disk that is not the volume — a loop device on `image`, at the volume's size — shown
+    /// as `<dev>/<name>` with its sysfs entry, to tempt a name match. Freed at cleanup.
+    @discardableResult
+    func presentDecoy(named name: String, image: String) throws -> String {
+        let copy = root + "/decoy.img"
+        try Images.sh("cp", ["--sparse=always", image, copy])
+        let loop = try SystemCommandRunner().run("losetup", ["--find", "--show", copy]).output.trimmingCharacters(in: .whitespacesAndNewlines)
+        decoys.append(loop)
+        var status = stat()
+        guard stat(loop, &status) == 0 else { throw HarnessError.command("stat \(loop)") }
+        let base = "\(root)/sys/block/\(name)"
+        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        let rdev = UInt64(status.st_rdev)
+        let major = ((rdev >> 32) & 0xffff_f000) | ((rdev >> 8) & 0x0000_0fff)
+        let minor = ((rdev >> 12) & 0xffff_ff00) | (rdev & 0x0000_00ff)
+        try "\((1 << 30) / 512)\n".write(toFile: base + "/size", atomically: true, encoding: .utf8)
+        try "\(major):\(minor)\n".write(toFile: base + "/dev", atomically: true, encoding: .utf8)
+        guard mknod("\(root)/dev/\(name)", S_IFBLK | 0o600, status.st_rdev) == 0 else { throw HarnessError.command("mknod \(name)") }
+        return copy
+    }
+
+    private(set) var decoys: [String] = []
+
     var isMounted: Bool {
-        SystemMounter().mounts().contains { $0.mountPoint == mountPoint }
+        ((try? SystemMounter().mounts()) ?? []).contains { $0.mountPoint == mountPoint }
     }
 
     func unmount() {
@@ -240,6 +263,7 @@ final class HostHarness: @unchecked Sendable {
 
     func cleanup() async {
         unmount()
+        for loop in decoys { _ = try? SystemCommandRunner().run("losetup", ["-d", loop]) }
         await stopCloud(cloud)
         await plane.shutdown()
         try? FileManager.default.removeItem(atPath: root)

@@ -127,6 +127,41 @@ struct HTTPClientTests {
         withExtendedLifetime(server) {}
     }
 
+    @Test("an https URL redirected to http is refused, not followed; an https redirect to https is followed")
+    func noDowngrade() async throws {
+        try await withEchoServer { port in
+            let plain = "http://127.0.0.1:\(port)/snap.txt"
+            let downgrade = try TLSTestServer(subjectAltName: "IP:127.0.0.1", redirectTo: plain)
+            let upgrade = try TLSTestServer(subjectAltName: "IP:127.0.0.1", redirectTo: "https://127.0.0.1:\(downgrade.port)/x")
+            let (certificate, downgradePort, upgradePort) = (downgrade.certificate, downgrade.port, upgrade.port)
+            let upgradeCertificate = upgrade.certificate
+            try await onThread {
+                let error = try #require(throws: HTTPError.self) {
+                    try HTTPClient(trustedCertificatesFile: certificate)
+                        .send(HTTPRequest(.get, "https://127.0.0.1:\(downgradePort)/snap.txt", followRedirects: true))
+                }
+                #expect(error == .insecureRedirect(url: "https://127.0.0.1:\(downgradePort)/snap.txt"))
+                #expect(!error.isTransient)
+                #expect(error.exitStatus == .unavailable)
+                // Without following, the 302 is an answer like any other.
+                let unfollowed = try HTTPClient(trustedCertificatesFile: certificate)
+                    .send(HTTPRequest(.get, "https://127.0.0.1:\(downgradePort)/snap.txt"))
+                #expect(unfollowed.status == 302)
+                // https → https is followed (then refused at the second hop's downgrade).
+                let chain = try #require(throws: HTTPError.self) {
+                    try HTTPClient(trustedCertificatesFile: upgradeCertificate)
+                        .send(HTTPRequest(.get, "https://127.0.0.1:\(upgradePort)/", followRedirects: true))
+                }
+                guard case .tls = chain else {
+                    // Each server has its own throwaway CA: the second hop is untrusted.
+                    Issue.record("expected the followed https hop to be checked, got \(chain)")
+                    return
+                }
+            }
+            withExtendedLifetime((downgrade, upgrade)) {}
+        }
+    }
+
     @Test("TLS: an untrusted certificate is refused; a trusted CA is accepted; a wrong host name is refused")
     func tls() async throws {
         let server = try TLSTestServer(subjectAltName: "IP:127.0.0.1")

@@ -81,6 +81,33 @@ struct HostEdgeTests {
         #expect(throws: ProcessRunError.notFound("no-such-program-snapmount")) { try runner.run("no-such-program-snapmount", []) }
     }
 
+    @Test("a program that runs past its time limit is stopped (SIGTERM, then SIGKILL): 75")
+    func timeLimit() throws {
+        var runner = SystemCommandRunner()
+        runner.killAfter = .milliseconds(300)
+        var started = ContinuousClock.now
+        #expect(throws: ProcessRunError.timedOut("sleep", after: .milliseconds(300))) { try runner.run("sleep", ["30"], timeout: .milliseconds(300)) }
+        #expect(ContinuousClock.now - started < .seconds(3))
+        // One that ignores SIGTERM is killed after killAfter.
+        started = ContinuousClock.now
+        #expect(throws: ProcessRunError.self) { try runner.run("sh", ["-c", "trap '' TERM; sleep 30"], timeout: .milliseconds(200)) }
+        #expect(ContinuousClock.now - started < .seconds(3))
+        #expect(ProcessRunError.timedOut("mkfs.ext4", after: .seconds(1)).exitStatus == .timedOut)
+    }
+
+    @Test("mkfs and fsck see no descriptor of ours but 0–2, and the default signal dispositions")
+    func childIsolation() throws {
+        // Descriptors without close-on-exec, as a library might leave them.
+        let leaked = open("/dev/null", O_RDONLY)
+        defer { close(leaked) }
+        let descriptors = try SystemCommandRunner().run("sh", ["-c", "ls /proc/self/fd"])
+        let open = descriptors.output.split(separator: "\n").compactMap { Int($0) }.filter { $0 > 2 }
+        // `ls` itself opens one to read the directory.
+        #expect(open.count <= 1, "\(descriptors.output)")
+        let mask = try SystemCommandRunner().run("sh", ["-c", "grep -E '^(SigBlk|SigIgn)' /proc/self/status"])
+        #expect(mask.output.contains("SigBlk:\t0000000000000000"), "\(mask.output)")
+    }
+
     @Test("atomic replace keeps mode and owner, leaves no temporary file, and removes stale ones")
     func atomicReplace() throws {
         let root = try Self.temporaryDirectory()

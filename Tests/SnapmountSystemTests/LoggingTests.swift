@@ -28,6 +28,16 @@ struct LoggingTests {
         #expect(line.filter { $0 == "\n" }.count == 1)
     }
 
+    @Test("C1 controls and the Unicode line and paragraph separators are escaped too; a long message is capped")
+    func escapes() {
+        let line = LogLine.format(level: .info, message: "a\u{85}b\u{9b}c\u{2028}d\u{2029}e\u{7f}", metadata: [:], style: .plain)
+        #expect(line == "snapmount: a\\u{85}b\\u{9b}c\\u{2028}d\\u{2029}e\\u{7f}\n")
+        let long = LogLine.format(level: .error, message: String(repeating: "x", count: 100_000) + "\nEND", metadata: [:], style: .plain)
+        #expect(long.utf8.count < LogLine.messageLimit + 100)
+        #expect(long.hasSuffix("… (97956 more bytes)\n"))
+        #expect(!long.contains("END"))
+    }
+
     @Test("secrets never reach a line: the Secret type and secret-looking metadata keys")
     func noSecrets() {
         let sink = CapturedLines()

@@ -113,8 +113,11 @@ final class TLSTestServer: @unchecked Sendable {
     let directory: URL
     private let process: Process
 
-    /// - Parameter subjectAltName: what the certificate vouches for, e.g. `IP:127.0.0.1`.
-    init(subjectAltName: String) throws {
+    /// - Parameters:
+    ///   - subjectAltName: what the certificate vouches for, e.g. `IP:127.0.0.1`.
+    ///   - redirectTo: answer every GET with `302 Found` to this URL (a Python server) instead
+    ///     of `openssl s_server -www`'s status page.
+    init(subjectAltName: String, redirectTo: String? = nil) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("snapmount-tls-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         certificate = directory.appendingPathComponent("cert.pem").path
@@ -129,8 +132,25 @@ final class TLSTestServer: @unchecked Sendable {
         guard request.terminationStatus == 0 else { throw TestServerError.openssl("req failed") }
 
         process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-        process.arguments = ["s_server", "-accept", "127.0.0.1:0", "-cert", certificate, "-key", key, "-www"]
+        if let redirectTo {
+            let script = """
+                import http.server, ssl, sys
+                class Redirect(http.server.BaseHTTPRequestHandler):
+                    def do_GET(self):
+                        self.send_response(302); self.send_header("Location", sys.argv[3]); self.send_header("Content-Length", "0"); self.end_headers()
+                    def log_message(self, *args): pass
+                server = http.server.HTTPServer(("127.0.0.1", 0), Redirect)
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); context.load_cert_chain(sys.argv[1], sys.argv[2])
+                server.socket = context.wrap_socket(server.socket, server_side=True)
+                print(f"ACCEPT 127.0.0.1:{server.server_address[1]}", flush=True)
+                server.serve_forever()
+                """
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            process.arguments = ["-c", script, certificate, key, redirectTo]
+        } else {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+            process.arguments = ["s_server", "-accept", "127.0.0.1:0", "-cert", certificate, "-key", key, "-www"]
+        }
         let output = Pipe()
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice

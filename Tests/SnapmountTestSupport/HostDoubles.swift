@@ -10,11 +10,16 @@ public final class TableDevices: BlockDeviceSource, @unchecked Sendable {
     public let devDirectory: String
     private let lock = NSLock()
     private var table: [BlockDevice]
+    private var hypervisorType: String?
 
-    public init(devDirectory: String = "/dev", devices: [BlockDevice] = []) {
+    public init(devDirectory: String = "/dev", devices: [BlockDevice] = [], hypervisor: String? = nil) {
         self.devDirectory = devDirectory
         self.table = devices
+        self.hypervisorType = hypervisor
     }
+
+    public var hypervisor: String? { lock.withLock { hypervisorType } }
+    public func setHypervisor(_ type: String?) { lock.withLock { hypervisorType = type } }
 
     public func scan() -> [BlockDevice] { lock.withLock { table.sorted { $0.name < $1.name } } }
     public func add(_ device: BlockDevice) { lock.withLock { table.append(device) } }
@@ -80,7 +85,7 @@ public final class RecordingRunner: CommandRunner, @unchecked Sendable {
         self.prober = prober
     }
 
-    public func run(_ program: String, _ arguments: [String]) throws(ProcessRunError) -> ProcessResult {
+    public func run(_ program: String, _ arguments: [String], timeout: Duration?) throws(ProcessRunError) -> ProcessResult {
         let status = lock.withLock { () -> Int32 in
             recorded.append([program] + arguments)
             return statuses[program] ?? 0
@@ -111,12 +116,21 @@ public final class TableMounter: Mounter, @unchecked Sendable {
         self.table = mounted
     }
 
-    public func mounts() -> [MountInfo] { lock.withLock { table } }
+    /// Set: the table cannot be read.
+    public var unreadable: SystemCallError?
 
+    public func mounts() throws(MountError) -> [MountInfo] {
+        if let unreadable { throw .table(unreadable) }
+        return lock.withLock { table }
+    }
+
+    /// Records the mount as the kernel would show it: at the mount point's real path.
     public func mount(device: String, on mountPoint: String, type: String, options: [String]) throws(MountError) {
         if let failure { throw failure }
         let number = devices.device(at: device)?.number ?? "0:0"
-        lock.withLock { table.append(MountInfo(device: number, mountPoint: mountPoint, type: type, source: device)) }
+        try? FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        let real = resolvedPath(mountPoint)
+        lock.withLock { table.append(MountInfo(device: number, mountPoint: real, type: type, source: device)) }
     }
 
     /// A reboot: nothing is mounted any more (systemd would mount the fstab line; the
@@ -134,6 +148,14 @@ public actor SimulatedDevicePlane {
     private var contents: [String: (DeviceContent, zeroed: Bool)] = [:]
     private var presented: [String: String] = [:]
     private var next = 1
+    private var xen = false
+    /// `false`: attachments complete, but no device ever appears.
+    private var presentsDevices = true
+
+    /// A Nitro instance's root volume: NVMe, with its EBS serial.
+    public static let nitroRoot = BlockDevice(name: "nvme0n1", serial: "vol0aaaaaaaaaaaaaaa0", sizeBytes: 8 << 30, number: "259:0")
+    /// A Xen instance's root volume.
+    public static let xenRoot = BlockDevice(name: "xvda", serial: nil, sizeBytes: 8 << 30, number: "202:0")
 
     public init(devices: TableDevices, prober: TableProber) {
         self.devices = devices
@@ -144,17 +166,28 @@ public actor SimulatedDevicePlane {
         contents[id] = (content, zeroed)
     }
 
+    /// A Xen instance: the hypervisor says so, the root disk is `xvda`, and volumes appear
+    /// under their attachment's `xvd` name, without a serial.
+    public func setXen() {
+        xen = true
+        devices.setHypervisor("xen")
+        devices.remove(named: Self.nitroRoot.name)
+        devices.add(Self.xenRoot)
+    }
+
+    public func setPresentsDevices(_ value: Bool) { presentsDevices = value }
+
     public func handle(_ event: AttachmentEvent) {
         switch event {
-        case .attached(let volume, _, _):
-            guard presented[volume.id] == nil else { return }
-            let name = "nvme\(next)n1"
-            let number = "259:\(next)"
+        case .attached(let volume, _, let device):
+            guard presentsDevices, presented[volume.id] == nil else { return }
+            let name = xen ? DeviceIdentification.xenNames(device).last ?? "xvdf" : "nvme\(next)n1"
+            let number = xen ? "202:\(16 * next)" : "259:\(next)"
             next += 1
             presented[volume.id] = name
             let (content, zeroed) = volume.snapshotID.flatMap { contents[$0] } ?? (.filesystem(type: "ext4", label: "code_release"), false)
             prober.set("\(devices.devDirectory)/\(name)", content, zeroed: zeroed)
-            devices.add(BlockDevice(name: name, serial: volume.id.replacingOccurrences(of: "-", with: ""),
+            devices.add(BlockDevice(name: name, serial: xen ? nil : volume.id.replacingOccurrences(of: "-", with: ""),
                                     sizeBytes: UInt64(volume.sizeGiB) << 30, number: number))
         case .detached(let volume, _, _):
             if let name = presented.removeValue(forKey: volume.id) { devices.remove(named: name) }
@@ -185,7 +218,7 @@ public final class SimulatedHost: @unchecked Sendable {
         root = NSTemporaryDirectory() + "snapmount-sim-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         try Self.initialFstab.write(toFile: root + "/fstab", atomically: true, encoding: .utf8)
-        devices = TableDevices(devDirectory: root + "/dev")
+        devices = TableDevices(devDirectory: root + "/dev", devices: [SimulatedDevicePlane.nitroRoot])
         prober = TableProber()
         runner = RecordingRunner(prober: prober)
         mounter = TableMounter(devices: devices)
@@ -195,14 +228,14 @@ public final class SimulatedHost: @unchecked Sendable {
     }
 
     public var edges: HostEdges {
-        var edges = HostEdges(devices: devices, prober: prober, runner: runner, mounter: mounter, stateDirectory: root + "/state")
+        var edges = HostEdges(devices: devices, prober: prober, runner: runner, mounter: mounter, lockDirectory: root + "/run",
+                              recordDirectory: root + "/state")
         edges.lockTimeout = .seconds(30)
         return edges
     }
 
     public func configuration(_ extra: [ConfigKey: String] = [:]) throws -> Configuration {
-        var options: [ConfigKey: String] = [.source: cloud.sourceURL, .mountPoint: mountPoint, .fstab: fstab, .deviceTimeout: "5s",
-                                            .snapshotOwner: "self"]
+        var options: [ConfigKey: String] = [.source: cloud.sourceURL, .mountPoint: mountPoint, .fstab: fstab, .deviceTimeout: "5s"]
         options.merge(extra) { _, new in new }
         return try Configuration.resolve(file: nil, environment: [:], options: options)
     }
@@ -231,14 +264,14 @@ public final class SimulatedHost: @unchecked Sendable {
         }
     }
 
-    public var isMounted: Bool { mounter.mounts().contains { $0.mountPoint == mountPoint } }
+    public var isMounted: Bool { ((try? mounter.mounts()) ?? []).contains { $0.mountPoint == resolvedPath(mountPoint) } }
 
     public func fstabText() throws -> String { try String(contentsOfFile: fstab, encoding: .utf8) }
 
-    /// A reboot: mounts and `/run` are gone; EC2 keeps the volume attached.
+    /// A reboot: mounts and `/run` are gone; `/var/lib` stays; EC2 keeps the volume attached.
     public func reboot() {
         mounter.unmountAll()
-        try? FileManager.default.removeItem(atPath: root + "/state")
+        try? FileManager.default.removeItem(atPath: root + "/run")
     }
 
     public func cleanup() {

@@ -114,8 +114,9 @@ public final class ClosedPort: @unchecked Sendable {
 
 
 /// DevCloud with short state delays and hangs, for tests.
-public func fastSettings() -> DevCloudSettings {
+public func fastSettings(_ dialect: Dialect = .ec2) -> DevCloudSettings {
     var settings = DevCloudSettings()
+    settings.dialect = dialect
     settings.delays.volumeCreate = .milliseconds(150)
     settings.delays.attach = .milliseconds(300)
     settings.delays.detach = .milliseconds(100)

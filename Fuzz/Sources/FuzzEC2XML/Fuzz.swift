@@ -9,7 +9,7 @@ func fuzzOne(_ bytes: [UInt8]) {
     _ = try? EC2Decoder.snapshots(bytes)
     _ = try? EC2Decoder.createdVolume(bytes)
     _ = try? EC2Decoder.attachment(bytes, action: "AttachVolume")
-    _ = try? EC2Decoder.returnValue(bytes, action: "DeleteVolume")
+    _ = try? EC2Decoder.emptyOutput(bytes, action: "DeleteVolume")
     _ = EC2ErrorBody.parse(bytes)
 }
 

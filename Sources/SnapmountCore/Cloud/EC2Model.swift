@@ -6,14 +6,18 @@ public struct EC2Snapshot: Sendable, Equatable {
     public var volumeSizeGiB: Int
     public var encrypted: Bool
     public var progress: String
+    /// When the snapshot was taken: which of two releases is newer.
+    public var startTime: UTCTimestamp?
 
-    public init(id: SnapshotID, state: SnapshotState, ownerID: String, volumeSizeGiB: Int, encrypted: Bool, progress: String = "100%") {
+    public init(id: SnapshotID, state: SnapshotState, ownerID: String, volumeSizeGiB: Int, encrypted: Bool, progress: String = "100%",
+                startTime: UTCTimestamp? = nil) {
         self.id = id
         self.state = state
         self.ownerID = ownerID
         self.volumeSizeGiB = volumeSizeGiB
         self.encrypted = encrypted
         self.progress = progress
+        self.startTime = startTime
     }
 }
 
@@ -23,9 +27,10 @@ public struct EC2Attachment: Sendable, Equatable {
     public var instanceID: InstanceID
     public var device: String
     public var state: AttachmentState
-    public var deleteOnTermination: Bool
+    /// `nil`: the answer did not say (EC2 always does; some emulators never do).
+    public var deleteOnTermination: Bool?
 
-    public init(volumeID: VolumeID, instanceID: InstanceID, device: String, state: AttachmentState, deleteOnTermination: Bool) {
+    public init(volumeID: VolumeID, instanceID: InstanceID, device: String, state: AttachmentState, deleteOnTermination: Bool?) {
         self.volumeID = volumeID
         self.instanceID = instanceID
         self.device = device
@@ -95,8 +100,9 @@ public enum EC2Decoder {
             }
             result.append(EC2Snapshot(
                 id: id, state: SnapshotState(text: state), ownerID: item.value("ownerId") ?? "",
-                volumeSizeGiB: item.value("volumeSize").flatMap { Int($0) } ?? 0,
-                encrypted: item.value("encrypted") == "true", progress: item.value("progress") ?? ""))
+                volumeSizeGiB: try gibibytes(item.value("volumeSize"), action: "DescribeSnapshots"),
+                encrypted: item.value("encrypted") == "true", progress: item.value("progress") ?? "",
+                startTime: item.value("startTime").flatMap(UTCTimestamp.init(iso8601:))))
         }
         return result
     }
@@ -121,11 +127,26 @@ public enum EC2Decoder {
         return try attachment(root, action: action)
     }
 
-    /// DeleteVolume and ModifyInstanceAttribute answer `<return>true</return>`.
-    public static func returnValue(_ bytes: [UInt8], action: String) throws(EC2DecodeError) -> Bool {
+    /// Actions whose output is empty (DeleteVolume, ModifyInstanceAttribute), read as the AWS
+    /// SDKs read them: HTTP 200 is success. EC2 adds `<return>true</return>`, other
+    /// implementations leave it out; only a `<return>` that is there and not `true` is a
+    /// refusal. An empty body is success too; a body that is not the action's answer is an
+    /// unreadable answer, whose effect the caller checks.
+    public static func emptyOutput(_ bytes: [UInt8], action: String) throws(EC2DecodeError) -> Bool {
+        if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x0a || $0 == 0x0d || $0 == 0x09 }) { return true }
         let root = try document(bytes, action: action)
-        guard let value = root.value("return") else { throw EC2DecodeError(action: action, problem: "no return element") }
+        guard let value = root.value("return") else { return true }
         return value == "true"
+    }
+
+    /// A size in GiB as EBS allows it (1 GiB to 64 TiB); 0 when the answer leaves it out. A
+    /// negative, huge or non-numeric size is an unreadable answer, never a number to compute with.
+    static func gibibytes(_ text: String?, action: String) throws(EC2DecodeError) -> Int {
+        guard let text else { return 0 }
+        guard let value = Int(text), (1...65536).contains(value) else {
+            throw EC2DecodeError(action: action, problem: "size \(text.quotedForMessage(limit: 24)) is not a volume size in GiB")
+        }
+        return value
     }
 
     private static func volume(_ element: XMLElement, action: String) throws(EC2DecodeError) -> EC2Volume {
@@ -139,7 +160,7 @@ public enum EC2Decoder {
             if let key = item.value("key") { tags[key] = item.value("value") ?? "" }
         }
         return EC2Volume(
-            id: id, sizeGiB: element.value("size").flatMap { Int($0) } ?? 0,
+            id: id, sizeGiB: try gibibytes(element.value("size"), action: action),
             availabilityZone: element.value("availabilityZone") ?? "", state: VolumeState(text: state),
             snapshotID: element.value("snapshotId").flatMap(SnapshotID.init),
             volumeType: element.value("volumeType") ?? "", attachments: attachments, tags: tags)
@@ -151,7 +172,7 @@ public enum EC2Decoder {
               let state = element.value("status")
         else { throw EC2DecodeError(action: action, problem: "an attachment without volume, instance or status") }
         return EC2Attachment(volumeID: volume, instanceID: instance, device: element.value("device") ?? "",
-                             state: AttachmentState(text: state), deleteOnTermination: element.value("deleteOnTermination") == "true")
+                             state: AttachmentState(text: state), deleteOnTermination: element.value("deleteOnTermination").map { $0 == "true" })
     }
 }
 

@@ -91,7 +91,9 @@ public enum IMDSDocuments {
         }
     }
 
-    private static func isRegionName(_ text: String) -> Bool {
+    /// A region (or zone) name: lower-case letters, digits and dashes, as `eu-west-1`. It
+    /// goes into the endpoint's host name and the signature's scope, so nothing else passes.
+    public static func isRegionName(_ text: String) -> Bool {
         !text.isEmpty && text.count <= 32 && text.utf8.allSatisfy {
             (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || $0 == UInt8(ascii: "-")
         }

@@ -31,6 +31,12 @@ public struct VolumeID: Sendable, Hashable, Codable, CustomStringConvertible {
     /// without its dash (`vol0123456789abcdef0`).
     public var nvmeSerial: String { text.replacingFirstDash() }
 
+    /// The volume an EBS NVMe serial names; `nil` for any other serial.
+    public static func fromNVMeSerial(_ serial: String) -> VolumeID? {
+        guard serial.hasPrefix("vol") else { return nil }
+        return VolumeID("vol-" + serial.dropFirst(3))
+    }
+
     public var description: String { text }
 }
 

@@ -93,7 +93,7 @@ public enum EC2ErrorKind: Sendable, Equatable {
     public static let permissionCodes: Set<String> = [
         "UnauthorizedOperation", "AuthFailure", "OptInRequired", "Blocked", "PendingVerification",
         "InvalidClientTokenId", "MissingAuthenticationToken", "SignatureDoesNotMatch", "IncompleteSignature",
-        "ExpiredToken",
+        "ExpiredToken", "AccessDenied", "AccessDeniedException", "UnrecognizedClientException", "InvalidAccessKeyId",
     ]
 
     public init(code: String, httpStatus: Int) {

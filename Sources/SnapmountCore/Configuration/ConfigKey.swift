@@ -15,6 +15,7 @@ public enum ConfigKey: String, CaseIterable, Sendable, Comparable, CustomStringC
     case kmsKeyID = "kms-key-id"
     case tags
     case deviceTimeout = "device-timeout"
+    case runTimeout = "run-timeout"
     case snapshotOwner = "snapshot-owner"
     case fstab
     case mountOptions = "mount-options"
@@ -38,9 +39,11 @@ public enum ConfigKey: String, CaseIterable, Sendable, Comparable, CustomStringC
         case .device: "/dev/sdf"
         case .volumeType: "gp3"
         case .deviceTimeout: "50s"
+        case .runTimeout: "5m"
         case .fstab: "/etc/fstab"
         case .mountOptions: "defaults,nofail"
-        case .source, .volumeSize, .iops, .throughput, .encrypted, .kmsKeyID, .tags, .snapshotOwner: nil
+        case .snapshotOwner: "self"
+        case .source, .volumeSize, .iops, .throughput, .encrypted, .kmsKeyID, .tags: nil
         }
     }
 
@@ -59,8 +62,8 @@ public enum ConfigKey: String, CaseIterable, Sendable, Comparable, CustomStringC
         case .encrypted: "bool"
         case .kmsKeyID: "key"
         case .tags: "Key=Value,..."
-        case .deviceTimeout: "duration"
-        case .snapshotOwner: "self|account-id"
+        case .deviceTimeout, .runTimeout: "duration"
+        case .snapshotOwner: "self|account-id|any"
         case .mountOptions: "options"
         }
     }
@@ -81,7 +84,8 @@ public enum ConfigKey: String, CaseIterable, Sendable, Comparable, CustomStringC
         case .kmsKeyID: "KMS key for an encrypted volume (needs encrypted = true)."
         case .tags: "Extra volume tags, Key=Value,Key2=Value2."
         case .deviceTimeout: "How long to wait for the block device, e.g. 50s or 2m (default 50s)."
-        case .snapshotOwner: "Refuse snapshots not owned by this account: self or a 12-digit account id."
+        case .runTimeout: "How long the whole run may take, every wait and retry included (default 5m)."
+        case .snapshotOwner: "Whose snapshots to accept: self (default), a 12-digit account id, or any (said explicitly)."
         case .fstab: "The fstab file to edit (default /etc/fstab)."
         case .mountOptions: "Options for the fstab entry and the mount (default defaults,nofail)."
         }

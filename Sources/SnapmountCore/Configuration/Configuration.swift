@@ -30,7 +30,9 @@ public struct Configuration: Sendable, Equatable {
     public var device: AttachmentDeviceName
     public var volume: VolumeSettings
     public var deviceTimeout: Duration
-    public var snapshotOwner: SnapshotOwner?
+    /// The whole run's deadline; every wait and retry is bounded by what is left of it.
+    public var runTimeout: Duration
+    public var snapshotOwner: SnapshotOwner
     public var fstab: AbsolutePath
     public var mountOptions: MountOptions
     /// The effective text and origin of every key that has a value.
@@ -125,6 +127,11 @@ public struct Configuration: Sendable, Equatable {
             guard duration >= .seconds(1), duration <= .seconds(3600) else {
                 throw InvalidValue("is out of range", expected: "a duration from 1s to 1h")
             }
+        case .runTimeout:
+            let duration = try DurationText.parse(text)
+            guard duration >= .seconds(10), duration <= .seconds(7200) else {
+                throw InvalidValue("is out of range", expected: "a duration from 10s to 2h")
+            }
         case .snapshotOwner: _ = try SnapshotOwner(parsing: text)
         case .mountOptions: _ = try MountOptions(parsing: text)
         }
@@ -151,7 +158,8 @@ public struct Configuration: Sendable, Equatable {
             device: try AttachmentDeviceName(parsing: required(.device)),
             volume: volume,
             deviceTimeout: try DurationText.parse(required(.deviceTimeout)),
-            snapshotOwner: try text(.snapshotOwner).map { try SnapshotOwner(parsing: $0) },
+            runTimeout: try DurationText.parse(required(.runTimeout)),
+            snapshotOwner: try SnapshotOwner(parsing: required(.snapshotOwner)),
             fstab: try AbsolutePath(parsing: required(.fstab)),
             mountOptions: try MountOptions(parsing: required(.mountOptions)),
             settings: settings)

@@ -4,7 +4,8 @@ public enum DurationText {
     public static func parse(_ text: String) throws(InvalidValue) -> Duration {
         let expected = "a duration such as 50s, 2m, 1m30s or 500ms"
         guard !text.isEmpty else { throw InvalidValue("is empty", expected: expected) }
-        if let seconds = Int64(text), text.allSatisfy({ $0.isASCII && $0.isNumber }) {
+        if text.allSatisfy({ $0.isASCII && $0.isNumber }) {
+            guard text.count <= 9, let seconds = Int64(text) else { throw InvalidValue("is too long", expected: expected) }
             return .seconds(seconds)
         }
         var total: Int64 = 0  // milliseconds
@@ -27,10 +28,17 @@ public enum DurationText {
             case "": throw InvalidValue("is not a duration", expected: expected)
             default: throw InvalidValue("has an unknown unit \(String(unit).quotedForMessage())", expected: expected + " (units: ms, s, m, h)")
             }
-            total += number * factor
+            // No trap on input: a sum that does not fit is an invalid value.
+            let (part, overflow) = number.multipliedReportingOverflow(by: factor)
+            let (sum, sumOverflow) = total.addingReportingOverflow(part)
+            guard !overflow, !sumOverflow, sum <= Self.maximumMilliseconds else { throw InvalidValue("is too long", expected: expected) }
+            total = sum
         }
         return .milliseconds(total)
     }
+
+    /// Far beyond any timeout, and far below where milliseconds overflow.
+    static let maximumMilliseconds: Int64 = 1 << 50
 
     public static func format(_ duration: Duration) -> String {
         let totalMilliseconds = duration.wholeMilliseconds

@@ -3,7 +3,8 @@
 /// Nothing below the command reads the environment; everything gets this value instead.
 /// An empty variable counts as unset.
 public struct AgentEnvironment: Sendable, Equatable {
-    /// `AWS_REGION`: the region to call instead of the instance's own.
+    /// `AWS_REGION`, else `AWS_DEFAULT_REGION` (the SDKs' order): the region to call instead
+    /// of the instance's own.
     public var region: String?
     /// `AWS_ENDPOINT_URL_EC2`, else `AWS_ENDPOINT_URL`; `nil`: the region's endpoint.
     public var ec2Endpoint: EC2Endpoint?
@@ -23,8 +24,11 @@ public struct AgentEnvironment: Sendable, Equatable {
     /// `SNAPMOUNT_DEV_DIR`, `SNAPMOUNT_SYS_DIR`: where devices are found (tests, containers).
     public var devDirectory = "/dev"
     public var sysDirectory = "/sys"
-    /// `SNAPMOUNT_STATE_DIR`: the lock and the record of what is mounted.
-    public var stateDirectory = "/run/snapmount"
+    /// Where the lock is (`/run/snapmount`: gone at a reboot, as a lock should be) and where
+    /// the record of what is mounted is (`/var/lib/snapmount`: it must survive a reboot).
+    /// `SNAPMOUNT_STATE_DIR` puts both in one directory.
+    public var lockDirectory = "/run/snapmount"
+    public var recordDirectory = "/var/lib/snapmount"
     /// `SNAPMOUNT_CONFIG`
     public var configPath: String?
     /// `SNAPMOUNT_FAILPOINT`: crash tests only; debug builds.
@@ -44,7 +48,15 @@ public struct AgentEnvironment: Sendable, Equatable {
         }
         func problem(_ name: String, _ text: String) { issues.append(ConfigIssue(.environment(name), text)) }
 
-        region = value("AWS_REGION")
+        for name in ["AWS_REGION", "AWS_DEFAULT_REGION"] {
+            guard let text = value(name) else { continue }
+            if IMDSDocuments.isRegionName(text) && text.contains("-") {
+                region = text
+            } else {
+                problem(name, "\(text.quotedForMessage()) is not a region name; expected one such as eu-west-1")
+            }
+            break
+        }
         for name in ["AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL"] {
             guard let url = value(name) else { continue }
             do {
@@ -90,7 +102,10 @@ public struct AgentEnvironment: Sendable, Equatable {
 
         devDirectory = value("SNAPMOUNT_DEV_DIR") ?? devDirectory
         sysDirectory = value("SNAPMOUNT_SYS_DIR") ?? sysDirectory
-        stateDirectory = value("SNAPMOUNT_STATE_DIR") ?? stateDirectory
+        if let state = value("SNAPMOUNT_STATE_DIR") {
+            lockDirectory = state
+            recordDirectory = state
+        }
         configPath = value("SNAPMOUNT_CONFIG")
         failpoint = value("SNAPMOUNT_FAILPOINT")
         snapmountVariables = variables.filter { $0.key.hasPrefix("SNAPMOUNT_") }

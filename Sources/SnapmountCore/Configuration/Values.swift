@@ -242,18 +242,23 @@ public struct VolumeTag: Sendable, Hashable, CustomStringConvertible {
     public var description: String { "\(key)=\(value)" }
 }
 
-/// Whose snapshots are acceptable.
+/// Whose snapshots are acceptable: the snapshot decides what code every instance runs.
 public enum SnapshotOwner: Sendable, Hashable, CustomStringConvertible {
+    /// The account in the instance identity document (the default).
     case selfAccount
     case account(String)
+    /// Anyone's: must be said explicitly.
+    case any
 
     public init(parsing text: String) throws(InvalidValue) {
         if text == "self" {
             self = .selfAccount
+        } else if text == "any" {
+            self = .any
         } else if text.count == 12, text.allSatisfy({ $0.isASCII && $0.isNumber }) {
             self = .account(text)
         } else {
-            throw InvalidValue("is not an owner", expected: "self or a 12-digit AWS account id")
+            throw InvalidValue("is not an owner", expected: "self, a 12-digit AWS account id, or any")
         }
     }
 
@@ -261,6 +266,7 @@ public enum SnapshotOwner: Sendable, Hashable, CustomStringConvertible {
         switch self {
         case .selfAccount: "self"
         case .account(let id): id
+        case .any: "any"
         }
     }
 }

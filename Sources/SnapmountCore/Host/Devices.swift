@@ -59,16 +59,27 @@ public struct ProvenDevice: Sendable, Equatable, CustomStringConvertible {
 
 /// Which block device is a volume. Pure: it sees a scan, not the machine.
 public enum DeviceIdentification {
-    /// The device that is `volume`: the one whose NVMe serial is the volume id; else, for
-    /// non-NVMe devices only, the attachment's name or its `xvd` form. In both cases only at
-    /// exactly the volume's size, and only with a device node; multipath paths never.
-    public static func identify(_ volume: VolumeID, sizeGiB: Int, attachedAs name: String, devDirectory: String,
+    /// Whether this is an instance without EBS NVMe — Xen — where the attachment's name is
+    /// all that tells a volume's disk. Only when the hypervisor says so (`/sys/hypervisor/type`
+    /// is `xen`) and no disk carries an EBS serial: on a Nitro instance every EBS volume,
+    /// the root one included, is NVMe with its volume id as serial.
+    public static func namesIdentify(hypervisor: String?, among devices: [BlockDevice]) -> Bool {
+        hypervisor == "xen" && !devices.contains { $0.serial?.hasPrefix("vol") == true }
+    }
+
+    /// The device that is `volume`: the one whose NVMe serial is the volume id; else, only
+    /// on a Xen instance (`byName`) and for non-NVMe devices only, the attachment's name or
+    /// its `xvd` form. In both cases only at exactly the volume's size, and only with a
+    /// device node; multipath paths never.
+    public static func identify(_ volume: VolumeID, sizeGiB: Int, attachedAs name: String, byName: Bool, devDirectory: String,
                                 among devices: [BlockDevice]) -> ProvenDevice? {
-        let size = UInt64(max(0, sizeGiB)) << 30
+        guard sizeGiB > 0 else { return nil }
+        let size = UInt64(sizeGiB) << 30
         let usable = devices.filter { $0.hasNode && !$0.isMultipathPath && $0.sizeBytes == size }
         if let nvme = usable.first(where: { $0.serial == volume.nvmeSerial }) {
             return ProvenDevice(volume: volume, path: "\(devDirectory)/\(nvme.name)", device: nvme, evidence: .nvmeSerial)
         }
+        guard byName else { return nil }
         for candidate in xenNames(name) {
             if let device = usable.first(where: { $0.name == candidate && !$0.isNVMe }) {
                 return ProvenDevice(volume: volume, path: "\(devDirectory)/\(device.name)", device: device, evidence: .xenName)
@@ -124,8 +135,14 @@ public enum FilesystemDecision {
     /// fsck a filesystem of the expected type and label, mkfs a device with no signature
     /// and zeros at both ends, refuse anything else — a label or type mismatch included.
     /// `zeroedAtBothEnds` is asked only for a device without a signature.
+    ///
+    /// `formatInterrupted`: snapmount's own marker says a mkfs it started on this volume never
+    /// finished (the device was proven blank before it began): whatever that mkfs left is
+    /// formatted again, never refused forever.
     public static func decide<E: Error>(_ content: DeviceContent, expected filesystem: Filesystem, label: FilesystemLabel,
+                                        formatInterrupted: Bool = false,
                                         zeroedAtBothEnds: () throws(E) -> Bool) throws(E) -> FilesystemAction {
+        if formatInterrupted { return .format(filesystem) }
         switch content {
         case .filesystem(let type, let found) where type == filesystem.rawValue && found == label.text:
             return .check(filesystem)
@@ -143,15 +160,28 @@ public enum FsckOutcome: Sendable, Equatable {
     case corrected
     /// Errors corrected; fsck advises a reboot (a mounted root — never our unmounted volume).
     case correctedRebootAdvised
-    /// Errors left uncorrected, or fsck itself failed: the device is left alone.
-    case failed
+    /// 4: errors left uncorrected. The filesystem holds damage snapmount will not mount or
+    /// repair by force: a refusal, the device untouched.
+    case uncorrected
+    /// 8 (operational error: the device busy, unreadable) or 32 (fsck cancelled): fsck did not
+    /// finish its check, so nothing is known about the filesystem; another run may.
+    case notChecked
+    /// 16 (usage or syntax error) or 128 (shared-library error): fsck could not run as asked.
+    case fsckBroken
 
     public init(status: Int32) {
-        switch status {
-        case 0: self = .clean
-        case 1: self = .corrected
-        case 2, 3: self = .correctedRebootAdvised
-        default: self = .failed
+        if status & (16 | 128) != 0 {
+            self = .fsckBroken
+        } else if status & (8 | 32) != 0 {
+            self = .notChecked
+        } else if status & 4 != 0 {
+            self = .uncorrected
+        } else if status & 2 != 0 {
+            self = .correctedRebootAdvised
+        } else if status & 1 != 0 {
+            self = .corrected
+        } else {
+            self = .clean
         }
     }
 }

@@ -6,6 +6,11 @@ public enum EC2CallError: SnapmountError, Equatable {
     case service(EC2ServiceError)
     case http(action: String, HTTPError)
     case decode(EC2DecodeError)
+    /// A mutating call answered HTTP 200 with a body that is not its answer: it was most
+    /// likely carried out. Never retried blindly; the caller checks the effect.
+    case unreadableSuccess(EC2DecodeError)
+    /// An action with an empty output answered `<return>false</return>`: not carried out.
+    case returnedFalse(action: String)
     case credentials(CredentialsError)
     case signing(SigV4Error)
 
@@ -13,7 +18,7 @@ public enum EC2CallError: SnapmountError, Equatable {
         switch self {
         case .service(let error): error.exitStatus
         case .http(_, let error): error.exitStatus
-        case .decode: .unavailable
+        case .decode, .unreadableSuccess, .returnedFalse: .unavailable
         case .credentials(let error): error.exitStatus
         case .signing(let error): error.exitStatus
         }
@@ -24,6 +29,9 @@ public enum EC2CallError: SnapmountError, Equatable {
         case .service(let error): error.description
         case .http(let action, let error): "EC2 \(action): \(error)"
         case .decode(let error): "EC2 \(error)"
+        case .unreadableSuccess(let error):
+            "EC2 \(error.action) answered HTTP 200 with a body that is not its answer (\(error.problem)), and its effect could not be confirmed"
+        case .returnedFalse(let action): "EC2 \(action) answered <return>false</return>: it was not carried out"
         case .credentials(let error): error.description
         case .signing(let error): error.description
         }
@@ -77,8 +85,11 @@ public final class EC2Client {
         self.signer = SigV4Signer(region: region, service: "ec2")
     }
 
-    /// Calls `action` and decodes its answer, retrying what is worth retrying.
-    public func perform<T>(_ action: String, _ parameters: QueryParameters,
+    /// Calls `action` and decodes its answer, retrying what is worth retrying. Before each
+    /// retry `beforeRetry` may find that the call was carried out after all (a lost answer)
+    /// and return its result instead. A mutating call whose 200 answer does not decode is
+    /// not retried: ``EC2CallError/unreadableSuccess(_:)``.
+    public func perform<T>(_ action: String, _ parameters: QueryParameters, beforeRetry: () throws(EC2CallError) -> T? = { nil },
                            decode: ([UInt8]) throws(EC2DecodeError) -> T) throws(EC2CallError) -> T {
         var attempt = 1
         var retryCost: Int?
@@ -92,6 +103,7 @@ public final class EC2Client {
                     quota.release(cost: retryCost)
                     return value
                 } catch {
+                    guard action.hasPrefix("Describe") || parameters["DryRun"] == "true" else { throw .unreadableSuccess(error) }
                     failure = .decode(error)
                     afterTimeout = false
                 }
@@ -99,16 +111,17 @@ public final class EC2Client {
                 failure = error
                 afterTimeout = { if case .http(_, .timeout) = error { return true } else { return false } }()
             }
-            guard Self.isRetryable(failure), attempt < retry.maxAttempts,
+            let delay = retry.backoff(retry: attempt, random: clock.random())
+            guard Self.isRetryable(failure), attempt < retry.maxAttempts, clock.allows(delay),
                   let cost = quota.acquire(afterTimeout: afterTimeout)
             else {
                 if attempt > 1 { logger.debug("EC2 \(action): giving up after \(attempt) attempts") }
                 throw failure
             }
             retryCost = cost
-            let delay = retry.backoff(retry: attempt, random: clock.random())
             logger.warning("EC2 \(action): \(failure.shortReason); retry \(attempt) of \(retry.maxAttempts - 1) in \(DurationText.format(delay))")
             clock.sleep(for: delay)
+            if let done = try beforeRetry() { return done }
             attempt += 1
         }
     }
@@ -126,7 +139,9 @@ public final class EC2Client {
         } catch {
             switch error {
             case .service(let service) where service.code == "DryRunOperation": return .permitted
-            case .service(let service) where service.code == "UnauthorizedOperation": return .denied(service)
+            // 412 Precondition Failed is how a dry run says "would have succeeded", whatever the body.
+            case .service(let service) where service.httpStatus == 412 && service.code.hasPrefix("HTTP"): return .permitted
+            case .service(let service) where service.kind == .permission: return .denied(service)
             default: throw error
             }
         }
@@ -137,7 +152,7 @@ public final class EC2Client {
         case .service(let service): service.kind.isRetryable
         case .http(_, let http): http.isTransient
         case .decode: true
-        case .credentials, .signing: false
+        case .unreadableSuccess, .returnedFalse, .credentials, .signing: false
         }
     }
 
@@ -159,9 +174,12 @@ public final class EC2Client {
         }
         let response: HTTPResponse
         do {
-            response = try http.send(HTTPRequest(
-                .post, endpoint.url + "/", headers: headers + signature.headers, body: body,
-                connectTimeout: .seconds(5), timeout: timeout, maximumResponseBytes: 4 << 20))
+            var request = HTTPRequest(.post, endpoint.url + "/", headers: headers + signature.headers, body: body,
+                                      connectTimeout: clock.capped(.seconds(5)), timeout: clock.capped(timeout),
+                                      maximumResponseBytes: 4 << 20)
+            // A call that changes something is sent again only by the retry loop, which looks first.
+            request.freshConnection = !action.hasPrefix("Describe") && parameters["DryRun"] != "true"
+            response = try http.send(request)
         } catch {
             return .failure(.http(action: action, error))
         }
@@ -195,7 +213,8 @@ extension EC2CallError {
         switch self {
         case .service(let error): error.code
         case .http(_, let error): "\(Mirror(reflecting: error).children.first?.label ?? "transport")"
-        case .decode(let error): "unreadable answer (\(error.problem.prefix(40)))"
+        case .decode(let error), .unreadableSuccess(let error): "unreadable answer (\(error.problem.prefix(40)))"
+        case .returnedFalse: "return false"
         case .credentials: "credentials"
         case .signing: "signing"
         }

@@ -7,8 +7,10 @@ extension EC2Client {
         return snapshots.first { $0.id == id }
     }
 
-    public func createVolume(_ request: VolumeRequest) throws(EC2CallError) -> EC2Volume {
-        try perform("CreateVolume", request.parameters, decode: EC2Decoder.createdVolume)
+    /// CreateVolume. `lookUp` runs before each retry: a call whose answer was lost may have
+    /// made the volume, and an implementation that ignores ClientToken would make another.
+    public func createVolume(_ request: VolumeRequest, lookUp: () throws(EC2CallError) -> EC2Volume? = { nil }) throws(EC2CallError) -> EC2Volume {
+        try perform("CreateVolume", request.parameters, beforeRetry: lookUp, decode: EC2Decoder.createdVolume)
     }
 
     public func describeVolumes(ids: [VolumeID] = [], filters: [(name: String, values: [String])] = []) throws(EC2CallError) -> [EC2Volume] {
@@ -28,16 +30,23 @@ extension EC2Client {
         ["VolumeId": volume.text, "InstanceId": instance.text, "Device": device]
     }
 
-    public func detachVolume(_ volume: VolumeID) throws(EC2CallError) -> EC2Attachment {
-        try perform("DetachVolume", ["VolumeId": volume.text]) { (body: [UInt8]) throws(EC2DecodeError) in
+    /// DetachVolume, naming the instance too: EC2 does not need it, some implementations do.
+    public func detachVolume(_ volume: VolumeID, from instance: InstanceID) throws(EC2CallError) -> EC2Attachment {
+        try perform("DetachVolume", ["VolumeId": volume.text, "InstanceId": instance.text]) { (body: [UInt8]) throws(EC2DecodeError) in
             try EC2Decoder.attachment(body, action: "DetachVolume")
         }
     }
 
     public func deleteVolume(_ volume: VolumeID) throws(EC2CallError) {
-        _ = try perform("DeleteVolume", ["VolumeId": volume.text]) { (body: [UInt8]) throws(EC2DecodeError) in
-            try EC2Decoder.returnValue(body, action: "DeleteVolume")
+        try emptyOutput("DeleteVolume", ["VolumeId": volume.text])
+    }
+
+    /// An action whose output is empty: HTTP 200 is success unless it says `<return>false</return>`.
+    private func emptyOutput(_ action: String, _ parameters: QueryParameters) throws(EC2CallError) {
+        let done = try perform(action, parameters) { (body: [UInt8]) throws(EC2DecodeError) in
+            try EC2Decoder.emptyOutput(body, action: action)
         }
+        guard done else { throw .returnedFalse(action: action) }
     }
 
     public func deleteOnTerminationParameters(_ instance: InstanceID, device: String) -> QueryParameters {
@@ -47,9 +56,6 @@ extension EC2Client {
 
     /// ModifyInstanceAttribute: the volume at `device` dies with the instance.
     public func setDeleteOnTermination(_ instance: InstanceID, device: String) throws(EC2CallError) {
-        _ = try perform("ModifyInstanceAttribute", deleteOnTerminationParameters(instance, device: device)) {
-            (body: [UInt8]) throws(EC2DecodeError) in
-            try EC2Decoder.returnValue(body, action: "ModifyInstanceAttribute")
-        }
+        try emptyOutput("ModifyInstanceAttribute", deleteOnTerminationParameters(instance, device: device))
     }
 }

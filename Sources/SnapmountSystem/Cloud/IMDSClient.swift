@@ -55,7 +55,7 @@ public final class IMDSClient {
                 let token = try sessionToken(path: path)
                 outcome = .success(try http.send(HTTPRequest(
                     .get, "\(settings.endpoint)/latest/\(path)", headers: [("X-aws-ec2-metadata-token", token.exposedValue())],
-                    connectTimeout: settings.timeout, timeout: settings.timeout, maximumResponseBytes: 64 * 1024,
+                    connectTimeout: clock.capped(settings.timeout), timeout: clock.capped(settings.timeout), maximumResponseBytes: 64 * 1024,
                     useProxy: false)))
             } catch let error as IMDSError {
                 throw error
@@ -101,10 +101,10 @@ public final class IMDSClient {
     }
 
     private func retryOrThrow(transient: Bool, attempt: inout Int, path: String, detail: String) throws(IMDSError) {
-        guard transient, attempt < settings.retry.maxAttempts else {
+        let delay = settings.retry.backoff(retry: attempt, random: clock.random())
+        guard transient, attempt < settings.retry.maxAttempts, clock.allows(delay) else {
             throw .unavailable(path: path, detail: attempt > 1 ? "\(detail), after \(attempt) attempts" : detail)
         }
-        let delay = settings.retry.backoff(retry: attempt, random: clock.random())
         logger.debug("instance metadata \(path): \(detail); retrying in \(DurationText.format(delay))")
         clock.sleep(for: delay)
         attempt += 1
@@ -120,7 +120,7 @@ public final class IMDSClient {
                 let response = try http.send(HTTPRequest(
                     .put, "\(settings.endpoint)/latest/api/token",
                     headers: [("X-aws-ec2-metadata-token-ttl-seconds", String(settings.tokenTTLSeconds))],
-                    connectTimeout: settings.timeout, timeout: settings.timeout, maximumResponseBytes: 4096,
+                    connectTimeout: clock.capped(settings.timeout), timeout: clock.capped(settings.timeout), maximumResponseBytes: 4096,
                     useProxy: false))
                 if response.status == 200 {
                     let value: Secret

@@ -46,7 +46,7 @@ public struct SnapshotSourceClient {
         while true {
             do {
                 let response = try http.send(HTTPRequest(
-                    .get, source.text, connectTimeout: .seconds(5), timeout: timeout,
+                    .get, source.text, connectTimeout: clock.capped(.seconds(5)), timeout: clock.capped(timeout),
                     maximumResponseBytes: Self.bodyLimit, followRedirects: true))
                 guard (200..<300).contains(response.status) else {
                     throw HTTPError.status(url: source.text, code: response.status, excerpt: String(response.text.prefix(64)))
@@ -57,8 +57,8 @@ public struct SnapshotSourceClient {
                     throw SnapshotSourceFetchError.content(error)
                 }
             } catch let error as HTTPError {
-                guard error.isTransient, attempt < retry.maxAttempts else { throw .http(error) }
                 let delay = retry.backoff(retry: attempt, random: clock.random())
+                guard error.isTransient, attempt < retry.maxAttempts, clock.allows(delay) else { throw .http(error) }
                 logger.warning("\(error); retrying in \(DurationText.format(delay))")
                 clock.sleep(for: delay)
                 attempt += 1

@@ -10,10 +10,21 @@ public enum ProbeError: SnapmountError, Equatable {
     case open(String, errno: Int32)
     case failed(String)
 
-    public var exitStatus: ExitStatus { .dataRefused }
+    /// A device that is gone (detached between finding and probing it) is worth another run;
+    /// anything else about the device is a refusal.
+    public var exitStatus: ExitStatus {
+        switch self {
+        case .open(_, let code) where Self.vanished.contains(code): .timedOut
+        case .open, .failed: .dataRefused
+        }
+    }
+
+    static let vanished: Set<Int32> = [ENOENT, ENXIO, ENODEV]
 
     public var description: String {
         switch self {
+        case .open(let path, let code) where Self.vanished.contains(code):
+            "\(path) vanished before it could be probed (\(String(cString: strerror(code)))); a later run looks for it again"
         case .open(let path, let code): "cannot open \(path) to probe it: \(String(cString: strerror(code)))"
         case .failed(let path): "libblkid could not probe \(path); refusing to touch it"
         }

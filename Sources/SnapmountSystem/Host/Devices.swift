@@ -32,6 +32,8 @@ public enum DeviceError: SnapmountError, Equatable {
 public protocol BlockDeviceSource: Sendable {
     /// Where device nodes are: `/dev`.
     var devDirectory: String { get }
+    /// `/sys/hypervisor/type`: `xen` on a Xen instance; nothing on Nitro.
+    var hypervisor: String? { get }
     /// Every block device now.
     func scan() -> [BlockDevice]
     /// Starts watching for devices that come and go.
@@ -47,7 +49,10 @@ public protocol DeviceWatch: AnyObject {
 extension BlockDeviceSource {
     /// The device that is the volume, if it is present now.
     public func find(_ volume: VolumeID, sizeGiB: Int, attachedAs name: String) -> ProvenDevice? {
-        DeviceIdentification.identify(volume, sizeGiB: sizeGiB, attachedAs: name, devDirectory: devDirectory, among: scan())
+        let devices = scan()
+        return DeviceIdentification.identify(volume, sizeGiB: sizeGiB, attachedAs: name,
+                                             byName: DeviceIdentification.namesIdentify(hypervisor: hypervisor, among: devices),
+                                             devDirectory: devDirectory, among: devices)
     }
 
     /// Waits for the volume's device: wakes on every change the watch reports, and on a
@@ -98,6 +103,10 @@ public struct SysfsBlockDevices: BlockDeviceSource {
                 number: readText(base + "/dev")?.trimmingWhitespace() ?? "", hasNode: isBlockDevice("\(devDirectory)/\(name)")))
         }
         return devices.sorted { $0.name < $1.name }
+    }
+
+    public var hypervisor: String? {
+        readText(sysDirectory + "/hypervisor/type")?.trimmingWhitespace()
     }
 
     public func watch() throws(DeviceError) -> any DeviceWatch {

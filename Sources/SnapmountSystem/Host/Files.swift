@@ -70,6 +70,17 @@ public enum Failpoint {
         if armed == name { _ = try? systemCall("kill", name) { kill(getpid(), SIGKILL) } }
         #endif
     }
+
+    /// `during-mkfs`: 20 ms into mkfs, kill it and the agent, leaving whatever mkfs had
+    /// written by then — the interrupted format a later run must recover from.
+    public static func hitDuring(_ program: String, child: pid_t) {
+        #if DEBUG
+        guard armed == "during-\(program.split(separator: ".").first ?? "")" else { return }
+        usleep(20_000)
+        _ = try? systemCall("kill", program) { kill(child, SIGKILL) }
+        _ = try? systemCall("kill", "self") { kill(getpid(), SIGKILL) }
+        #endif
+    }
 }
 
 /// An exclusive flock(2) on a lock file, waited for with a bound.
@@ -129,6 +140,31 @@ public func makeDirectories(_ path: String, mode: mode_t) throws(SystemCallError
         } catch where error.errno == EEXIST {
             continue
         }
+    }
+}
+
+/// `path` with every symbolic link resolved, as the kernel sees it (what mountinfo shows for
+/// a mount point, what a rename replaces); the path itself when it does not exist yet.
+/// The corresponding C function is `realpath`.
+public func resolvedPath(_ path: String) -> String {
+    guard let resolved = try? systemCall("realpath", path, { realpath(path, nil) }) else { return path }
+    defer { free(resolved) }
+    return String(cString: resolved)
+}
+
+/// Whether anything exists at `path`. The corresponding C function is `access`.
+public func fileExists(_ path: String) -> Bool {
+    (try? systemCall("access", path) { access(path, F_OK) }) != nil
+}
+
+/// Removes a file, and makes that durable; a file already gone is fine.
+/// The corresponding C functions are `unlink` and `fsync` (of the directory).
+public func removeFile(_ path: String) {
+    _ = try? systemCall("unlink", path) { unlink(path) }
+    let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
+    if let fd = try? systemCall("open", directory, { open(directory.isEmpty ? "/" : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }) {
+        _ = try? systemCall("fsync", directory) { fsync(fd) }
+        close(fd)
     }
 }
 

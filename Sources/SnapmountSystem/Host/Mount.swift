@@ -8,6 +8,8 @@ import SnapmountCore
 public enum MountError: SnapmountError, Equatable {
     case failed(device: String, mountPoint: String, errno: Int32)
     case mkdir(SystemCallError)
+    /// The mount table could not be read: "nothing mounted" would be a guess.
+    case table(SystemCallError)
 
     public var exitStatus: ExitStatus { .internalError }
 
@@ -17,6 +19,8 @@ public enum MountError: SnapmountError, Equatable {
             "mount \(device) on \(mountPoint) failed: \(String(cString: strerror(code)))"
         case .mkdir(let error):
             "cannot create the mount point: \(error)"
+        case .table(let error):
+            "cannot read the mount table: \(error)"
         }
     }
 }
@@ -24,15 +28,24 @@ public enum MountError: SnapmountError, Equatable {
 /// mount(2) and the mount table, behind a protocol: the kernel's in the product, a table in
 /// tests.
 public protocol Mounter: Sendable {
-    func mounts() -> [MountInfo]
+    /// What is mounted; mount points are as the kernel shows them (symbolic links resolved).
+    func mounts() throws(MountError) -> [MountInfo]
     func mount(device: String, on mountPoint: String, type: String, options: [String]) throws(MountError)
 }
 
 public struct SystemMounter: Mounter {
-    public init() {}
+    public let mountInfoPath: String
 
-    public func mounts() -> [MountInfo] {
-        MountInfo.parse(readText("/proc/self/mountinfo", limit: 4 << 20) ?? "")
+    public init(mountInfoPath: String = "/proc/self/mountinfo") {
+        self.mountInfoPath = mountInfoPath
+    }
+
+    public func mounts() throws(MountError) -> [MountInfo] {
+        do {
+            return MountInfo.parse(String(decoding: try readFile(mountInfoPath, limit: 16 << 20), as: UTF8.self))
+        } catch {
+            throw .table(error)
+        }
     }
 
     /// Creates the mount point and mounts; options only fstab understands are left out.

@@ -1,0 +1,211 @@
+import DevCloud
+import Foundation
+import Logging
+import SnapmountAgent
+import SnapmountCore
+import SnapmountSystem
+import SnapmountTestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// moto, the EC2 emulator people run in CI, as a second witness beside DevCloud: the
+/// agent's whole flow against it, as a new user would try it. `make deps` installs it
+/// (`moto[server]` from PyPI).
+enum Moto {
+    static var available: Bool {
+        let check = Process()
+        check.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        check.arguments = ["python3", "-c", "import moto, flask, boto3"]
+        check.standardOutput = FileHandle.nullDevice
+        check.standardError = FileHandle.nullDevice
+        guard (try? check.run()) != nil else { return false }
+        check.waitUntilExit()
+        return check.terminationStatus == 0
+    }
+
+    static var enabled: Bool { available || ProcessInfo.processInfo.environment["CI"] == "true" }
+}
+
+struct MotoSetupError: Error, CustomStringConvertible {
+    let output: String
+    var description: String { "moto did not start: \(output)" }
+}
+
+/// A moto server on 127.0.0.1, with one running instance and one completed snapshot.
+final class MotoServer: @unchecked Sendable {
+    let endpoint: String
+    let instanceID: String
+    let snapshotID: String
+    private let process: Process
+
+    init() throws {
+        let port = try ClosedPort().port
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-m", "moto.server", "-H", "127.0.0.1", "-p", String(port)]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        endpoint = "http://127.0.0.1:\(port)"
+        // The world the agent boots into: an instance in eu-west-1a, a release snapshot.
+        let script = """
+            import boto3, sys, time
+            session = boto3.session.Session(aws_access_key_id="AKIAMOTO", aws_secret_access_key="moto", region_name="eu-west-1")
+            ec2 = session.client("ec2", endpoint_url=sys.argv[1])
+            for _ in range(100):
+                try:
+                    ec2.describe_regions(); break
+                except Exception:
+                    time.sleep(0.1)
+            instance = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
+                                         Placement={"AvailabilityZone": "eu-west-1a"})["Instances"][0]["InstanceId"]
+            volume = ec2.create_volume(AvailabilityZone="eu-west-1a", Size=1)["VolumeId"]
+            snapshot = ec2.create_snapshot(VolumeId=volume)["SnapshotId"]
+            print(instance, snapshot)
+            """
+        let setup = Process()
+        setup.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        setup.arguments = ["python3", "-c", script, endpoint]
+        let output = Pipe()
+        setup.standardOutput = output
+        setup.standardError = output
+        try setup.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        setup.waitUntilExit()
+        let words = text.split(whereSeparator: \.isWhitespace).map(String.init)
+        guard setup.terminationStatus == 0, words.count == 2 else {
+            kill(process.processIdentifier, SIGKILL)
+            throw MotoSetupError(output: text)
+        }
+        instanceID = words[0]
+        snapshotID = words[1]
+    }
+
+    deinit {
+        kill(process.processIdentifier, SIGKILL)
+        for _ in 0..<200 where process.isRunning { usleep(10_000) }
+    }
+}
+
+/// The device plane for an EC2 that cannot tell us when it attaches something: every scan
+/// asks it which volumes are attached to the instance, and presents each as a Nitro
+/// instance would — `nvme<N>n1`, serial = volume id without its dash — holding the release.
+final class PollingDevicePlane: BlockDeviceSource, @unchecked Sendable {
+    let devDirectory: String
+    let hypervisor: String? = nil
+    private let ec2: EC2Client
+    private let instance: String
+    private let prober: TableProber
+    private let lock = NSLock()
+
+    init(devDirectory: String, ec2: EC2Client, instance: String, prober: TableProber) {
+        self.devDirectory = devDirectory
+        self.ec2 = ec2
+        self.instance = instance
+        self.prober = prober
+    }
+
+    func scan() -> [BlockDevice] {
+        lock.withLock {
+            let volumes = (try? ec2.describeVolumes(filters: [("attachment.instance-id", [instance])])) ?? []
+            return volumes.enumerated().map { index, volume in
+                let name = "nvme\(index + 1)n1"
+                if prober.content(of: "\(devDirectory)/\(name)") == nil {
+                    prober.set("\(devDirectory)/\(name)", .filesystem(type: "ext4", label: "code_release"))
+                }
+                return BlockDevice(name: name, serial: volume.id.nvmeSerial, sizeBytes: UInt64(volume.sizeGiB) << 30, number: "259:\(index + 1)")
+            }
+        }
+    }
+
+    func watch() throws(DeviceError) -> any DeviceWatch { SlowPollingWatch() }
+
+    /// The volumes EC2 lists with these filters.
+    func volumes(_ filters: [(name: String, values: [String])]) throws -> [EC2Volume] {
+        try lock.withLock { try ec2.describeVolumes(filters: filters) }
+    }
+}
+
+/// Each look costs moto a DescribeVolumes: look every 100 ms.
+final class SlowPollingWatch: DeviceWatch {
+    func wait(upTo timeout: Duration) { SystemClock().sleep(for: min(timeout, .milliseconds(100))) }
+}
+
+@Suite("Interoperability: the agent against moto", .serialized, .enabled(if: Moto.enabled, "needs moto[server] (make deps installs it)"))
+struct MotoInteropTests {
+    @Test("boot, reboot and dry run against moto: mounted, one volume, no retries of answers moto writes its own way")
+    func againstMoto() async throws {
+        guard Moto.available else {
+            Issue.record("moto is not installed, and CI must run this (make deps installs moto[server])")
+            return
+        }
+        let moto = try MotoServer()
+        var settings = fastSettings()
+        settings.instanceID = moto.instanceID
+        let cloud = try await DevCloud.start(settings)
+        await cloud.state.setRelease(ReleaseResponse(body: moto.snapshotID + "\n"))
+        let root = NSTemporaryDirectory() + "snapmount-moto-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        try SimulatedHost.initialFstab.write(toFile: root + "/fstab", atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+
+        // IMDS and the release server from DevCloud; EC2 is moto's.
+        let environment = try AgentEnvironment(cloud.environment.merging([
+            "AWS_ENDPOINT_URL_EC2": moto.endpoint, "AWS_ACCESS_KEY_ID": "AKIAMOTO", "AWS_SECRET_ACCESS_KEY": "moto",
+        ]) { _, new in new })
+        let lines = CapturedLines()
+        let logger = capturingLogger(lines, level: .debug)
+        let prober = TableProber()
+        let watcher = EC2Client(endpoint: try EC2Endpoint(url: moto.endpoint), region: "eu-west-1",
+                                credentials: CredentialsProvider(fixed: environment.credentials,
+                                                                 imds: IMDSClient(settings: environment.imds, http: try HTTPClient(), logger: quietLogger),
+                                                                 logger: quietLogger),
+                                http: try HTTPClient(), retry: RetryPolicy(maxAttempts: 2), logger: quietLogger)
+        let devices = PollingDevicePlane(devDirectory: root + "/dev", ec2: watcher, instance: moto.instanceID, prober: prober)
+        let mounter = TableMounter(devices: TableDevices(devDirectory: root + "/dev"))
+        var edges = HostEdges(devices: devices, prober: prober, runner: RecordingRunner(prober: prober), mounter: mounter,
+                              lockDirectory: root + "/run", recordDirectory: root + "/state")
+        edges.lockTimeout = .seconds(10)
+        let host = edges
+        let configuration = try Configuration.resolve(file: nil, environment: [:], options: [
+            .source: cloud.sourceURL, .mountPoint: root + "/release", .fstab: root + "/fstab", .deviceTimeout: "10s",
+        ])
+        func run(_ mode: FlowMode) async throws -> (FlowOutcome, [ChecklistItem]) {
+            try await onThread {
+                let flow = BootFlow(configuration: configuration, environment: environment, host: host, mode: mode, logger: logger,
+                                    tuning: fastTuning())
+                return (try flow.run(), flow.checklist)
+            }
+        }
+
+        let (dry, checklist) = try await run(.check)
+        #expect(dry == .checked(.success), "\(checklist.map(\.line))")
+
+        guard case .mounted(let record) = try await run(.apply).0 else {
+            Issue.record("not mounted against moto: \(lines.lines.suffix(5))")
+            await stopCloud(cloud)
+            return
+        }
+        #expect(record.snapshot == moto.snapshotID)
+        #expect(!lines.lines.contains { $0.contains("retry") }, "\(lines.lines.filter { $0.contains("retry") })")
+        let attached = try await onThread { try devices.volumes([("attachment.instance-id", [moto.instanceID])]) }
+        // moto's instance has its root volume attached too.
+        #expect(attached.map(\.id.text).contains(record.volume) && attached.count == 2, "\(attached.map(\.id))")
+
+        // A reboot: moto keeps the volume attached; nothing is created or attached again.
+        mounter.unmountAll()
+        guard case .mounted(let second) = try await run(.apply).0 else {
+            Issue.record("not mounted after the reboot")
+            await stopCloud(cloud)
+            return
+        }
+        #expect(second.volume == record.volume)
+        let all = try await onThread { try devices.volumes([("tag:\(VolumeRequest.instanceTag)", [moto.instanceID])]) }
+        #expect(all.count == 1)
+        await stopCloud(cloud)
+        withExtendedLifetime(moto) {}
+    }
+}
