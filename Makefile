@@ -6,6 +6,8 @@
 #                into .build/evidence/RELIABILITY.md. It changes no tracked file.
 #   make reliability   the reliability matrices alone, and docs/RELIABILITY.md from them
 #   make build   the release binary (static Swift runtime), stripped into dist/
+#   make package the .deb and .rpm in dist/, judged by lintian and rpmlint
+#   make test-vm real boots of the installed .deb in a Debian 12 guest under QEMU
 #
 # Run as root on Debian 12 with the Swift toolchain at /opt/swift (or on PATH).
 
@@ -23,14 +25,16 @@ DIST := dist
 #   e2fsprogs, xfsprogs, dosfstools, fdisk, cryptsetup-bin, util-linux: mkfs/fsck in the product; the
 #     root tests build snapshot images (ext4, xfs, vfat, partition tables, LUKS, swap) and use losetup
 #   systemd: systemd-analyze verify of the unit; curl, python3: make demo
-APT_PACKAGES := pkg-config libcurl4-openssl-dev libssl-dev libblkid-dev libxml2-dev openssl binutils ca-certificates mandoc \
+#   patchelf: drops the $ORIGIN search path from the release binary; rpm, lintian, rpmlint:
+#     make package; qemu-system-x86, qemu-utils, debootstrap, socat: make test-vm
+APT_PACKAGES := patchelf rpm lintian rpmlint qemu-system-x86 qemu-utils debootstrap socat pkg-config libcurl4-openssl-dev libssl-dev libblkid-dev libxml2-dev openssl binutils ca-certificates mandoc \
 	e2fsprogs xfsprogs dosfstools fdisk cryptsetup-bin util-linux systemd curl python3
 
 # -Osize: a boot agent is bound by I/O, not by CPU, and the binary must stay small.
 # lld with --gc-sections and --icf=all drops unreferenced and folds identical code (-250 KB).
 RELEASE_FLAGS := -c release --static-swift-stdlib -Xswiftc -Osize -Xswiftc -use-ld=lld -Xlinker --gc-sections -Xlinker --icf=all
 
-.PHONY: all deps build test reliability reliability-report lint-man verify-unit fuzz fuzz-smoke devcloud demo clean
+.PHONY: all deps build package test-vm test reliability reliability-report lint-man verify-unit fuzz fuzz-smoke devcloud demo clean
 
 all: build
 
@@ -53,7 +57,23 @@ build: deps
 	$(SWIFT) build $(RELEASE_FLAGS) --product snapmount
 	@mkdir -p $(DIST)
 	strip -o $(DIST)/snapmount "$$($(SWIFT) build $(RELEASE_FLAGS) --show-bin-path)/snapmount"
+	@# The static Swift runtime needs no $$ORIGIN search path; a packaged binary must not carry one.
+	patchelf --remove-rpath $(DIST)/snapmount
 	@scripts/check-binary $(DIST)/snapmount
+
+# dist/snapmount_<version>_amd64.deb and dist/snapmount-<version>.x86_64.rpm from the release
+# binary, judged by lintian and rpmlint (packaging/ holds the templates and the overrides).
+package: build
+	scripts/package $(DIST)/snapmount $(DIST)
+
+# Real boots of the installed .deb in a Debian 12 guest under QEMU (TCG): scripts/test-vm.
+# The guest image is built once with debootstrap and cached in .build/vm.
+VM_CACHE := $(CURDIR)/.build/vm
+test-vm: deps
+	@test -f $(DIST)/snapmount || $(MAKE) --no-print-directory package
+	@ls $(DIST)/snapmount_*_amd64.deb > /dev/null 2>&1 || $(MAKE) --no-print-directory package
+	$(SWIFT) build --product devcloud
+	scripts/test-vm "$$(ls $(DIST)/snapmount_*_amd64.deb | tail -1)" "$$($(SWIFT) build --show-bin-path)/devcloud" $(VM_CACHE)
 
 # A test run's evidence: the matrices' rows, every log line and every secret DevCloud issued.
 EVIDENCE := $(CURDIR)/.build/evidence
@@ -69,6 +89,8 @@ test: deps lint-man
 	$(EVIDENCE_ENV) $(SWIFT) test --skip-build
 	$(MAKE) --no-print-directory build
 	$(MAKE) --no-print-directory verify-unit
+	$(MAKE) --no-print-directory package
+	$(MAKE) --no-print-directory test-vm
 	$(MAKE) --no-print-directory reliability-report REPORT=$(EVIDENCE)/RELIABILITY.md
 	@scripts/check-unchanged $(CLEAN_BEFORE)
 

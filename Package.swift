@@ -28,6 +28,8 @@ let package = Package(
         .systemLibrary(name: "CXML2", pkgConfig: "libxml-2.0", providers: [.apt(["libxml2-dev"])]),
         // glibc's GNU extensions and variadic calls, declared and wrapped (no library of its own).
         .systemLibrary(name: "CLinux"),
+        // Keeps the release binary's glibc symbol versions at 2.34 or below (scripts/check-binary).
+        .target(name: "CGlibcFloor"),
 
         // Pure logic: configuration, SigV4, errors. Hashing through libcrypto is computation,
         // not I/O, so the signer stays here and is tested byte for byte.
@@ -78,7 +80,7 @@ let package = Package(
         .executableTarget(
             name: "snapmount",
             dependencies: [
-                "SnapmountCore", "SnapmountSystem", "SnapmountAgent",
+                "SnapmountCore", "SnapmountSystem", "SnapmountAgent", "CGlibcFloor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

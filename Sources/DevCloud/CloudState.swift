@@ -43,7 +43,7 @@ public actor CloudState {
     private var issuedIMDSTokens: [String] = []
     private var clientTokens: [String: (fingerprint: String, volumeID: String)] = [:]
     private var permissions: Set<String>?
-    private var faults: [Fault] = []
+    private var faults: [(fault: Fault, added: ContinuousClock.Instant)] = []
     private var callCounts: [String: Int] = [:]
     private var calls: [CallRecord] = []
     private var release = ReleaseResponse(body: "")
@@ -76,7 +76,7 @@ public actor CloudState {
     }
     /// `nil` allows every action; otherwise only those named (`AttachVolume`, …).
     public func setPermissions(_ actions: Set<String>?) { permissions = actions }
-    public func addFault(_ fault: Fault) { faults.append(fault) }
+    public func addFault(_ fault: Fault) { faults.append((fault, ContinuousClock.now)) }
     public func clearFaults() { faults = [] }
     public func setRoleCredentialLifetime(_ lifetime: Duration) { roleLifetime = lifetime }
     public func setClockOffset(seconds: TimeInterval) { clockOffset = seconds }
@@ -111,12 +111,13 @@ public actor CloudState {
     func fault(for target: String) -> FaultKind? {
         callCounts[target, default: 0] += 1
         let count = callCounts[target, default: 0]
-        for fault in faults where fault.target == target {
+        for (fault, added) in faults where fault.target == target {
             switch fault.trigger {
             case .nthCall(let n) where n == count: return fault.kind
             case .always: return fault.kind
             case .fromCall(let n) where count >= n: return fault.kind
             case .fraction(let p) where Double.random(in: 0..<1) < p: return fault.kind
+            case .during(let window) where ContinuousClock.now - added < .milliseconds(Int64(window * 1000)): return fault.kind
             default: continue
             }
         }

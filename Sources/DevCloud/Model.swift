@@ -157,6 +157,8 @@ public enum FaultTrigger: Sendable, Codable, Equatable {
     case fromCall(Int)
     /// Each call with this probability.
     case fraction(Double)
+    /// Every call for this many seconds after the fault is added (a service down at boot).
+    case during(seconds: Double)
 }
 
 public struct Fault: Sendable, Codable, Equatable {

@@ -123,6 +123,33 @@ public final class BootFlow {
         return .mounted(record)
     }
 
+    /// The run as the unit makes it: a run that fails for a reason that may pass — a remote
+    /// service unavailable (69), a wait that timed out (75) — is made again, whole (every
+    /// step is idempotent), after a growing pause, while the run's deadline allows. systemd's
+    /// `Restart=` cannot stand in for this: a oneshot's failed start fails the units ordered
+    /// after it, and its restart does not start them again.
+    public func runUntilDeadline() throws -> FlowOutcome {
+        var round = 1
+        while true {
+            do {
+                return try run()
+            } catch {
+                let status = ExitStatus(for: error)
+                guard mode == .apply, status == .unavailable || status == .timedOut, !(error is InterruptedError),
+                      clock.interruption() == nil
+                else { throw error }
+                let pause = min(Duration.seconds(30), .seconds(2) * (1 << min(round - 1, 4)))
+                guard clock.allows(pause) else {
+                    logger.error("giving up: run-timeout (\(DurationText.format(configuration.runTimeout))) leaves no time for another round")
+                    throw error
+                }
+                logger.warning("\(error); the boot flow runs again in \(DurationText.format(pause)) (round \(round + 1), within run-timeout)")
+                clock.sleep(for: pause)
+                round += 1
+            }
+        }
+    }
+
     /// `12.3s: lock 0ms, check 1ms, …`
     public func summary(since started: ContinuousClock.Instant) -> String {
         let total = clock.monotonic() - started
@@ -365,8 +392,9 @@ public final class BootFlow {
     }
 
     public var fstabEntry: FstabEntry {
+        // systemd waits for the device from the start of the boot: as long as the whole run may take.
         FstabEntry(label: configuration.label, mountPoint: configuration.mountPoint, filesystem: configuration.filesystem,
-                   options: configuration.mountOptions)
+                   options: configuration.mountOptions, deviceWait: configuration.runTimeout + VolumeManager.rollBackGrace + .seconds(30))
     }
 
     /// Step 9: one entry, added atomically, if not there already.
@@ -387,6 +415,11 @@ public final class BootFlow {
             try AtomicFile.replace(path, with: bytes)
             logger.info("added to \(path): \(fstabEntry.line)")
             return .done((), "added to \(path): \(fstabEntry.line)")
+        case .replace(let lineNumber, let bytes):
+            guard mode == .apply else { return .done((), "would update line \(lineNumber) of \(path), an earlier snapmount's, to: \(fstabEntry.line)") }
+            try AtomicFile.replace(path, with: bytes)
+            logger.info("updated line \(lineNumber) of \(path), an earlier snapmount's, to: \(fstabEntry.line)")
+            return .done((), "updated line \(lineNumber) of \(path) to: \(fstabEntry.line)")
         }
     }
 

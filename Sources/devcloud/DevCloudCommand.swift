@@ -1,5 +1,6 @@
 import ArgumentParser
 import DevCloud
+import SnapmountCore
 import Foundation
 
 /// `devcloud`: runs the local cloud until interrupted, printing its endpoints as
@@ -22,13 +23,38 @@ struct DevCloudCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Present attached volumes as block devices (loop devices, needs root) under PATH/dev and PATH/sys.", valueName: "path"))
     var deviceRoot: String?
 
+    @Option(help: ArgumentHelp("Hot-plug attached volumes into the QEMU guest whose QMP socket this is, as NVMe disks with the volume's serial.", valueName: "socket"))
+    var qmp: String?
+
+    @Option(help: ArgumentHelp("Where the QMP mode keeps each volume's image (default: beside the socket).", valueName: "dir"))
+    var storage: String?
+
+    @Option(help: ArgumentHelp("The instance this cloud serves (default i-0123456789abcdef0).", valueName: "id"))
+    var instanceID: String?
+
+    @Option(help: ArgumentHelp("Answer EC2 as EC2 does (ec2) or as EC2-compatible emulators do (emulator).", valueName: "dialect"))
+    var dialect: String = "ec2"
+
+    func validate() throws {
+        guard Dialect(rawValue: dialect) != nil else { throw ValidationError("--dialect must be ec2 or emulator") }
+        if let instanceID, InstanceID(instanceID) == nil { throw ValidationError("--instance-id \(instanceID) is not an instance id") }
+    }
+
     func run() async throws {
-        let cloud = try await DevCloud.start()
+        var settings = DevCloudSettings()
+        if let instanceID { settings.instanceID = instanceID }
+        settings.dialect = Dialect(rawValue: dialect) ?? .ec2
+        let cloud = try await DevCloud.start(settings)
         var plane: DevicePlane?
         if let deviceRoot {
             let devices = try DevicePlane(state: cloud.state, root: deviceRoot)
             await cloud.state.onAttachment { event in await devices.handle(event) }
             plane = devices
+        }
+        if let qmp {
+            let storage = storage ?? ((qmp as NSString).deletingLastPathComponent + "/volumes")
+            let hotplug = try QMPDevicePlane(state: cloud.state, socketPath: qmp, storageDirectory: storage)
+            await cloud.state.onAttachment { event in await hotplug.handle(event) }
         }
         for spec in snapshot {
             let parts = spec.split(separator: ":", maxSplits: 2).map(String.init)

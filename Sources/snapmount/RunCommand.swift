@@ -25,7 +25,7 @@ extension Snapmount {
                 StopSignal.catchSignals()
                 let flow = BootFlow(configuration: configuration, environment: environment, host: .system(environment),
                                     mode: dryRun ? .check : .apply, clock: RunClock(limit: configuration.runTimeout), logger: logger)
-                let outcome = try flow.run()
+                let outcome = dryRun ? try flow.run() : try flow.runUntilDeadline()
                 if dryRun {
                     for item in flow.checklist { print(item.line) }
                     if case .checked(let status) = outcome, status != .success { throw ExitCode(status.rawValue) }

@@ -125,7 +125,7 @@ struct TrustAndTimeTests {
             let elapsed = ContinuousClock.now - started
             #expect(error.map { ExitStatus(for: $0) } == .timedOut, "\(String(describing: error))")
             #expect(String(describing: error).contains("run-timeout 10s"))
-            #expect(elapsed >= .seconds(8) && elapsed < .seconds(13), "\(elapsed)")
+            #expect(elapsed >= .seconds(8) && elapsed < .seconds(25), "\(elapsed)")
         }
     }
 
@@ -145,7 +145,7 @@ struct TrustAndTimeTests {
             #expect(error.map { ExitStatus(for: $0) } == .timedOut, "\(String(describing: error))")
             // CreateVolume was answered; waiting for `available` hit the deadline; the volume
             // went back within the grace period, once EC2 let it be deleted.
-            #expect(ContinuousClock.now - started < .seconds(20))
+            #expect(ContinuousClock.now - started < .seconds(30))
             let deletes = await host.cloud.state.callLog().filter { $0.action == "DeleteVolume" }
             #expect(deletes.last?.outcome == "ok", "\(deletes.map(\.outcome))")
         }
@@ -294,6 +294,57 @@ struct TrustAndTimeTests {
             _ = try await host.run()
             #expect(try FileManager.default.destinationOfSymbolicLink(atPath: host.fstab) == target)
             #expect(try String(contentsOfFile: target, encoding: .utf8).contains("LABEL=code_release"))
+        }
+    }
+}
+
+/// A transient failure at boot is retried inside the one activation: the units ordered after
+/// snapmount wait for the release instead of failing (issue #11, boot 3).
+@Suite("One activation, retried until the deadline")
+struct RetriedActivationTests {
+    @Test("IMDS answers 503 for its first seconds: the whole flow runs again until it mounts")
+    func imdsDownAtBoot() async throws {
+        try await withSimulatedHost { host in
+            await host.cloud.state.addFault(Fault(target: "imds:token", kind: .http503, trigger: .during(seconds: 3)))
+            let configuration = try host.configuration([.runTimeout: "30s"])
+            let environment = try AgentEnvironment(host.cloud.environment)
+            let edges = host.edges
+            let lines = CapturedLines()
+            let logger = capturingLogger(lines, level: .warning)
+            let outcome = try await onThread {
+                try BootFlow(configuration: configuration, environment: environment, host: edges, clock: RunClock(limit: .seconds(30)),
+                             logger: logger, tuning: fastTuning()).runUntilDeadline()
+            }
+            guard case .mounted = outcome else {
+                Issue.record("\(outcome)")
+                return
+            }
+            #expect(lines.lines.contains { $0.contains("the boot flow runs again in") })
+            #expect(await host.cloud.state.volumeTable().count == 1)
+        }
+    }
+
+    @Test("a refusal is not retried: it fails at once")
+    func refusalNotRetried() async throws {
+        try await withSimulatedHost { host in
+            await host.plane.setContent(ofSnapshot: releaseSnapshot, .filesystem(type: "ext4", label: "other"))
+            let configuration = try host.configuration([.runTimeout: "30s"])
+            let environment = try AgentEnvironment(host.cloud.environment)
+            let edges = host.edges
+            let lines = CapturedLines()
+            let logger = capturingLogger(lines, level: .warning)
+            let error = try await onThread { () -> SendableError? in
+                do {
+                    _ = try BootFlow(configuration: configuration, environment: environment, host: edges, clock: RunClock(limit: .seconds(30)),
+                                     logger: logger, tuning: fastTuning()).runUntilDeadline()
+                    return nil
+                } catch {
+                    return SendableError(error)
+                }
+            }
+            #expect(error.map { ExitStatus(for: $0.error) } == .dataRefused)
+            #expect(!lines.lines.contains { $0.contains("runs again") }, "\(lines.lines)")
+            #expect(host.prober.probed.count == 1)  // one probe of the device, no second round
         }
     }
 }

@@ -14,12 +14,32 @@ struct FstabTests {
         try FstabEditor.ensure(try entry, in: Array(text.utf8))
     }
 
-    @Test("the entry: by label, nofail and a short device timeout, fsck pass 2 for ext4, 0 for xfs")
+    static let line = "LABEL=code_release /release ext4 defaults,nofail,x-systemd.device-timeout=6m,x-systemd.requires=snapmount.service 0 0"
+
+    @Test("the entry: by label, nofail, a short device timeout, mounted only after the agent ran, no boot-time fsck (the agent checks)")
     func line() throws {
-        #expect(try Self.entry.line == "LABEL=code_release /release ext4 defaults,nofail,x-systemd.device-timeout=10s 0 2")
+        #expect(try Self.entry.line == Self.line)
         let xfs = FstabEntry(label: try FilesystemLabel(parsing: "rel"), mountPoint: try AbsolutePath(parsing: "/srv/rel"), filesystem: .xfs,
                              options: try MountOptions(parsing: "noatime,x-systemd.device-timeout=30s"))
-        #expect(xfs.line == "LABEL=rel /srv/rel xfs noatime,x-systemd.device-timeout=30s,nofail 0 0")
+        #expect(xfs.line == "LABEL=rel /srv/rel xfs noatime,x-systemd.device-timeout=30s,nofail,x-systemd.requires=snapmount.service 0 0")
+    }
+
+    @Test("the line an earlier snapmount wrote is updated in place; every other byte kept", arguments: [
+        "LABEL=code_release /release ext4 defaults,nofail,x-systemd.device-timeout=10s 0 2",
+        "LABEL=code_release /release ext4 defaults,nofail,x-systemd.device-timeout=10s 0 0",
+    ])
+    func earlierForm(old: String) throws {
+        let text = "# fstab\nUUID=1 / ext4 defaults 0 1\n\(old)\n/swapfile none swap sw 0 0"
+        guard case .replace(let number, let bytes) = try Self.ensure(text) else {
+            Issue.record("the earlier line was not replaced")
+            return
+        }
+        #expect(number == 3)
+        #expect(String(decoding: bytes, as: UTF8.self) == "# fstab\nUUID=1 / ext4 defaults 0 1\n\(Self.line)\n/swapfile none swap sw 0 0")
+        // An operator's own options are theirs: that line is a conflict, not ours to rewrite.
+        #expect(throws: FstabError.self) {
+            try Self.ensure(text.replacingOccurrences(of: "defaults,nofail", with: "defaults,noatime,nofail"))
+        }
     }
 
     @Test("appending keeps every byte and adds exactly one line", arguments: [
@@ -39,8 +59,8 @@ struct FstabTests {
 
     @Test("an identical entry, written with other white space, is left alone")
     func identical() throws {
-        #expect(try Self.ensure("UUID=1 / ext4 defaults 0 1\nLABEL=code_release\t/release   ext4 defaults,nofail,x-systemd.device-timeout=10s 0 2\n") == .unchanged)
-        #expect(try Self.ensure("LABEL=code_release /release/ ext4 defaults,nofail,x-systemd.device-timeout=10s 0 2") == .unchanged)
+        #expect(try Self.ensure("UUID=1 / ext4 defaults 0 1\n" + Self.line.replacingOccurrences(of: " /release ", with: "\t/release   ") + "\n") == .unchanged)
+        #expect(try Self.ensure(Self.line.replacingOccurrences(of: " /release ", with: " /release/ ")) == .unchanged)
     }
 
     @Test("another entry for the mount point, or the label mounted elsewhere, is a conflict showing both lines", arguments: [

@@ -29,7 +29,7 @@ struct BootFlowTests {
                 #expect(try String(contentsOfFile: "\(host.mountPoint)/\(file)", encoding: .utf8) == text, "\(file)")
             }
             let fstab = try host.fstabText()
-            #expect(fstab == HostHarness.initialFstab + "\nLABEL=code_release \(host.mountPoint) ext4 defaults,nofail,x-systemd.device-timeout=10s 0 2\n")
+            #expect(fstab == HostHarness.initialFstab + "\nLABEL=code_release \(host.mountPoint) ext4 defaults,nofail,x-systemd.device-timeout=6m,x-systemd.requires=snapmount.service 0 0\n")
             let state = try #require(MountRecord.load(host.root + "/state/state.json"))
             #expect(state.volume == record.volume)
             #expect(state.snapshot == releaseSnapshot)
@@ -118,7 +118,7 @@ struct BootFlowTests {
             #expect(error.map { ExitStatus(for: $0) } == .timedOut)
             #expect(String(describing: error).contains("within 2s; devices seen:"))
             // The device wait itself is bounded by the timeout; the whole run adds the cloud steps.
-            #expect(elapsed < .seconds(2) + .seconds(1) + .seconds(2))
+            #expect(elapsed < .seconds(15), "never longer than device-timeout plus the cloud steps, with room for a loaded machine")
             #expect(try host.fstabText() == HostHarness.initialFstab)
         }
     }

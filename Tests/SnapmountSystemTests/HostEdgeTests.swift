@@ -63,7 +63,7 @@ struct HostEdgeTests {
         started = ContinuousClock.now
         thread.start()
         watch.wait(upTo: .seconds(5))
-        #expect(ContinuousClock.now - started < .seconds(2))
+        #expect(ContinuousClock.now - started < .seconds(4))
         #expect(throws: DeviceError.self) { try SysfsBlockDevices(devDirectory: root + "/nonexistent").watch() }
     }
 
@@ -87,11 +87,11 @@ struct HostEdgeTests {
         runner.killAfter = .milliseconds(300)
         var started = ContinuousClock.now
         #expect(throws: ProcessRunError.timedOut("sleep", after: .milliseconds(300))) { try runner.run("sleep", ["30"], timeout: .milliseconds(300)) }
-        #expect(ContinuousClock.now - started < .seconds(3))
+        #expect(ContinuousClock.now - started < .seconds(10))
         // One that ignores SIGTERM is killed after killAfter.
         started = ContinuousClock.now
         #expect(throws: ProcessRunError.self) { try runner.run("sh", ["-c", "trap '' TERM; sleep 30"], timeout: .milliseconds(200)) }
-        #expect(ContinuousClock.now - started < .seconds(3))
+        #expect(ContinuousClock.now - started < .seconds(10))
         #expect(ProcessRunError.timedOut("mkfs.ext4", after: .seconds(1)).exitStatus == .timedOut)
     }
 
@@ -135,7 +135,7 @@ struct HostEdgeTests {
         #expect(FileLock.isHeld(path))
         let started = ContinuousClock.now
         #expect(try FileLock.acquire(path, timeout: .milliseconds(300)) == nil)
-        #expect(ContinuousClock.now - started < .seconds(2))
+        #expect(ContinuousClock.now - started < .seconds(5))
         withExtendedLifetime(first) {}
     }
 

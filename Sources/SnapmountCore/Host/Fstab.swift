@@ -7,19 +7,43 @@ public struct FstabEntry: Sendable, Equatable, CustomStringConvertible {
     public let dump: Int
     public let pass: Int
 
-    /// The entry snapmount adds: by label, `nofail` and a short `x-systemd.device-timeout`
-    /// so that a later boot never hangs if the volume is gone.
-    public init(label: FilesystemLabel, mountPoint: AbsolutePath, filesystem: Filesystem, options: MountOptions) {
+    /// The unit that attaches the volume; the mount waits for it.
+    public static let agentUnit = "snapmount.service"
+
+    /// The entry snapmount adds: by label; `nofail`, so that the boot never waits for it;
+    /// `x-systemd.requires=snapmount.service`, so that systemd mounts it only after the agent
+    /// has run — on an instance made from an image baked where the line was written, the
+    /// volume exists only once the agent has made and attached it; and an
+    /// `x-systemd.device-timeout` as long as the agent may take (`deviceWait`: its run
+    /// timeout and more), because systemd starts waiting for the device when the boot starts,
+    /// not when the agent is done. The agent checks the filesystem itself before mounting:
+    /// no boot-time fsck (pass 0).
+    public init(label: FilesystemLabel, mountPoint: AbsolutePath, filesystem: Filesystem, options: MountOptions,
+                deviceWait: Duration = .seconds(360)) {
         var list = options.options
         if !list.contains("nofail") { list.append("nofail") }
-        if !list.contains(where: { $0.hasPrefix("x-systemd.device-timeout=") }) { list.append("x-systemd.device-timeout=10s") }
+        if !list.contains(where: { $0.hasPrefix("x-systemd.device-timeout=") }) {
+            list.append("x-systemd.device-timeout=\(DurationText.format(deviceWait))")
+        }
+        if !list.contains(where: { $0.hasPrefix("x-systemd.requires=") }) { list.append("x-systemd.requires=\(Self.agentUnit)") }
         spec = "LABEL=\(label.text)"
         self.mountPoint = mountPoint.text
         type = filesystem.rawValue
         self.options = list.joined(separator: ",")
         dump = 0
-        // ext4 is checked at boot after the root filesystem; fsck.xfs does nothing.
-        pass = filesystem == .ext4 ? 2 : 0
+        pass = 0
+    }
+
+    /// The options without those only systemd reads.
+    var optionsWithoutSystemd: [String] {
+        options.split(separator: ",").map(String.init).filter { !$0.hasPrefix("x-systemd.") }
+    }
+
+    /// Whether `self` is an entry snapmount wrote for `wanted` in an earlier version: the same
+    /// device, mount point, type and options, but for systemd's options and the fsck pass.
+    func isEarlierForm(of wanted: FstabEntry) -> Bool {
+        spec == wanted.spec && type == wanted.type && dump == wanted.dump && optionsWithoutSystemd == wanted.optionsWithoutSystemd
+            && options.split(separator: ",").contains { $0.hasPrefix("x-systemd.device-timeout=") }
     }
 
     init(fields: [String]) {
@@ -64,6 +88,8 @@ public enum FstabChange: Sendable, Equatable {
     case unchanged
     /// The new file: the old bytes, a newline if the last line lacked one, the entry.
     case append([UInt8])
+    /// The new file: an entry an earlier snapmount wrote, replaced in place by today's form.
+    case replace(lineNumber: Int, [UInt8])
 }
 
 /// Pure fstab editing: every byte of the file is kept; at most one line is added.
@@ -73,7 +99,8 @@ public enum FstabEditor {
             throw .unsafeField(field)
         }
         var lineNumber = 0
-        for raw in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
+        let lines = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+        for raw in lines {
             lineNumber += 1
             let line = String(decoding: raw, as: UTF8.self)
             let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" }).map(String.init)
@@ -86,6 +113,14 @@ public enum FstabEditor {
                 && existing.dump == entry.dump && existing.pass == entry.pass
             {
                 return .unchanged
+            }
+            if samePoint && existing.isEarlierForm(of: entry) {
+                var out: [UInt8] = []
+                for (index, other) in lines.enumerated() {
+                    if index > 0 { out.append(UInt8(ascii: "\n")) }
+                    out.append(contentsOf: index == lineNumber - 1 ? Array(entry.line.utf8) : Array(other))
+                }
+                return .replace(lineNumber: lineNumber, out)
             }
             throw .conflict(lineNumber: lineNumber, existing: line.trimmingASCIISpaces(), wanted: entry.line)
         }
