@@ -26,15 +26,16 @@ DIST := dist
 #     root tests build snapshot images (ext4, xfs, vfat, partition tables, LUKS, swap) and use losetup
 #   systemd: systemd-analyze verify of the unit; curl, python3: make demo
 #   patchelf: drops the $ORIGIN search path from the release binary; rpm, lintian, rpmlint:
-#     make package; qemu-system-x86, qemu-utils, debootstrap, socat: make test-vm
-APT_PACKAGES := patchelf rpm lintian rpmlint qemu-system-x86 qemu-utils debootstrap socat pkg-config libcurl4-openssl-dev libssl-dev libblkid-dev libxml2-dev openssl binutils ca-certificates mandoc \
+#     make package; qemu-system-x86, qemu-utils, debootstrap, socat: make test-vm; time,
+#     python3-venv: make bench (GNU time's rusage; the AWS CLI in a throw-away venv)
+APT_PACKAGES := patchelf rpm lintian rpmlint qemu-system-x86 qemu-utils debootstrap socat time python3-venv pkg-config libcurl4-openssl-dev libssl-dev libblkid-dev libxml2-dev openssl binutils ca-certificates mandoc \
 	e2fsprogs xfsprogs dosfstools fdisk cryptsetup-bin util-linux systemd curl python3
 
 # -Osize: a boot agent is bound by I/O, not by CPU, and the binary must stay small.
 # lld with --gc-sections and --icf=all drops unreferenced and folds identical code (-250 KB).
 RELEASE_FLAGS := -c release --static-swift-stdlib -Xswiftc -Osize -Xswiftc -use-ld=lld -Xlinker --gc-sections -Xlinker --icf=all
 
-.PHONY: all deps build package test-vm test reliability reliability-report lint-man verify-unit fuzz fuzz-smoke devcloud demo clean
+.PHONY: all deps build package test-vm bench bench-storm bench-smoke test reliability reliability-report lint-man verify-unit fuzz fuzz-smoke devcloud demo clean
 
 all: build
 
@@ -75,6 +76,23 @@ test-vm: deps
 	$(SWIFT) build --product devcloud
 	scripts/test-vm "$$(ls $(DIST)/snapmount_*_amd64.deb | tail -1)" "$$($(SWIFT) build --show-bin-path)/devcloud" $(VM_CACHE)
 
+# snapmount beside the script users would write, and a 200-instance storm; writes
+# docs/PERFORMANCE.md. Not part of make test (a busy machine changes the figures); the smoke
+# below is. BENCH_ARGS: e.g. --create 4s --attach 6s, --storm 50, --retry-modes adaptive.
+BENCH_ARGS ?=
+bench: package
+	$(SWIFT) build -c release --product devcloud
+	scripts/bench $(DIST)/snapmount "$$($(SWIFT) build -c release --show-bin-path)/devcloud" --write docs/PERFORMANCE.md $(BENCH_ARGS)
+
+bench-storm: package
+	$(SWIFT) build -c release --product devcloud
+	scripts/bench $(DIST)/snapmount "$$($(SWIFT) build -c release --show-bin-path)/devcloud" --storm-only $(BENCH_ARGS)
+
+# One iteration at the default delays and a storm of 10, into .build/bench: the bench cannot rot.
+bench-smoke: deps
+	@mkdir -p .build/bench
+	scripts/bench $(DIST)/snapmount "$$($(SWIFT) build --show-bin-path)/devcloud" --iterations 1 --slow none --storm 10 --write .build/bench/PERFORMANCE.md
+
 # A test run's evidence: the matrices' rows, every log line and every secret DevCloud issued.
 EVIDENCE := $(CURDIR)/.build/evidence
 EVIDENCE_ENV := SNAPMOUNT_RELIABILITY_REPORT=$(EVIDENCE)/report SNAPMOUNT_TEST_LOG_DIR=$(EVIDENCE)/logs
@@ -91,6 +109,7 @@ test: deps lint-man
 	$(MAKE) --no-print-directory verify-unit
 	$(MAKE) --no-print-directory package
 	$(MAKE) --no-print-directory test-vm
+	$(MAKE) --no-print-directory bench-smoke
 	$(MAKE) --no-print-directory reliability-report REPORT=$(EVIDENCE)/RELIABILITY.md
 	@scripts/check-unchanged $(CLEAN_BEFORE)
 

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 extern int pipe2(int pipefd[2], int flags);
 extern int prctl(int option, ...);
@@ -79,6 +80,16 @@ static inline int clinux_spawnattr_default_signals(posix_spawnattr_t *_Nonnull a
     if (posix_spawnattr_setsigdefault(attributes, &defaults) != 0) return -1;
     if (posix_spawnattr_setsigmask(attributes, &none) != 0) return -1;
     return posix_spawnattr_setflags(attributes, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+}
+
+/// FIFREEZE and FITHAW (linux/fs.h, whose mount flags clash with glibc's): suspend writes
+/// to the filesystem mounted at the directory `fd` is open on, and let them go again.
+static inline int clinux_freeze(int fd) {
+    return ioctl(fd, _IOWR('X', 119, int), 0);
+}
+
+static inline int clinux_thaw(int fd) {
+    return ioctl(fd, _IOWR('X', 120, int), 0);
 }
 
 #endif

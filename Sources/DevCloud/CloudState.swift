@@ -28,12 +28,16 @@ struct RoleCredentials: Sendable {
 /// concurrently, tests read and change it through ``DevCloud``.
 public actor CloudState {
     nonisolated public let settings: DevCloudSettings
-    let started = ContinuousClock.now
+    /// When this cloud started: a call record's `time` is seconds after it.
+    public nonisolated let started = ContinuousClock.now
     private var delays: StateDelays
     private var buckets: ThrottleBuckets
     private var bucketLevels: [String: (tokens: Double, at: ContinuousClock.Instant)] = [:]
     private var imdsTokens: [String: ContinuousClock.Instant] = [:]
-    private var roleCredentials: [RoleCredentials] = []
+    /// Issued role credentials, by instance (each instance has a role of its own).
+    private var roleCredentials: [String: [RoleCredentials]] = [:]
+    /// The instances this cloud serves; the settings' instance first.
+    private var instances: [String: DevInstance] = [:]
     private var roleLifetime: Duration
     private var snapshots: [String: DevSnapshot] = [:]
     private var volumes: [String: DevVolume] = [:]
@@ -48,12 +52,19 @@ public actor CloudState {
     private var calls: [CallRecord] = []
     private var release = ReleaseResponse(body: "")
     private var hook: (@Sendable (AttachmentEvent) async -> Void)?
+    /// Makes a new snapshot's image from its volume's (the device plane's backing file).
+    private var imageHook: (@Sendable (_ volumeID: String, _ snapshotID: String) async -> String?)?
+    private var snapshotReadyAt: [String: ContinuousClock.Instant] = [:]
+    private var snapshotsStarted: [String: ContinuousClock.Instant] = [:]
+    /// Snapshots created from now on end in `error` instead of `completed`.
+    private var snapshotsFail = false
+    private var failingSnapshots: Set<String> = []
     /// Seconds added to DevCloud's clock, to test clock skew.
     private var clockOffset: TimeInterval = 0
 
     public static let actions: Set<String> = [
         "DescribeSnapshots", "CreateVolume", "DescribeVolumes", "AttachVolume", "DetachVolume", "DeleteVolume",
-        "ModifyInstanceAttribute", "CreateTags", "DescribeInstances",
+        "ModifyInstanceAttribute", "CreateTags", "DescribeInstances", "CreateSnapshot", "DeleteSnapshot",
     ]
 
     init(settings: DevCloudSettings) {
@@ -61,12 +72,30 @@ public actor CloudState {
         self.delays = settings.delays
         self.buckets = settings.buckets
         self.roleLifetime = settings.roleCredentialLifetime
+        instances[settings.instanceID] = DevInstance(id: settings.instanceID, availabilityZone: settings.availabilityZone,
+                                                     roleName: settings.roleName, privateAddress: "10.0.0.10")
+    }
+
+    /// Adds an instance with an identity and a role of its own, in the settings' zone. Its
+    /// metadata is served under `<IMDS>/<instance id>/latest/…`.
+    public func addInstance(_ instance: DevInstance) { instances[instance.id] = instance }
+    public func instance(_ id: String) -> DevInstance? { instances[id] }
+    public func instanceList() -> [DevInstance] { instances.values.sorted { $0.id < $1.id } }
+
+    /// Which instance each role access key was issued to: to count a storm's calls per boot.
+    public func accessKeyOwners() -> [String: String] {
+        var owners: [String: String] = [:]
+        for (instance, issued) in roleCredentials { for credentials in issued { owners[credentials.accessKeyID] = instance } }
+        return owners
     }
 
     // MARK: - Control
 
     public func addSnapshot(_ snapshot: DevSnapshot) { snapshots[snapshot.id] = snapshot }
-    public func snapshot(_ id: String) -> DevSnapshot? { snapshots[id] }
+    public func snapshot(_ id: String) -> DevSnapshot? { refreshedSnapshot(id) }
+    public func snapshotTable() -> [DevSnapshot] { snapshots.keys.sorted().compactMap { refreshedSnapshot($0) } }
+    public func setSnapshotsFail(_ value: Bool) { snapshotsFail = value }
+    public func onSnapshot(_ hook: @escaping @Sendable (_ volumeID: String, _ snapshotID: String) async -> String?) { imageHook = hook }
     public func setSnapshotState(_ id: String, _ state: String) { snapshots[id]?.state = state }
     public func setRelease(_ response: ReleaseResponse) { release = response }
     public func setDelays(_ delays: StateDelays) { self.delays = delays }
@@ -92,7 +121,7 @@ public actor CloudState {
     /// Every secret DevCloud handed out: role secret keys and session tokens, the static
     /// secret key, and IMDS session tokens — none may ever appear in a log line.
     public func issuedSecrets() -> [String] {
-        roleCredentials.flatMap { [$0.secret, $0.token] } + [settings.staticSecretAccessKey] + issuedIMDSTokens
+        roleCredentials.values.flatMap { $0.flatMap { [$0.secret, $0.token] } } + [settings.staticSecretAccessKey] + issuedIMDSTokens
     }
 
     var now: Date { Date().addingTimeInterval(clockOffset) }
@@ -139,54 +168,56 @@ public actor CloudState {
                       headers: [("X-aws-ec2-metadata-token-ttl-seconds", String(ttl))])
     }
 
-    func imdsGet(path: String, token: String?) -> Answer {
+    func imdsGet(path: String, token: String?, instance: String? = nil) -> Answer {
         guard let token, let expiry = imdsTokens[token], ContinuousClock.now < expiry else {
             record("imds", path, outcome: "401")
             return Answer(status: 401, body: "", contentType: "text/plain")
         }
-        let answer = imdsDocument(path)
+        let answer = imdsDocument(path, instance: instance)
         record("imds", path, outcome: answer.status == 200 ? "ok" : String(answer.status))
         return answer
     }
 
     /// What a path would answer, for a fault that cuts it short (nothing recorded).
-    func imdsFaultDocument(_ path: String) -> String { imdsDocument(path).body }
+    func imdsFaultDocument(_ path: String, instance: String? = nil) -> String { imdsDocument(path, instance: instance).body }
 
     /// What `snap.txt` would answer, for a fault that cuts it short (nothing recorded).
-    func releaseFaultDocument() -> String { release.body }
+    func releaseFaultDocument() -> String { release.current.body }
 
-    private func imdsDocument(_ path: String) -> Answer {
+    private func imdsDocument(_ path: String, instance id: String?) -> Answer {
         let text = { (body: String) in Answer(status: 200, body: body, contentType: "text/plain") }
+        guard let instance = instances[id ?? settings.instanceID] else { return Answer(status: 404, body: "", contentType: "text/plain") }
         switch path {
-        case "meta-data/instance-id": return text(settings.instanceID)
-        case "meta-data/placement/availability-zone": return text(settings.availabilityZone)
+        case "meta-data/instance-id": return text(instance.id)
+        case "meta-data/placement/availability-zone": return text(instance.availabilityZone)
+        case "meta-data/local-ipv4": return text(instance.privateAddress)
         case "meta-data/placement/region": return text(settings.region)
         case "dynamic/instance-identity/document":
             return Answer(status: 200, body: """
                 {
                   "accountId" : "\(settings.accountID)",
                   "architecture" : "x86_64",
-                  "availabilityZone" : "\(settings.availabilityZone)",
+                  "availabilityZone" : "\(instance.availabilityZone)",
                   "billingProducts" : null,
                   "devpayProductCodes" : null,
                   "marketplaceProductCodes" : null,
                   "imageId" : "ami-0123456789abcdef0",
-                  "instanceId" : "\(settings.instanceID)",
+                  "instanceId" : "\(instance.id)",
                   "instanceType" : "m6i.large",
                   "kernelId" : null,
                   "pendingTime" : "2026-11-28T10:00:00Z",
-                  "privateIp" : "10.0.0.10",
+                  "privateIp" : "\(instance.privateAddress)",
                   "ramdiskId" : null,
                   "region" : "\(settings.region)",
                   "version" : "2017-09-30"
                 }
                 """, contentType: "application/json")
         case "meta-data/iam/security-credentials/", "meta-data/iam/security-credentials":
-            guard let role = settings.roleName else { return Answer(status: 404, body: "", contentType: "text/plain") }
+            guard let role = instance.roleName else { return Answer(status: 404, body: "", contentType: "text/plain") }
             return text(role)
         default:
-            if let role = settings.roleName, path == "meta-data/iam/security-credentials/\(role)" {
-                let credentials = currentRoleCredentials()
+            if let role = instance.roleName, path == "meta-data/iam/security-credentials/\(role)" {
+                let credentials = currentRoleCredentials(instance.id)
                 let iso = ISO8601DateFormatter()
                 return Answer(status: 200, body: """
                     {
@@ -205,9 +236,9 @@ public actor CloudState {
     }
 
     /// The role's current credentials; new ones once the current are within the rotation window.
-    private func currentRoleCredentials() -> RoleCredentials {
+    private func currentRoleCredentials(_ instance: String) -> RoleCredentials {
         let rotateBefore = settings.roleCredentialRotateBefore
-        if let current = roleCredentials.last,
+        if let current = roleCredentials[instance]?.last,
            current.expiration.timeIntervalSince(now) > seconds(rotateBefore) {
             return current
         }
@@ -215,14 +246,14 @@ public actor CloudState {
         let credentials = RoleCredentials(
             accessKeyID: "ASIA" + randomHex(16).uppercased(), secret: randomHex(40), token: "IQoJb3JpZ2luX2VjE" + randomHex(120),
             issued: issued, expiration: issued.addingTimeInterval(seconds(roleLifetime)))
-        roleCredentials.append(credentials)
+        roleCredentials[instance, default: []].append(credentials)
         return credentials
     }
 
     // MARK: - EC2
 
     /// Verifies the request, applies throttling and permissions, and carries out the action.
-    func ec2(_ request: ReceivedRequest, fault: FaultKind?) -> Answer {
+    func ec2(_ request: ReceivedRequest, fault: FaultKind?) async -> Answer {
         let id = requestID()
         guard let form = QueryParameters.parse(formEncoded: String(decoding: request.body, as: UTF8.self)) else {
             return error("MalformedQueryString", "The request body is not form-encoded.", 400, id, action: "?", parameters: [:])
@@ -273,6 +304,8 @@ public actor CloudState {
         case "DeleteVolume": result = deleteVolume(parameters)
         case "ModifyInstanceAttribute": result = modifyInstanceAttribute(parameters)
         case "CreateTags": result = createTags(parameters)
+        case "CreateSnapshot": result = await createSnapshot(parameters, owner: key)
+        case "DeleteSnapshot": result = deleteSnapshot(parameters)
         default: result = describeInstances(parameters)
         }
         switch result {
@@ -342,7 +375,7 @@ public actor CloudState {
         let token = request.header("X-Amz-Security-Token")
         if key == settings.staticAccessKeyID {
             secret = settings.staticSecretAccessKey
-        } else if let role = roleCredentials.first(where: { $0.accessKeyID == key }) {
+        } else if let role = roleCredentials.values.lazy.compactMap({ $0.first { $0.accessKeyID == key } }).first {
             guard token == role.token else {
                 return .failure(Rejection(code: "AuthFailure", message: "AWS was not able to validate the provided access credentials", status: 401, key: key))
             }
@@ -392,19 +425,19 @@ public actor CloudState {
 
     // MARK: Throttling
 
+    /// One bucket per action, as EC2 evaluates each API on its own; its size is its category's.
     private func takeToken(for action: String) -> Bool {
-        let category = action.hasPrefix("Describe") ? "describe" : action == "CreateVolume" ? "createVolume" : "mutating"
-        let size = category == "describe" ? buckets.describe : category == "createVolume" ? buckets.createVolume : buckets.mutating
+        let size = action.hasPrefix("Describe") ? buckets.describe : action == "CreateVolume" ? buckets.createVolume : buckets.mutating
         let now = ContinuousClock.now
-        var level = bucketLevels[category] ?? (size.capacity, now)
+        var level = bucketLevels[action] ?? (size.capacity, now)
         let refill = seconds(now - level.at) * size.refillPerSecond
         level = (min(size.capacity, level.tokens + refill), now)
         guard level.tokens >= 1 else {
-            bucketLevels[category] = level
+            bucketLevels[action] = level
             return false
         }
         level.tokens -= 1
-        bucketLevels[category] = level
+        bucketLevels[action] = level
         return true
     }
 
@@ -426,6 +459,28 @@ public actor CloudState {
         return result
     }
 
+    /// EC2's `Filter.N`: `tag:KEY`, `tag-key`, and the named fields; an item stays when each
+    /// filter's field is one of its values. An unknown filter name is refused, as EC2 does.
+    private func filtered<T>(_ items: [T], _ parameters: [String: String], tags: @escaping (T) -> [String: String],
+                             fields: [String: (T) -> String?]) -> Result<[T], Rejection> {
+        var selected = items
+        for (name, values) in filters(parameters) {
+            let test: (T) -> String?
+            if name.hasPrefix("tag:") {
+                let key = String(name.dropFirst(4))
+                test = { tags($0)[key] }
+            } else if name == "tag-key" {
+                test = { item in values.first { tags(item)[$0] != nil } }
+            } else if let field = fields[name] {
+                test = field
+            } else {
+                return .failure(Rejection(code: "InvalidParameterValue", message: "The filter '\(name)' is invalid"))
+            }
+            selected = selected.filter { test($0).map(values.contains) ?? false }
+        }
+        return .success(selected)
+    }
+
     private func describeSnapshots(_ parameters: [String: String]) -> Result<String, Rejection> {
         let ids = list(parameters, "SnapshotId")
         for id in ids where SnapshotID(id) == nil {
@@ -435,17 +490,97 @@ public actor CloudState {
             return .failure(Rejection(code: "InvalidSnapshot.NotFound", message: "The snapshot '\(id)' does not exist."))
         }
         let owners = list(parameters, "Owner").map { $0 == "self" ? settings.accountID : $0 }
-        let selected = (ids.isEmpty ? snapshots.keys.sorted() : ids).compactMap { snapshots[$0] }
+        let fields: [String: (DevSnapshot) -> String?] = [
+            "status": { $0.state }, "volume-id": { $0.volumeID }, "owner-id": { $0.ownerID }, "snapshot-id": { $0.id },
+        ]
+        let candidates = (ids.isEmpty ? snapshots.keys.sorted() : ids).compactMap { refreshedSnapshot($0) }
             .filter { owners.isEmpty || owners.contains($0.ownerID) }
-        let items = selected.map { snapshot in
-            "<item>" + XMLText.element("snapshotId", snapshot.id) + XMLText.element("volumeId", "vol-ffffffffffffffff0")
-                + XMLText.element("status", snapshot.state) + XMLText.element("startTime", snapshot.startTime ?? "2026-11-28T09:00:00.000Z")
-                + XMLText.element("progress", snapshot.state == "completed" ? "100%" : "42%")
-                + XMLText.element("ownerId", snapshot.ownerID) + XMLText.element("volumeSize", String(snapshot.sizeGiB))
-                + XMLText.element("description", "release") + XMLText.element("encrypted", snapshot.encrypted ? "true" : "false")
-                + "</item>"
+        let selected: [DevSnapshot]
+        switch filtered(candidates, parameters, tags: { $0.tags ?? [:] }, fields: fields) {
+        case .success(let found): selected = found
+        case .failure(let rejection): return .failure(rejection)
         }
-        return .success("    <snapshotSet>" + items.joined() + "</snapshotSet>")
+        return .success("    <snapshotSet>" + selected.map { "<item>" + snapshotFields($0) + "</item>" }.joined() + "</snapshotSet>")
+    }
+
+    private func snapshotFields(_ snapshot: DevSnapshot) -> String {
+        var text = XMLText.element("snapshotId", snapshot.id) + XMLText.element("volumeId", snapshot.volumeID ?? "vol-ffffffffffffffff0")
+            + XMLText.element("status", snapshot.state) + XMLText.element("startTime", snapshot.startTime ?? "2026-11-28T09:00:00.000Z")
+            + XMLText.element("progress", snapshotProgress(snapshot))
+            + XMLText.element("ownerId", snapshot.ownerID) + XMLText.element("volumeSize", String(snapshot.sizeGiB))
+            + XMLText.element("description", snapshot.description ?? "release") + XMLText.element("encrypted", snapshot.encrypted ? "true" : "false")
+        if let tags = snapshot.tags {
+            text += "<tagSet>" + tags.sorted { $0.key < $1.key }.map { "<item>" + XMLText.element("key", $0.key) + XMLText.element("value", $0.value) + "</item>" }.joined() + "</tagSet>"
+        }
+        return text
+    }
+
+    /// `completed`: 100%; a pending snapshot made here: how far its time has gone.
+    private func snapshotProgress(_ snapshot: DevSnapshot) -> String {
+        guard snapshot.state == "pending" else { return snapshot.state == "completed" ? "100%" : "42%" }
+        guard let started = snapshotsStarted[snapshot.id], let ready = snapshotReadyAt[snapshot.id], ready > started else { return "42%" }
+        let fraction = seconds(ContinuousClock.now - started) / seconds(ready - started)
+        return "\(min(99, max(0, Int(fraction * 100))))%"
+    }
+
+    /// The snapshot with its timed state change applied.
+    private func refreshedSnapshot(_ id: String) -> DevSnapshot? {
+        guard var snapshot = snapshots[id] else { return nil }
+        if snapshot.state == "pending", let ready = snapshotReadyAt[id], ContinuousClock.now >= ready {
+            snapshot.state = failingSnapshots.contains(id) ? "error" : "completed"
+            snapshots[id] = snapshot
+        }
+        return snapshot
+    }
+
+    /// CreateSnapshot of a volume: its image is copied at once (EC2 takes the point in time
+    /// when it accepts the call), then it is `pending` for the snapshot delay.
+    private func createSnapshot(_ parameters: [String: String], owner key: String) async -> Result<String, Rejection> {
+        guard let volumeID = parameters["VolumeId"] else {
+            return .failure(Rejection(code: "MissingParameter", message: "The request must contain the parameter VolumeId"))
+        }
+        guard let volume = refreshed(volumeID) else {
+            return .failure(Rejection(code: "InvalidVolume.NotFound", message: "The volume '\(volumeID)' does not exist."))
+        }
+        guard volume.state == "available" || volume.state == "in-use" else {
+            return .failure(Rejection(code: "IncorrectState", message: "The volume '\(volumeID)' is '\(volume.state)'."))
+        }
+        if let description = parameters["Description"], description.utf8.count > 255 {
+            return .failure(Rejection(code: "InvalidParameterValue", message: "Value for parameter Description is too long (at most 255 characters)."))
+        }
+        let tags: [String: String]
+        switch tagSpecifications(parameters, for: "snapshot") {
+        case .success(let found): tags = found
+        case .failure(let rejection): return .failure(rejection)
+        }
+        let id = "snap-" + randomHex(17)
+        let image = await imageHook?(volumeID, id)
+        if snapshotsFail { failingSnapshots.insert(id) }
+        let snapshot = DevSnapshot(id: id, state: "pending", ownerID: settings.accountID, sizeGiB: volume.sizeGiB, encrypted: volume.encrypted,
+                                   image: image ?? volume.snapshotID.flatMap { snapshots[$0]?.image },
+                                   startTime: ISO8601DateFormatter().string(from: now), volumeID: volumeID,
+                                   description: parameters["Description"], tags: tags)
+        snapshots[id] = snapshot
+        snapshotsStarted[id] = ContinuousClock.now
+        snapshotReadyAt[id] = ContinuousClock.now + (settings.dialect == .emulator ? .zero : delays.snapshot)
+        return .success(snapshotFields(refreshedSnapshot(id) ?? snapshot))
+    }
+
+    private func deleteSnapshot(_ parameters: [String: String]) -> Result<String, Rejection> {
+        guard let id = parameters["SnapshotId"] else {
+            return .failure(Rejection(code: "MissingParameter", message: "The request must contain the parameter SnapshotId"))
+        }
+        guard SnapshotID(id) != nil else {
+            return .failure(Rejection(code: "InvalidSnapshotID.Malformed", message: "Invalid id: \"\(id)\""))
+        }
+        guard snapshots[id] != nil else {
+            return .failure(Rejection(code: "InvalidSnapshot.NotFound", message: "The snapshot '\(id)' does not exist."))
+        }
+        if let user = volumes.values.first(where: { $0.snapshotID == id && $0.state == "creating" }) {
+            return .failure(Rejection(code: "InvalidSnapshot.InUse", message: "The snapshot \(id) is currently in use by \(user.id)"))
+        }
+        snapshots[id] = nil
+        return .success(emptyOutput)
     }
 
     private func createVolume(_ parameters: [String: String]) -> Result<String, Rejection> {
@@ -477,7 +612,7 @@ public actor CloudState {
             guard SnapshotID(snapshotID) != nil else {
                 return .failure(Rejection(code: "InvalidSnapshotID.Malformed", message: "Invalid id: \"\(snapshotID)\""))
             }
-            guard let snapshot = snapshots[snapshotID] else {
+            guard let snapshot = refreshedSnapshot(snapshotID) else {
                 return .failure(Rejection(code: "InvalidSnapshot.NotFound", message: "The snapshot '\(snapshotID)' does not exist."))
             }
             guard snapshot.state == "completed" else {
@@ -496,21 +631,21 @@ public actor CloudState {
         guard ["gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"].contains(type) else {
             return .failure(Rejection(code: "InvalidParameterValue", message: "Value (\(type)) for parameter volumeType is invalid."))
         }
+        if let rate = parameters["VolumeInitializationRate"] {
+            guard let value = Int(rate), (100...300).contains(value) else {
+                return .failure(Rejection(code: "InvalidParameterValue", message: "Value (\(rate)) for parameter VolumeInitializationRate is invalid. Valid range is 100 - 300 MiB/s."))
+            }
+            guard snapshotID != nil else {
+                return .failure(Rejection(code: "InvalidParameterCombination", message: "VolumeInitializationRate can only be specified when creating a volume from a snapshot."))
+            }
+        }
         if parameters["KmsKeyId"] != nil && !encrypted {
             return .failure(Rejection(code: "InvalidParameterDependency", message: "The parameter KmsKeyId requires the parameter Encrypted to be set."))
         }
-        var tags: [String: String] = [:]
-        var index = 1
-        while let resourceType = parameters["TagSpecification.\(index).ResourceType"] {
-            guard resourceType == "volume" else {
-                return .failure(Rejection(code: "InvalidParameterValue", message: "'\(resourceType)' is not a valid taggable resource type for this operation."))
-            }
-            var tagIndex = 1
-            while let key = parameters["TagSpecification.\(index).Tag.\(tagIndex).Key"] {
-                tags[key] = parameters["TagSpecification.\(index).Tag.\(tagIndex).Value"] ?? ""
-                tagIndex += 1
-            }
-            index += 1
+        let tags: [String: String]
+        switch tagSpecifications(parameters, for: "volume") {
+        case .success(let found): tags = found
+        case .failure(let rejection): return .failure(rejection)
         }
         let id = "vol-" + randomHex(17)
         let volume = DevVolume(
@@ -565,22 +700,16 @@ public actor CloudState {
         for id in ids where volumes[id] == nil {
             return .failure(Rejection(code: "InvalidVolume.NotFound", message: "The volume '\(id)' does not exist."))
         }
-        var selected = (ids.isEmpty ? volumes.keys.sorted() : ids).compactMap { refreshed($0) }
-        for (name, values) in filters(parameters) {
-            let test: (DevVolume) -> String?
-            switch name {
-            case let tag where tag.hasPrefix("tag:"): test = { $0.tags[String(tag.dropFirst(4))] }
-            case "tag-key": test = { volume in values.first { volume.tags[$0] != nil } }
-            case "attachment.instance-id": test = { $0.attachment?.instanceID }
-            case "attachment.device": test = { $0.attachment?.device }
-            case "status": test = { $0.state }
-            case "availability-zone": test = { $0.availabilityZone }
-            case "snapshot-id": test = { $0.snapshotID }
-            case "volume-id": test = { $0.id }
-            default:
-                return .failure(Rejection(code: "InvalidParameterValue", message: "The filter '\(name)' is invalid"))
-            }
-            selected = selected.filter { volume in test(volume).map(values.contains) ?? false }
+        let fields: [String: (DevVolume) -> String?] = [
+            "attachment.instance-id": { $0.attachment?.instanceID }, "attachment.device": { $0.attachment?.device },
+            "attachment.status": { $0.attachment?.state },
+            "attachment.delete-on-termination": { $0.attachment.map { String($0.deleteOnTermination) } },
+            "status": { $0.state }, "availability-zone": { $0.availabilityZone }, "snapshot-id": { $0.snapshotID }, "volume-id": { $0.id },
+        ]
+        let selected: [DevVolume]
+        switch filtered((ids.isEmpty ? volumes.keys.sorted() : ids).compactMap { refreshed($0) }, parameters, tags: \.tags, fields: fields) {
+        case .success(let found): selected = found
+        case .failure(let rejection): return .failure(rejection)
         }
         return .success("    <volumeSet>" + selected.map { "<item>" + volumeFields($0) + "</item>" }.joined() + "</volumeSet>")
     }
@@ -592,7 +721,7 @@ public actor CloudState {
         guard var volume = refreshed(id) else {
             return .failure(Rejection(code: "InvalidVolume.NotFound", message: "The volume '\(id)' does not exist."))
         }
-        guard instance == settings.instanceID else {
+        guard let attachedTo = instances[instance] else {
             return .failure(Rejection(code: "InvalidInstanceID.NotFound", message: "The instance ID '\(instance)' does not exist"))
         }
         guard volume.attachment == nil else {
@@ -601,7 +730,7 @@ public actor CloudState {
         guard volume.state == "available" else {
             return .failure(Rejection(code: "IncorrectState", message: "\(id) is not 'available'."))
         }
-        guard volume.availabilityZone == settings.availabilityZone else {
+        guard volume.availabilityZone == attachedTo.availabilityZone else {
             return .failure(Rejection(code: "InvalidVolume.ZoneMismatch", message: "The volume '\(id)' is not in the same availability zone as instance '\(instance)'"))
         }
         guard AttachmentDeviceNameCheck.isValid(device) else {
@@ -695,7 +824,7 @@ public actor CloudState {
         guard let instance = parameters["InstanceId"] else {
             return .failure(Rejection(code: "MissingParameter", message: "The request must contain the parameter InstanceId"))
         }
-        guard instance == settings.instanceID else {
+        guard instances[instance] != nil else {
             return .failure(Rejection(code: "InvalidInstanceID.NotFound", message: "The instance ID '\(instance)' does not exist"))
         }
         var index = 1
@@ -737,38 +866,63 @@ public actor CloudState {
         return .success(emptyOutput)
     }
 
+    /// The tags of `TagSpecification.N` for a resource being created, which must be of `resourceType`.
+    private func tagSpecifications(_ parameters: [String: String], for resourceType: String) -> Result<[String: String], Rejection> {
+        var tags: [String: String] = [:]
+        var index = 1
+        while let given = parameters["TagSpecification.\(index).ResourceType"] {
+            guard given == resourceType else {
+                return .failure(Rejection(code: "InvalidParameterValue", message: "'\(given)' is not a valid taggable resource type for this operation."))
+            }
+            var tagIndex = 1
+            while let key = parameters["TagSpecification.\(index).Tag.\(tagIndex).Key"] {
+                tags[key] = parameters["TagSpecification.\(index).Tag.\(tagIndex).Value"] ?? ""
+                tagIndex += 1
+            }
+            index += 1
+        }
+        return .success(tags)
+    }
+
     /// What an action with an empty output answers: EC2 adds `<return>true</return>`.
     private var emptyOutput: String {
         settings.dialect == .ec2 ? XMLText.element("return", "true") : ""
     }
 
     private func describeInstances(_ parameters: [String: String]) -> Result<String, Rejection> {
-        for id in list(parameters, "InstanceId") where id != settings.instanceID {
+        let ids = list(parameters, "InstanceId")
+        for id in ids where instances[id] == nil {
             return .failure(Rejection(code: "InvalidInstanceID.NotFound", message: "The instance ID '\(id)' does not exist"))
         }
-        let mappings = volumes.values.compactMap { volume -> (String, DevVolume, DevAttachment)? in
-            guard let attachment = volume.attachment, attachment.instanceID == settings.instanceID else { return nil }
-            return (attachment.device, volume, attachment)
-        }.sorted { $0.0 < $1.0 }
-        let blockDevices = mappings.map { device, volume, attachment in
-            "<item>" + XMLText.element("deviceName", device) + "<ebs>" + XMLText.element("volumeId", volume.id)
-                + XMLText.element("status", attachment.state) + XMLText.element("attachTime", "2026-11-28T10:00:01.000Z")
-                + XMLText.element("deleteOnTermination", attachment.deleteOnTermination ? "true" : "false") + "</ebs></item>"
+        let selected = (ids.isEmpty ? instances.keys.sorted() : ids).compactMap { instances[$0] }
+        let items = selected.map { instance -> String in
+            let mappings = volumes.values.compactMap { volume -> (String, DevVolume, DevAttachment)? in
+                guard let attachment = volume.attachment, attachment.instanceID == instance.id else { return nil }
+                return (attachment.device, volume, attachment)
+            }.sorted { $0.0 < $1.0 }
+            let blockDevices = mappings.map { device, volume, attachment in
+                "<item>" + XMLText.element("deviceName", device) + "<ebs>" + XMLText.element("volumeId", volume.id)
+                    + XMLText.element("status", attachment.state) + XMLText.element("attachTime", "2026-11-28T10:00:01.000Z")
+                    + XMLText.element("deleteOnTermination", attachment.deleteOnTermination ? "true" : "false") + "</ebs></item>"
+            }.joined()
+            return "<item>" + XMLText.element("instanceId", instance.id)
+                + "<instanceState><code>16</code><name>running</name></instanceState>"
+                + XMLText.element("privateIpAddress", instance.privateAddress)
+                + "<placement>" + XMLText.element("availabilityZone", instance.availabilityZone) + "</placement>"
+                + "<rootDeviceName>/dev/xvda</rootDeviceName><blockDeviceMapping>\(blockDevices)</blockDeviceMapping></item>"
         }.joined()
         return .success("""
-                <reservationSet><item><reservationId>r-0123456789abcdef0</reservationId><ownerId>\(settings.accountID)</ownerId><instancesSet><item>\
-            <instanceId>\(settings.instanceID)</instanceId><instanceState><code>16</code><name>running</name></instanceState>\
-            <placement><availabilityZone>\(settings.availabilityZone)</availabilityZone></placement>\
-            <rootDeviceName>/dev/xvda</rootDeviceName><blockDeviceMapping>\(blockDevices)</blockDeviceMapping>\
-            </item></instancesSet></item></reservationSet>
+                <reservationSet><item><reservationId>r-0123456789abcdef0</reservationId><ownerId>\(settings.accountID)</ownerId><instancesSet>\
+            \(items)</instancesSet></item></reservationSet>
             """)
     }
 
     // MARK: - Release server
 
     func releaseAnswer() -> ReleaseResponse {
-        record("release", "snap.txt", outcome: String(release.status))
-        return release
+        let answer = release.current
+        record("release", "snap.txt", outcome: String(answer.status))
+        return answer
     }
 }
 

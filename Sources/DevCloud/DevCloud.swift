@@ -163,16 +163,30 @@ enum Routes {
             return response(await state.issueIMDSToken(ttlHeader: ttl))
         }
         router.get("/latest/**") { request, context -> Response in
-            let path = String(request.uri.path.dropFirst("/latest/".count))
-            if let fault = await state.fault(for: "imds:\(path)") {
-                await state.record("imds", path, outcome: "fault:\(fault.rawValue)")
-                return await deliver(fault, service: "imds", context: context, stopping: stopping, hang: state.settings.hangDuration,
-                                     document: await state.imdsFaultDocument(path))
-            }
-            let token = request.headers[HTTPField.Name("X-aws-ec2-metadata-token")!]
-            return response(await state.imdsGet(path: path, token: token))
+            await metadata(state, stopping, request, context, path: String(request.uri.path.dropFirst("/latest/".count)), instance: nil)
+        }
+        // Other instances' metadata: <IMDS>/<instance id>/latest/… (the storm's agents).
+        router.put("/:instance/latest/api/token") { request, _ -> Response in
+            let ttl = request.headers[HTTPField.Name("X-aws-ec2-metadata-token-ttl-seconds")!]
+            return response(await state.issueIMDSToken(ttlHeader: ttl))
+        }
+        router.get("/:instance/latest/**") { request, context -> Response in
+            let instance = context.parameters.get("instance") ?? ""
+            let path = String(request.uri.path.dropFirst("/\(instance)/latest/".count))
+            return await metadata(state, stopping, request, context, path: path, instance: instance)
         }
         return router
+    }
+
+    static func metadata(_ state: CloudState, _ stopping: StopFlag, _ request: Request, _ context: CloudContext, path: String,
+                         instance: String?) async -> Response {
+        if let fault = await state.fault(for: "imds:\(path)") {
+            await state.record("imds", path, outcome: "fault:\(fault.rawValue)")
+            return await deliver(fault, service: "imds", context: context, stopping: stopping, hang: state.settings.hangDuration,
+                                 document: await state.imdsFaultDocument(path, instance: instance))
+        }
+        let token = request.headers[HTTPField.Name("X-aws-ec2-metadata-token")!]
+        return response(await state.imdsGet(path: path, token: token, instance: instance))
     }
 
     static func ec2(_ state: CloudState, _ stopping: StopFlag) -> Router<CloudContext> {
@@ -233,6 +247,7 @@ enum Routes {
         let router = Router(context: CloudContext.self)
         router.get("/calls") { _, _ in json(await state.callLog()) }
         router.get("/volumes") { _, _ in json(await state.volumeTable()) }
+        router.get("/access-keys") { _, _ in json(await state.accessKeyOwners()) }
         router.post("/faults") { request, _ in
             await state.addFault(try await decode(Fault.self, request))
             return json(["ok": true])
@@ -247,6 +262,12 @@ enum Routes {
         }
         router.post("/snapshots") { request, _ in
             await state.addSnapshot(try await decode(DevSnapshot.self, request))
+            return json(["ok": true])
+        }
+        router.get("/snapshots") { _, _ in json(await state.snapshotTable()) }
+        // {"fail": true}: snapshots created from now on end in `error`.
+        router.put("/snapshot-outcome") { request, _ in
+            await state.setSnapshotsFail(try await decode([String: Bool].self, request)["fail"] ?? false)
             return json(["ok": true])
         }
         router.put("/permissions") { request, _ in

@@ -90,6 +90,21 @@ public actor DevicePlane {
 
     private func backingFile(_ id: String) -> String { "\(storageDirectory)/\(id).img" }
 
+    /// CreateSnapshot: a sparse copy of the volume's file as it is now, the snapshot's image
+    /// (`nil` for a volume this plane does not hold). Wire it with ``CloudState/onSnapshot(_:)``.
+    public func snapshotImage(volumeID: String, snapshotID: String) -> String? {
+        let source = backingFile(volumeID)
+        guard FileManager.default.fileExists(atPath: source) else { return nil }
+        let image = "\(storageDirectory)/\(snapshotID).snapshot.img"
+        do {
+            try run("cp", ["--sparse=always", source, image])
+            return image
+        } catch {
+            FileHandle.standardError.write(Data("devcloud device plane: \(error)\n".utf8))
+            return nil
+        }
+    }
+
     private func attach(_ volume: DevVolume, device: String) async throws {
         guard presentsDevices, presented[volume.id] == nil else { return }
         let file = backingFile(volume.id)

@@ -41,6 +41,21 @@ public enum Dialect: String, Sendable, Codable, CaseIterable, CustomStringConver
     public var description: String { rawValue }
 }
 
+/// An instance DevCloud serves: its identity document, its role, its address.
+public struct DevInstance: Sendable, Codable, Equatable {
+    public var id: String
+    public var availabilityZone: String
+    public var roleName: String?
+    public var privateAddress: String
+
+    public init(id: String, availabilityZone: String, roleName: String?, privateAddress: String) {
+        self.id = id
+        self.availabilityZone = availabilityZone
+        self.roleName = roleName
+        self.privateAddress = privateAddress
+    }
+}
+
 /// How long EC2's state changes take in DevCloud.
 public struct StateDelays: Sendable, Codable, Equatable {
     /// creating → available
@@ -51,11 +66,14 @@ public struct StateDelays: Sendable, Codable, Equatable {
     public var detach: Duration = .milliseconds(500)
     /// deleting → gone
     public var delete: Duration = .milliseconds(500)
+    /// A new snapshot: pending → completed, its progress rising on the way
+    public var snapshot: Duration = .seconds(2)
 
     public init() {}
 }
 
-/// Token buckets per category of action, sized like EC2's published defaults.
+/// The sizes of the token buckets, by category of action, like EC2's published defaults; each
+/// action has a bucket of its own (EC2 throttles per API, per account and region).
 public struct ThrottleBuckets: Sendable, Codable, Equatable {
     public var describe = BucketSize(capacity: 100, refillPerSecond: 20)
     public var createVolume = BucketSize(capacity: 100, refillPerSecond: 5)
@@ -85,9 +103,14 @@ public struct DevSnapshot: Sendable, Codable, Equatable {
     public var image: String?
     /// When it was taken (ISO 8601), which tells releases apart in time.
     public var startTime: String?
+    /// The volume it was taken from (CreateSnapshot), its description and tags.
+    public var volumeID: String?
+    public var description: String?
+    public var tags: [String: String]?
 
     public init(id: String, state: String = "completed", ownerID: String = "123456789012", sizeGiB: Int = 1,
-                encrypted: Bool = false, image: String? = nil, startTime: String? = nil) {
+                encrypted: Bool = false, image: String? = nil, startTime: String? = nil, volumeID: String? = nil,
+                description: String? = nil, tags: [String: String]? = nil) {
         self.id = id
         self.state = state
         self.ownerID = ownerID
@@ -95,6 +118,9 @@ public struct DevSnapshot: Sendable, Codable, Equatable {
         self.encrypted = encrypted
         self.image = image
         self.startTime = startTime
+        self.volumeID = volumeID
+        self.description = description
+        self.tags = tags
     }
 }
 
@@ -202,12 +228,26 @@ public struct ReleaseResponse: Sendable, Codable, Equatable {
     public var contentType: String
     /// Wait this long before answering.
     public var delayMilliseconds: Int
+    /// Serve this file's content as it is at each request instead of `body` (the file
+    /// `snapmount publish` writes, as a web server would serve it); 404 while it is missing.
+    public var file: String?
 
-    public init(status: Int = 200, body: String, contentType: String = "text/plain", delayMilliseconds: Int = 0) {
+    public init(status: Int = 200, body: String, contentType: String = "text/plain", delayMilliseconds: Int = 0, file: String? = nil) {
         self.status = status
         self.body = body
         self.contentType = contentType
         self.delayMilliseconds = delayMilliseconds
+        self.file = file
+    }
+
+    /// What a request sees now.
+    var current: ReleaseResponse {
+        guard let file else { return self }
+        guard let data = FileManager.default.contents(atPath: file) else {
+            return ReleaseResponse(status: 404, body: "", contentType: contentType, delayMilliseconds: delayMilliseconds, file: file)
+        }
+        return ReleaseResponse(status: status, body: String(decoding: data, as: UTF8.self), contentType: contentType,
+                               delayMilliseconds: delayMilliseconds, file: file)
     }
 }
 

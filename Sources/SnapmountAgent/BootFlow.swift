@@ -17,11 +17,12 @@ public enum HostError: SnapmountError, Equatable {
     case mkfsFailed(device: String, status: Int32, output: String)
     case deviceNotPresent(VolumeID, seen: [String])
     case state(String)
+    case retiringMounted(VolumeID, mountPoint: String)
 
     public var exitStatus: ExitStatus {
         switch self {
         case .lockTimeout, .deviceNotPresent: .timedOut
-        case .otherMounted, .refusedContent, .fsckFailed: .dataRefused
+        case .otherMounted, .refusedContent, .fsckFailed, .retiringMounted: .dataRefused
         case .fsckNotFinished(_, let status, _): FsckOutcome(status: status) == .notChecked ? .timedOut : .internalError
         case .mkfsFailed, .state: .internalError
         }
@@ -45,6 +46,8 @@ public enum HostError: SnapmountError, Equatable {
             "no block device for \(volume) now; seen: " + (seen.isEmpty ? "none" : seen.joined(separator: ", "))
         case .state(let detail):
             "cannot write the state file: \(detail)"
+        case .retiringMounted(let volume, let mountPoint):
+            "\(volume), this instance's volume of another release, is mounted at \(mountPoint); unmount it, then run snapmount again to move to the release the source names"
         }
     }
 }
@@ -68,8 +71,11 @@ public final class BootFlow {
     private let clock: any AgentClock
     private let logger: Logger
     private let tuning: CloudTuning
-    public private(set) var checklist: [ChecklistItem] = []
-    public private(set) var timings: [(step: String, milliseconds: Int64)] = []
+    private var steps: StepRecorder
+    public var checklist: [ChecklistItem] { steps.checklist }
+    /// Called after each step that succeeded (tests: publish a release between two steps).
+    public var afterStep: ((FlowStep) -> Void)?
+    public var timings: [(step: String, milliseconds: Int64)] { steps.timings }
 
     public init(configuration: Configuration, environment: AgentEnvironment, host: HostEdges, mode: FlowMode = .apply,
                 clock: any AgentClock = SystemClock(), logger: Logger, tuning: CloudTuning = CloudTuning()) {
@@ -80,14 +86,29 @@ public final class BootFlow {
         self.clock = clock
         self.logger = logger
         self.tuning = tuning
+        self.steps = StepRecorder(mode: mode, clock: clock, logger: logger)
     }
 
+    /// How many times one run moves on to a release published while it ran.
+    public static let convergeRounds = 3
+
     /// Apply mode: mounts the release, or throws what stopped it. Check mode: fills the
-    /// checklist and throws nothing a step found.
+    /// checklist and throws nothing a step found. A release published while the run was
+    /// under way (the source names another snapshot once the first is mounted) is moved to
+    /// before the run returns — before the application starts —, at most ``convergeRounds`` times.
     public func run() throws -> FlowOutcome {
+        var round = 1
+        while true {
+            if let outcome = try runOnce(round: round) { return outcome }
+            round += 1
+        }
+    }
+
+    /// One pass over the steps; `nil`: the source changed meanwhile, and the release was
+    /// unmounted to make room for the new one.
+    private func runOnce(round: Int) throws -> FlowOutcome? {
         let started = clock.monotonic()
-        checklist = []
-        timings = []
+        steps = StepRecorder(mode: mode, clock: clock, logger: logger, afterStep: afterStep)
         let lock = try step(.lock, takeLock)
         defer { withExtendedLifetime(lock) {} }
         Failpoint.hit("after-lock")
@@ -115,6 +136,12 @@ public final class BootFlow {
             try mount(device, filesystem)
         }
         Failpoint.hit("after-mount")
+        if mode == .apply, round < Self.convergeRounds, let session, let snapshot, let published = publishedNow(session),
+           published != snapshot.id {
+            logger.notice("the source now names \(published), not \(snapshot.id): a release was published during this boot; moving to it before the application starts (round \(round + 1))")
+            try host.mounter.unmount(resolvedPath(configuration.mountPoint.text))
+            return nil
+        }
         // In apply mode every value is there: a step that could not produce one threw.
         guard mode == .apply, let session, let snapshot, let volume = volume?.volume, let device,
               let record = try step(.report, { try writeRecord(session, snapshot, volume, device) })
@@ -151,58 +178,19 @@ public final class BootFlow {
     }
 
     /// `12.3s: lock 0ms, check 1ms, …`
-    public func summary(since started: ContinuousClock.Instant) -> String {
-        let total = clock.monotonic() - started
-        return DurationText.format(.milliseconds(total.wholeMilliseconds)) + ": "
-            + timings.map { "\($0.step) \(DurationText.format(.milliseconds($0.milliseconds)))" }.joined(separator: ", ")
-    }
+    public func summary(since started: ContinuousClock.Instant) -> String { steps.summary(since: started) }
 
     // MARK: - Running a step
 
-    /// Runs one named step: times it and puts its line on the checklist. In apply mode a
-    /// failure ends the run; in check mode it becomes a ✗ line, and the step yields nothing.
     @discardableResult
     private func step<Value>(_ name: FlowStep, _ body: () throws -> StepResult<Value>) throws -> Value? {
-        let started = clock.monotonic()
-        defer { timings.append((name.rawValue, (clock.monotonic() - started).wholeMilliseconds)) }
-        logger.debug("step \(name.rawValue)")
-        do {
-            // A step boundary is a safe point: past the deadline, or asked to stop, go no further.
-            if mode == .apply, let interruption = clock.interruption() {
-                throw InterruptedError(interruption, step: name.rawValue, cause: "not started")
-            }
-            let result = try body()
-            checklist.append(ChecklistItem(mark: result.mark, step: name, detail: result.detail))
-            if mode == .apply { logger.debug("\(name.rawValue): \(result.detail)") }
-            return result.value
-        } catch {
-            // A failure that came from running out of time (or from a stop) says so: 75.
-            // A refusal stays a refusal.
-            if let interruption = clock.interruption(), !(error is InterruptedError),
-               [.unavailable, .timedOut, .internalError].contains(ExitStatus(for: error)) {
-                throw InterruptedError(interruption, step: name.rawValue, cause: "\(error)")
-            }
-            guard mode == .check else { throw error }
-            checklist.append(ChecklistItem(mark: .failed, step: name, detail: "\(error)", exitStatus: ExitStatus(for: error)))
-            return nil
-        }
+        try steps.run(name, body)
     }
 
-    /// A step that needs an earlier one's value: without it (check mode, after a ✗ or a —)
-    /// it is not run, and its line says so.
     @discardableResult
-    private func step<Input, Value>(_ name: FlowStep, needs input: Input?, otherwise: String = "not checked: an earlier step did not succeed",
+    private func step<Input, Value>(_ name: FlowStep, needs input: Input?, otherwise: String = StepRecorder.notChecked,
                                     _ body: (Input) throws -> StepResult<Value>) throws -> Value? {
-        guard let input else {
-            checklist.append(ChecklistItem(mark: .notApplicable, step: name, detail: otherwise))
-            return nil
-        }
-        return try step(name) { try body(input) }
-    }
-
-    private func both<A, B>(_ a: A?, _ b: B?) -> (A, B)? {
-        guard let a, let b else { return nil }
-        return (a, b)
+        try steps.run(name, needs: input, otherwise: otherwise, body)
     }
 
     // MARK: - The steps
@@ -268,7 +256,18 @@ public final class BootFlow {
         let identity = session.identity
         let request = VolumeRequest(availabilityZone: identity.availabilityZone, snapshot: snapshot.id, instance: identity.instanceID,
                                     settings: configuration.volume)
-        let outcome = try session.volumes.ensureVolume(request, mode: mode)
+        // A push that brought this instance's volume up to the published release spares a swap.
+        let pushed = PushedRecord.load(host.pushedPath)
+        let upToDate = pushed.flatMap { $0.snapshot == snapshot.id.text ? VolumeID($0.volume) : nil }
+        let (reuse, retire) = VolumeDecisions.sort(try session.volumes.ourVolumes(), snapshot: snapshot.id, instance: identity.instanceID,
+                                                   upToDate: upToDate)
+        for old in retire where mode == .apply {
+            try refuseIfMounted(old)
+            try session.volumes.retire(old)
+        }
+        let retired = retire.isEmpty ? ""
+            : (mode == .apply ? "retired " : "would retire ") + retire.map { "\($0.id) (\($0.snapshotID?.text ?? "another release"))" }.joined(separator: ", ") + "; "
+        let outcome = try session.volumes.ensureVolume(request, mode: mode, existing: reuse)
         let detail: String
         switch outcome {
         case .existing(let volume):
@@ -278,15 +277,37 @@ public final class BootFlow {
         case .wouldCreate:
             detail = "would create a \(configuration.volume.type) volume from \(snapshot.id) in \(identity.availabilityZone) (DryRunOperation)"
         case .notChecked(let reason):
-            return StepResult(value: outcome, mark: .notApplicable, detail: reason)
+            return StepResult(value: outcome, mark: .notApplicable, detail: retired + reason)
         }
-        return .done(outcome, detail)
+        return .done(outcome, retired + detail)
+    }
+
+    /// An earlier release's volume is detached only when nothing on this machine has it
+    /// mounted: an administrator's mount of it is never pulled from under them.
+    private func refuseIfMounted(_ volume: EC2Volume) throws {
+        // Retired volumes are attached nowhere but here.
+        let name = volume.attachments.first?.device ?? configuration.device.text
+        guard let device = host.devices.find(volume.id, sizeGiB: volume.sizeGiB, attachedAs: name) else { return }
+        if let entry = try host.mounter.mounts().first(where: { $0.device == device.device.number }) {
+            throw HostError.retiringMounted(volume.id, mountPoint: entry.mountPoint)
+        }
+    }
+
+    /// What the source names now, for the check after mounting; `nil` when it cannot be
+    /// read now (the release mounted stays).
+    private func publishedNow(_ session: CloudSession) -> SnapshotID? {
+        do {
+            return try session.source.fetch(configuration.source)
+        } catch {
+            logger.warning("cannot read \(configuration.source) again after mounting (\(error)); keeping the release mounted")
+            return nil
+        }
     }
 
     /// Step 6: attached to this instance, DeleteOnTermination set.
     private func ensureAttached(_ session: CloudSession, _ volume: VolumeOutcome) throws -> StepResult<AttachOutcome> {
         let device = configuration.device.text
-        let outcome = try session.volumes.ensureAttached(volume, device: device, mode: mode)
+        let outcome = try session.volumes.ensureAttached(volume, device: device, mode: mode, signal: attachSignal(volume))
         switch outcome {
         case .attached(let attachment):
             let deleteOnTermination = attachment.deleteOnTermination == true
@@ -297,6 +318,21 @@ public final class BootFlow {
         case .notChecked(let reason):
             return StepResult(value: outcome, mark: .notApplicable, detail: reason)
         }
+    }
+
+    /// The device appearing is the attach step's signal: the kernel shows it the moment the
+    /// attachment completes. Watching `/dev` costs nothing; DescribeVolumes is the fallback.
+    private func attachSignal(_ volume: VolumeOutcome) -> AttachSignal? {
+        guard mode == .apply, let target = volume.volume else { return nil }
+        let devices = host.devices
+        let name = configuration.device.text
+        let watch = try? devices.watch()
+        let clock = clock
+        return AttachSignal(
+            deviceIsPresent: { devices.find(target.id, sizeGiB: target.sizeGiB, attachedAs: name) != nil },
+            waitForChange: { timeout in
+                if let watch { watch.wait(upTo: timeout) } else { clock.sleep(for: timeout) }
+            })
     }
 
     /// Step 7: the block device that is the volume (DESIGN.md §4). Apply mode waits for it,

@@ -1,4 +1,6 @@
+import Logging
 import SnapmountCore
+import SnapmountSystem
 
 /// Whether the boot flow acts, or only checks what it would do (`--dry-run`).
 public enum FlowMode: Sendable, Equatable {
@@ -9,9 +11,11 @@ public enum FlowMode: Sendable, Equatable {
     case check
 }
 
-/// The steps of DESIGN.md §2, in order.
+/// The steps of DESIGN.md §2, in order; then those only `snapmount publish` takes (it also
+/// takes lock, identity, credentials, volume and snapshot).
 public enum FlowStep: String, Sendable, CaseIterable {
     case lock, check, identity, credentials, snapshot, volume, attach, device, filesystem, fstab, mount, report
+    case wait, publish, prune
 }
 
 /// One line of the checklist: what a step found or did, or why it was not done.
@@ -63,4 +67,78 @@ struct StepResult<Value> {
     static func skipped(_ detail: String) -> StepResult {
         StepResult(value: nil, mark: .notApplicable, detail: detail)
     }
+}
+
+/// Runs a flow's named steps: times each and puts its line on the checklist. In apply mode a
+/// failure ends the run; in check mode it becomes a ✗ line, and the step yields nothing.
+final class StepRecorder {
+    static let notChecked = "not checked: an earlier step did not succeed"
+
+    let mode: FlowMode
+    private let clock: any AgentClock
+    private let logger: Logger
+    private(set) var checklist: [ChecklistItem] = []
+    private(set) var timings: [(step: String, milliseconds: Int64)] = []
+    /// Called at each step boundary, after a step succeeded: a seam for tests that change
+    /// the world between two steps.
+    var afterStep: ((FlowStep) -> Void)?
+
+    init(mode: FlowMode, clock: any AgentClock, logger: Logger, afterStep: ((FlowStep) -> Void)? = nil) {
+        self.mode = mode
+        self.clock = clock
+        self.logger = logger
+        self.afterStep = afterStep
+    }
+
+    @discardableResult
+    func run<Value>(_ name: FlowStep, _ body: () throws -> StepResult<Value>) throws -> Value? {
+        let started = clock.monotonic()
+        defer { timings.append((name.rawValue, (clock.monotonic() - started).wholeMilliseconds)) }
+        logger.debug("step \(name.rawValue)")
+        do {
+            // A step boundary is a safe point: past the deadline, or asked to stop, go no further.
+            if mode == .apply, let interruption = clock.interruption() {
+                throw InterruptedError(interruption, step: name.rawValue, cause: "not started")
+            }
+            let result = try body()
+            checklist.append(ChecklistItem(mark: result.mark, step: name, detail: result.detail))
+            if mode == .apply { logger.debug("\(name.rawValue): \(result.detail)") }
+            afterStep?(name)
+            return result.value
+        } catch {
+            // A failure that came from running out of time (or from a stop) says so: 75.
+            // A refusal stays a refusal.
+            if let interruption = clock.interruption(), !(error is InterruptedError),
+               [.unavailable, .timedOut, .internalError].contains(ExitStatus(for: error)) {
+                throw InterruptedError(interruption, step: name.rawValue, cause: "\(error)")
+            }
+            guard mode == .check else { throw error }
+            checklist.append(ChecklistItem(mark: .failed, step: name, detail: "\(error)", exitStatus: ExitStatus(for: error)))
+            return nil
+        }
+    }
+
+    /// A step that needs an earlier one's value: without it (check mode, after a ✗ or a —)
+    /// it is not run, and its line says so.
+    @discardableResult
+    func run<Input, Value>(_ name: FlowStep, needs input: Input?, otherwise: String = notChecked,
+                           _ body: (Input) throws -> StepResult<Value>) throws -> Value? {
+        guard let input else {
+            checklist.append(ChecklistItem(mark: .notApplicable, step: name, detail: otherwise))
+            return nil
+        }
+        return try run(name) { try body(input) }
+    }
+
+    /// `12.3s: lock 0ms, check 1ms, …`
+    func summary(since started: ContinuousClock.Instant) -> String {
+        let total = clock.monotonic() - started
+        return DurationText.format(.milliseconds(total.wholeMilliseconds)) + ": "
+            + timings.map { "\($0.step) \(DurationText.format(.milliseconds($0.milliseconds)))" }.joined(separator: ", ")
+    }
+}
+
+func both<A, B>(_ a: A?, _ b: B?) -> (A, B)? {
+    guard let a, let b else { return nil }
+    return (a, b)
 }

@@ -14,6 +14,9 @@ public struct CloudTuning: Sendable {
     public var imdsTimeout: Duration?
     public var credentialRefreshWindow = CredentialsProvider.defaultRefreshWindow
     public var poll = PollSchedule()
+    /// How `snapmount publish` polls a pending snapshot: EBS takes minutes for a large one.
+    public var snapshotPoll = PollSchedule.snapshot
+
 
     public init() {}
 }
@@ -45,6 +48,7 @@ public final class CloudSession {
         let ec2 = EC2Client(endpoint: try environment.ec2Endpoint ?? EC2Endpoint.regional(region), region: region,
                             credentials: credentials, http: http, retry: retry, clock: clock, logger: logger)
         ec2.timeout = tuning.ec2Timeout
+        if environment.retryMode == .adaptive { ec2.limiter = AdaptiveRateLimiter() }
         let volumes = VolumeManager(ec2: ec2, identity: identity, clock: clock, logger: logger)
         volumes.schedule = tuning.poll
         var source = SnapshotSourceClient(http: http, retry: retry, clock: clock, logger: logger)

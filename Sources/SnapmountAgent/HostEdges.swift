@@ -36,6 +36,9 @@ public struct HostEdges: Sendable {
 
     public var lockPath: String { lockDirectory + "/lock" }
     public var recordPath: String { recordDirectory + "/state.json" }
+    /// What `snapmount push` (or a deployment's own rsync) last brought this instance's
+    /// files up to: ``PushedRecord``.
+    public var pushedPath: String { recordDirectory + "/pushed.json" }
 
     /// Present while snapmount formats this volume: a run that finds it knows the device
     /// holds nothing but its own interrupted mkfs, and formats it again.
@@ -103,5 +106,32 @@ public struct MountRecord: Sendable, Equatable {
     public func save(to directory: String, path: String) throws(SystemCallError) {
         try makeDirectories(directory, mode: 0o755)
         try AtomicFile.replace(path, with: Array((json.pretty() + "\n").utf8))
+    }
+}
+
+/// What a push brought this instance's release volume up to (`/var/lib/snapmount/pushed.json`,
+/// written by the deployment after it synced the files): the volume, and the snapshot whose
+/// files it now holds. A boot whose source names that snapshot keeps the volume instead of
+/// swapping it for one made from the snapshot.
+public struct PushedRecord: Sendable, Equatable {
+    public var volume: String
+    public var snapshot: String
+    public var pushedAt: String
+
+    public init(volume: String, snapshot: String, pushedAt: String) {
+        self.volume = volume
+        self.snapshot = snapshot
+        self.pushedAt = pushedAt
+    }
+
+    public var json: JSONValue {
+        .object([("volume", .string(volume)), ("snapshot", .string(snapshot)), ("pushedAt", .string(pushedAt))])
+    }
+
+    public static func load(_ path: String) -> PushedRecord? {
+        guard let bytes = try? readFile(path, limit: 64 * 1024), let json = try? parseJSON(bytes),
+              let volume = json["volume"]?.string.flatMap(VolumeID.init), let snapshot = json["snapshot"]?.string.flatMap(SnapshotID.init)
+        else { return nil }
+        return PushedRecord(volume: volume.text, snapshot: snapshot.text, pushedAt: json["pushedAt"]?.string ?? "")
     }
 }

@@ -11,13 +11,15 @@ public enum VolumeError: SnapmountError, Equatable {
     case volumeFailed(VolumeID, state: String)
     case attachedElsewhere(VolumeID, instance: InstanceID)
     case tokensUsedUp(SnapshotID, generations: Int)
+    /// An earlier release's volume could not be given back, so the new one cannot take its place.
+    case cannotRetire(VolumeID, String)
     /// A dry run: IAM denies these actions (`ec2:AttachVolume`, …).
     case permissionsLacking([String])
     case ec2(EC2CallError)
 
     public var exitStatus: ExitStatus {
         switch self {
-        case .snapshotNotFound, .snapshotPending, .snapshotUnusable, .volumeFailed, .tokensUsedUp: .unavailable
+        case .snapshotNotFound, .snapshotPending, .snapshotUnusable, .volumeFailed, .tokensUsedUp, .cannotRetire: .unavailable
         case .snapshotOwner: .dataRefused
         case .timedOut: .timedOut
         case .attachedElsewhere: .dataRefused
@@ -50,6 +52,8 @@ public enum VolumeError: SnapmountError, Equatable {
             "volume \(volume) is attached to another instance, \(instance); refusing to touch it"
         case .tokensUsedUp(let snapshot, let generations):
             "the volumes of the last \(generations) CreateVolume tokens for \(snapshot) on this instance were all deleted; look for what keeps deleting them"
+        case .cannotRetire(let volume, let problem):
+            "\(volume), this instance's volume of another release, could not be given back (\(problem)); the release named now is not attached beside it"
         case .permissionsLacking(let actions):
             "UnauthorizedOperation: the instance role lacks " + actions.joined(separator: ", ")
         case .ec2(let error):
@@ -58,20 +62,68 @@ public enum VolumeError: SnapmountError, Equatable {
     }
 }
 
-/// Polls start fast and slow down: a volume ready in 1.5 s is seen within about 0.3 s of it,
-/// and a slow one costs a describe call every two seconds, not a flood.
+/// When to ask EC2 about a volume's state, fitted to how long EC2 takes: a volume from a
+/// snapshot is `available` after about 1.5 s (median), 4 s at the 99th percentile. So the
+/// first look is at 1.5 s, the next half a second later, and each gap after that 1.3 times
+/// the one before (up to 5 s): looks at 1.5, 2.0, 2.65, 3.5, 4.6, 6.0 s… A volume at EC2's
+/// median costs one look, at its 99th percentile five, and a cloud ten times slower about
+/// twice as many — calls grow with the logarithm of the wait, not with the wait.
 public struct PollSchedule: Sendable {
-    public var first: Duration = .milliseconds(200)
-    public var growth: Double = 1.25
-    public var maximum: Duration = .seconds(2)
+    public var first: Duration = .milliseconds(1500)
+    public var step: Duration = .milliseconds(500)
+    public var growth: Double = 1.3
+    public var maximum: Duration = .seconds(5)
+    /// While the device is the attach signal: when to ask EC2 first (EC2 attaches in a few
+    /// seconds and the device answers then), and how often after that.
+    public var attachedFirstLook: Duration = .seconds(10)
+    public var attachedEvery: Duration = .seconds(5)
 
     public init() {}
 
+    /// A schedule for a fast local cloud (tests): looks from `first`, growing to `maximum`.
+    public static func fast(first: Duration = .milliseconds(100), maximum: Duration = .seconds(1)) -> PollSchedule {
+        var schedule = PollSchedule()
+        schedule.first = first
+        schedule.step = first
+        schedule.growth = 1.25
+        schedule.maximum = maximum
+        schedule.attachedFirstLook = first * 10
+        schedule.attachedEvery = first * 5
+        return schedule
+    }
+
+    /// A pending snapshot: first after 2 s, then growing to every 15 s.
+    public static var snapshot: PollSchedule {
+        var schedule = PollSchedule()
+        schedule.first = .seconds(2)
+        schedule.step = .seconds(2)
+        schedule.growth = 1.5
+        schedule.maximum = .seconds(15)
+        return schedule
+    }
+
     /// The pause before poll number `poll` (0 for the first).
     public func delay(beforePoll poll: Int) -> Duration {
-        var delay = first
-        for _ in 0..<min(poll, 40) { delay = min(maximum, delay * growth) }
-        return delay
+        guard poll > 0 else { return first }
+        var delay = step
+        for _ in 1..<min(poll, 60) { delay = min(maximum, delay * growth) }
+        return min(maximum, delay)
+    }
+}
+
+/// How the attach step learns that a volume is attached: on Nitro the kernel shows the NVMe
+/// device the moment the attachment completes, so the device itself is the signal;
+/// DescribeVolumes is only the slow fallback (the device never shows up, or a Xen instance
+/// where the name, not a serial, tells the volume).
+public struct AttachSignal {
+    /// Whether the volume's device is there now.
+    public var deviceIsPresent: () -> Bool
+    /// Sleeps until something may have changed in `/dev`, or `timeout` at the latest.
+    public var waitForChange: (Duration) -> Void
+
+    public init(deviceIsPresent: @escaping () -> Bool, waitForChange: @escaping (Duration) -> Void) {
+        self.deviceIsPresent = deviceIsPresent
+        self.waitForChange = waitForChange
     }
 }
 
@@ -130,16 +182,18 @@ public final class VolumeManager {
     /// else created — and available. A volume this run created and then gave up on is
     /// deleted (DESIGN.md §5 rule 4). In check mode nothing is created: CreateVolume goes
     /// with `DryRun=true`.
-    public func ensureVolume(_ request: VolumeRequest, mode: FlowMode) throws(VolumeError) -> VolumeOutcome {
+    public func ensureVolume(_ request: VolumeRequest, mode: FlowMode, existing: EC2Volume?) throws(VolumeError) -> VolumeOutcome {
         if mode == .check {
-            if let existing = try findExisting(request) { return .existing(existing) }
+            if let existing { return .existing(existing) }
             let unchecked = try requirePermission([("CreateVolume", request.parameters)])
             return unchecked.isEmpty ? .wouldCreate : .notChecked("could not check: " + unchecked.joined(separator: "; "))
         }
-        let (found, created) = try findOrCreate(request)
+        let (found, created) = try findOrCreate(request, existing: existing)
         Failpoint.hit("after-create-volume")
         do {
-            let volume = try waitAvailable(found.id)
+            // Usable as found (an implementation that creates at once, a volume attached here
+            // already): no question to ask.
+            let volume = VolumeDecisions.availability(of: found, for: identity.instanceID) == .ready ? found : try waitAvailable(found.id)
             return created ? .created(volume) : .existing(volume)
         } catch {
             // Made for this instance — by this run or an earlier one — and unusable: given back.
@@ -153,7 +207,8 @@ public final class VolumeManager {
     /// instance, the volume — made for this instance by this run or an earlier one — is
     /// detached and deleted; the next run makes it afresh. In check mode AttachVolume and
     /// ModifyInstanceAttribute go with `DryRun=true`.
-    public func ensureAttached(_ outcome: VolumeOutcome, device: String, mode: FlowMode) throws(VolumeError) -> AttachOutcome {
+    public func ensureAttached(_ outcome: VolumeOutcome, device: String, mode: FlowMode,
+                               signal: AttachSignal? = nil) throws(VolumeError) -> AttachOutcome {
         guard let volume = outcome.volume else {
             return .notChecked("no volume yet to check ec2:AttachVolume against; a run attaches the new volume at \(device) and sets DeleteOnTermination")
         }
@@ -166,7 +221,7 @@ public final class VolumeManager {
             case .ready(let found):
                 attachment = found
             case .waitAttached(let found):
-                attachment = mode == .check ? found : try waitAttached(volume.id)
+                attachment = mode == .check ? found : try waitAttached(volume.id, expected: found, signal: signal)
             case .attach, .waitDetached:
                 if mode == .check {
                     let unchecked = try requirePermission([
@@ -176,9 +231,9 @@ public final class VolumeManager {
                     return unchecked.isEmpty ? .wouldAttach : .notChecked("could not check: " + unchecked.joined(separator: "; "))
                 }
                 if next == .waitDetached { _ = try waitDetached(volume.id) }
-                _ = try attach(volume.id, device: device)
+                let answered = try attach(volume.id, device: device)
                 Failpoint.hit("after-attach-call")
-                attachment = try waitAttached(volume.id)
+                attachment = try waitAttached(volume.id, expected: answered, signal: signal)
             }
             // Unknown (the answer did not say) is set too, once: the call is idempotent.
             if attachment.deleteOnTermination != true {
@@ -251,8 +306,8 @@ public final class VolumeManager {
 
     /// This instance's volume for the snapshot — found by its tags, or created with a
     /// deterministic ClientToken so that a repeated call returns the same volume.
-    public func findOrCreate(_ request: VolumeRequest) throws(VolumeError) -> (volume: EC2Volume, created: Bool) {
-        if let existing = try findExisting(request) {
+    public func findOrCreate(_ request: VolumeRequest, existing: EC2Volume?) throws(VolumeError) -> (volume: EC2Volume, created: Bool) {
+        if let existing {
             logger.info("reusing volume \(existing.id) (\(existing.state))")
             return (existing, false)
         }
@@ -288,6 +343,23 @@ public final class VolumeManager {
             logger.info("CreateVolume token \(request.clientToken) belongs to volume \(volume.id), now \(volume.state); using the next token")
             request.generation += 1
         }
+    }
+
+    /// This instance's volumes, by their instance tag: one DescribeVolumes, which the volume
+    /// step sorts into the one to reuse and those of other releases to retire.
+    public func ourVolumes() throws(VolumeError) -> [EC2Volume] {
+        do {
+            return try ec2.describeVolumes(filters: [("tag:\(VolumeRequest.instanceTag)", [identity.instanceID.text])])
+        } catch {
+            throw .ec2(error)
+        }
+    }
+
+    /// A volume of this instance made from another release than the one the source names:
+    /// detached and deleted before the release's own volume is attached.
+    public func retire(_ volume: EC2Volume) throws(VolumeError) {
+        logger.notice("retiring \(volume.id), made from \(volume.snapshotID?.text ?? "another snapshot"): the source names another release")
+        if let problem = rollBack(volume.id) { throw .cannotRetire(volume.id, problem) }
     }
 
     public func findExisting(_ request: VolumeRequest) throws(VolumeError) -> EC2Volume? {
@@ -332,7 +404,45 @@ public final class VolumeManager {
         }
     }
 
-    /// Waits (bounded) until this instance's attachment of the volume is `attached`.
+    /// Waits (bounded) until this instance's attachment of the volume is `attached`: until its
+    /// device appears (`signal`), asking EC2 only after `schedule.attachedFirstLook` and then
+    /// every `schedule.attachedEvery`; without a signal, on the poll schedule. `expected` is
+    /// the attachment as AttachVolume answered it.
+    public func waitAttached(_ id: VolumeID, expected: EC2Attachment, signal: AttachSignal?) throws(VolumeError) -> EC2Attachment {
+        guard let signal else { return try waitAttached(id) }
+        let timeout = clock.capped(attachedTimeout)
+        let deadline = clock.monotonic() + timeout
+        var nextLook = clock.monotonic() + schedule.attachedFirstLook
+        var lastState = expected.state.text
+        while true {
+            if signal.deviceIsPresent() {
+                var attached = expected
+                attached.state = .attached
+                return attached
+            }
+            if clock.monotonic() >= nextLook {
+                let volume: EC2Volume?
+                do { volume = try ec2.describeVolumes(ids: [id]).first } catch { throw .ec2(error) }
+                if let volume {
+                    lastState = volume.attachments.first { $0.instanceID == identity.instanceID }?.state.text ?? volume.state.text
+                    switch VolumeDecisions.attachment(of: volume, for: identity.instanceID) {
+                    case .ready(let attachment): return attachment
+                    case .elsewhere(let other): throw .attachedElsewhere(id, instance: other)
+                    case .attach, .waitAttached, .waitDetached: break
+                    }
+                }
+                nextLook = clock.monotonic() + schedule.attachedEvery
+            }
+            let remaining = deadline - clock.monotonic()
+            guard remaining > .zero, clock.allows(.milliseconds(1)) else {
+                throw .timedOut(volume: id, waitingFor: "attached", after: timeout, lastState: lastState)
+            }
+            signal.waitForChange(min(remaining, nextLook - clock.monotonic(), .milliseconds(250)))
+        }
+    }
+
+    /// Waits (bounded) until this instance's attachment of the volume is `attached`, asking
+    /// EC2 on the poll schedule.
     public func waitAttached(_ id: VolumeID) throws(VolumeError) -> EC2Attachment {
         let volume = try poll(id, waitingFor: "attached", timeout: attachedTimeout) { volume throws(VolumeError) in
             if let other = volume.attachments.first(where: { $0.instanceID != identity.instanceID }) {
@@ -465,6 +575,13 @@ public final class VolumeManager {
         var lastState = "unknown"
         var poll = 0
         while true {
+            // Ask only once EC2 can have done it: what was just requested is not done yet.
+            let delay = schedule.delay(beforePoll: poll)
+            guard clock.monotonic() + delay < deadline, clock.allows(delay) else {
+                throw .timedOut(volume: id, waitingFor: waitingFor, after: timeout, lastState: lastState)
+            }
+            clock.sleep(for: delay)
+            poll += 1
             do {
                 if let volume = try ec2.describeVolumes(ids: [id]).first {
                     lastState = volume.state.text
@@ -479,12 +596,6 @@ public final class VolumeManager {
             } catch {
                 throw .volumeFailed(id, state: "\(error)")
             }
-            let delay = schedule.delay(beforePoll: poll)
-            guard clock.monotonic() + delay < deadline, clock.allows(delay) else {
-                throw .timedOut(volume: id, waitingFor: waitingFor, after: timeout, lastState: lastState)
-            }
-            clock.sleep(for: delay)
-            poll += 1
         }
     }
 }

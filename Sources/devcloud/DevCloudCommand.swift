@@ -17,6 +17,9 @@ struct DevCloudCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("What snap.txt serves (default: the first snapshot's id).", valueName: "text"))
     var release: String?
 
+    @Option(help: ArgumentHelp("Serve snap.txt from this file as it is at each request, as a web server would (404 while it is missing).", valueName: "path"))
+    var releaseFile: String?
+
     @Option(help: ArgumentHelp("Also write the endpoints to this file once ready.", valueName: "path"))
     var readyFile: String?
 
@@ -35,21 +38,77 @@ struct DevCloudCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Answer EC2 as EC2 does (ec2) or as EC2-compatible emulators do (emulator).", valueName: "dialect"))
     var dialect: String = "ec2"
 
+    @Option(help: ArgumentHelp("How long CreateVolume takes to make a volume available.", valueName: "duration"))
+    var createDelay: String?
+
+    @Option(help: ArgumentHelp("How long AttachVolume takes to attach it.", valueName: "duration"))
+    var attachDelay: String?
+
+    @Option(help: ArgumentHelp("How long a new snapshot stays pending before it is completed.", valueName: "duration"))
+    var snapshotDelay: String?
+
+    @Option(help: ArgumentHelp("Serve this many more instances, each with its identity, role and (with --device-root) devices under PATH/<id>; listed in --instances-file.", valueName: "n"))
+    var instances: Int = 0
+
+    @Option(help: ArgumentHelp("Where to write the extra instances as JSON: id, IMDS endpoint, device and sys directories.", valueName: "path"))
+    var instancesFile: String?
+
     func validate() throws {
         guard Dialect(rawValue: dialect) != nil else { throw ValidationError("--dialect must be ec2 or emulator") }
         if let instanceID, InstanceID(instanceID) == nil { throw ValidationError("--instance-id \(instanceID) is not an instance id") }
+        for delay in [createDelay, attachDelay, snapshotDelay].compactMap({ $0 }) where (try? DurationText.parse(delay)) == nil {
+            throw ValidationError("\(delay) is not a duration")
+        }
+        guard (0...1000).contains(instances) else { throw ValidationError("--instances must be 0 to 1000") }
     }
 
     func run() async throws {
         var settings = DevCloudSettings()
         if let instanceID { settings.instanceID = instanceID }
         settings.dialect = Dialect(rawValue: dialect) ?? .ec2
+        if let createDelay, let delay = try? DurationText.parse(createDelay) { settings.delays.volumeCreate = delay }
+        if let attachDelay, let delay = try? DurationText.parse(attachDelay) { settings.delays.attach = delay }
+        if let snapshotDelay, let delay = try? DurationText.parse(snapshotDelay) { settings.delays.snapshot = delay }
         let cloud = try await DevCloud.start(settings)
-        var plane: DevicePlane?
+        var planes: [String: DevicePlane] = [:]
+        var extra: [(instance: DevInstance, root: String?)] = []
+        for index in 0..<instances {
+            let id = "i-" + String(format: "%017x", 0x1_0000_0000 + index)
+            let instance = DevInstance(id: id, availabilityZone: settings.availabilityZone, roleName: "snapmount-role-\(index + 1)",
+                                       privateAddress: "10.0.\(1 + index / 250).\(1 + index % 250)")
+            await cloud.state.addInstance(instance)
+            extra.append((instance, deviceRoot.map { "\($0)/\(id)" }))
+        }
         if let deviceRoot {
-            let devices = try DevicePlane(state: cloud.state, root: deviceRoot)
-            await cloud.state.onAttachment { event in await devices.handle(event) }
-            plane = devices
+            planes[settings.instanceID] = try DevicePlane(state: cloud.state, root: deviceRoot)
+            for (instance, root) in extra { if let root { planes[instance.id] = try DevicePlane(state: cloud.state, root: root) } }
+            let byInstance = planes
+            await cloud.state.onAttachment { event in
+                let instance: String? = switch event {
+                case .attached(_, let id, _), .detached(_, let id, _): id
+                case .deleted: nil
+                }
+                if let instance {
+                    await byInstance[instance]?.handle(event)
+                } else {
+                    for plane in byInstance.values { await plane.handle(event) }
+                }
+            }
+            await cloud.state.onSnapshot { volume, snapshot in
+                for plane in byInstance.values {
+                    if let image = await plane.snapshotImage(volumeID: volume, snapshotID: snapshot) { return image }
+                }
+                return nil
+            }
+        }
+        if let instancesFile {
+            let rows = extra.map { instance, root -> [String: String] in
+                var row = ["id": instance.id, "imds": "\(cloud.imdsEndpoint)/\(instance.id)", "privateAddress": instance.privateAddress]
+                if let root { row["dev"] = root + "/dev"; row["sys"] = root + "/sys" }
+                return row
+            }
+            let data = try JSONSerialization.data(withJSONObject: rows, options: [.prettyPrinted, .sortedKeys])
+            try data.write(to: URL(fileURLWithPath: instancesFile))
         }
         if let qmp {
             let storage = storage ?? ((qmp as NSString).deletingLastPathComponent + "/volumes")
@@ -61,7 +120,9 @@ struct DevCloudCommand: AsyncParsableCommand {
             await cloud.state.addSnapshot(DevSnapshot(id: parts[0], sizeGiB: parts.count > 1 ? Int(parts[1]) ?? 1 : 1,
                                                       image: parts.count > 2 ? parts[2] : nil))
         }
-        if let text = release ?? snapshot.first.map({ String($0.prefix { $0 != ":" }) + "\n" }) {
+        if let releaseFile {
+            await cloud.state.setRelease(ReleaseResponse(body: "", file: releaseFile))
+        } else if let text = release ?? snapshot.first.map({ String($0.prefix { $0 != ":" }) + "\n" }) {
             await cloud.state.setRelease(ReleaseResponse(body: text))
         }
         var environment = cloud.environment
@@ -95,6 +156,6 @@ struct DevCloudCommand: AsyncParsableCommand {
             }
         }
         await cloud.stop()
-        await plane?.shutdown()
+        for plane in planes.values { await plane.shutdown() }
     }
 }

@@ -19,6 +19,7 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(name: .customLong(ConfigKey.encrypted.rawValue), help: help(.encrypted)) var encrypted: String?
     @Option(name: .customLong(ConfigKey.kmsKeyID.rawValue), help: help(.kmsKeyID)) var kmsKeyID: String?
     @Option(name: .customLong(ConfigKey.tags.rawValue), help: help(.tags)) var tags: String?
+    @Option(name: .customLong(ConfigKey.initializationRate.rawValue), help: help(.initializationRate)) var initializationRate: String?
     @Option(name: .customLong(ConfigKey.deviceTimeout.rawValue), help: help(.deviceTimeout)) var deviceTimeout: String?
     @Option(name: .customLong(ConfigKey.runTimeout.rawValue), help: help(.runTimeout)) var runTimeout: String?
     @Option(name: .customLong(ConfigKey.snapshotOwner.rawValue), help: help(.snapshotOwner)) var snapshotOwner: String?
@@ -31,6 +32,7 @@ struct ConfigurationOptions: ParsableArguments {
             (.source, source), (.mountPoint, mountPoint), (.label, label), (.filesystem, filesystem),
             (.device, device), (.volumeType, volumeType), (.volumeSize, volumeSize), (.iops, iops),
             (.throughput, throughput), (.encrypted, encrypted), (.kmsKeyID, kmsKeyID), (.tags, tags),
+            (.initializationRate, initializationRate),
             (.deviceTimeout, deviceTimeout), (.runTimeout, runTimeout), (.snapshotOwner, snapshotOwner), (.fstab, fstab),
             (.mountOptions, mountOptions),
         ]

@@ -110,10 +110,13 @@ struct CommandLineTests {
         let result = try Snapmount.run(["config", "--config", path, "--device", "/dev/sdh"],
                                        environment: ["SNAPMOUNT_LABEL": "fromenv", "SNAPMOUNT_DEVICE": "/dev/sdj"])
         #expect(result.status == 0, "\(result.stderr)")
-        #expect(result.stdout.contains("source         = http://file/snap.txt   # \(path):1\n"))
-        #expect(result.stdout.contains("label          = fromenv   # environment SNAPMOUNT_LABEL\n"))
-        #expect(result.stdout.contains("device         = /dev/sdh   # option --device\n"))
-        #expect(result.stdout.contains("mount-point    = /release   # default\n"))
+        // Keys are padded to the longest key's width.
+        let width = ConfigKey.allCases.map(\.rawValue.count).max() ?? 0
+        func line(_ key: String, _ rest: String) -> String { key + String(repeating: " ", count: width - key.count) + " = " + rest + "\n" }
+        #expect(result.stdout.contains(line("source", "http://file/snap.txt   # \(path):1")))
+        #expect(result.stdout.contains(line("label", "fromenv   # environment SNAPMOUNT_LABEL")))
+        #expect(result.stdout.contains(line("device", "/dev/sdh   # option --device")))
+        #expect(result.stdout.contains(line("mount-point", "/release   # default")))
     }
 
     @Test("the output of `snapmount config` is itself a valid configuration file")
@@ -140,6 +143,19 @@ struct CommandLineTests {
         let result = try Snapmount.run(["config", "--no-such-option"])
         #expect(result.status == 64)
         #expect(result.stderr.contains("--no-such-option"))
+    }
+
+    @Test("publish: each bad option exits 64 and names itself and what is expected", arguments: [
+        (["--output", "snap.txt"], "--output"), (["--output", "/w/snap.txt", "--volume", "vol-1"], "--volume"),
+        (["--output", "/w/snap.txt", "--keep", "1"], "--keep must be at least 2"),
+        (["--output", "/w/snap.txt", "--freeze-limit", "5m"], "--freeze-limit"),
+        (["--output", "/w/snap.txt", "--release", "a;b"], "--release"), (["--output", "/w/snap.txt", "--mount-point", "/"], "--mount-point"),
+        ([], "--output"),
+    ])
+    func publishUsage(arguments: [String], named: String) throws {
+        let result = try Snapmount.run(["publish"] + arguments)
+        #expect(result.status == 64, "\(result.stderr)")
+        #expect(result.stderr.contains(named), "\(result.stderr)")
     }
 
     @Test("an inherited JOURNAL_STREAM that is not stderr gives plain lines")

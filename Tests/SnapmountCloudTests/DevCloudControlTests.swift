@@ -49,6 +49,40 @@ struct DevCloudControlTests {
         }
     }
 
+    @Test("many instances: each its own identity and role; every call's key names its instance; EC2's filters on attachments")
+    func manyInstances() async throws {
+        try await withCloud { cloud in
+            let other = DevInstance(id: "i-0123456789abcdef1", availabilityZone: cloud.state.settings.availabilityZone,
+                                    roleName: "storm-role", privateAddress: "10.0.1.1")
+            await cloud.state.addInstance(other)
+            let mine = try await withSession(cloud) { session in
+                (session.identity.instanceID.text, try session.ec2.describeVolumes().count)
+            }
+            let theirs = try await withSession(cloud, environment: ["AWS_EC2_METADATA_SERVICE_ENDPOINT": "\(cloud.imdsEndpoint)/\(other.id)"]) { session in
+                let request = VolumeRequest(availabilityZone: session.identity.availabilityZone, snapshot: try #require(SnapshotID(releaseSnapshot)),
+                                            instance: session.identity.instanceID, settings: VolumeSettings())
+                let volume = try session.volumes.waitAvailable(try session.ec2.createVolume(request).id)
+                _ = try session.ec2.attachVolume(volume.id, to: session.identity.instanceID, device: "/dev/sdf")
+                _ = try session.volumes.waitAttached(volume.id)
+                let attached = try session.ec2.describeVolumes(filters: [("attachment.status", ["attached"]), ("attachment.instance-id", [other.id])])
+                let detaching = try session.ec2.describeVolumes(filters: [("attachment.status", ["detaching"])])
+                return (session.identity.instanceID.text, attached.map(\.id), volume.id, detaching.count)
+            }
+            #expect(mine.0 == cloud.state.settings.instanceID)
+            #expect(theirs.0 == other.id)
+            #expect(theirs.1 == [theirs.2])
+            #expect(theirs.3 == 0)
+            // Two roles, two sets of keys; each EC2 call is told apart by its key.
+            let owners = await cloud.state.accessKeyOwners()
+            #expect(Set(owners.values) == [cloud.state.settings.instanceID, other.id])
+            let calls = await cloud.state.callLog().ec2Calls()
+            #expect(calls.filter { owners[$0.accessKeyID ?? ""] == cloud.state.settings.instanceID }.count == 1)
+            #expect(calls.filter { owners[$0.accessKeyID ?? ""] == other.id }.count == calls.count - 1)
+            let instances = await cloud.state.instanceList().map(\.id)
+            #expect(instances == [cloud.state.settings.instanceID, other.id].sorted())
+        }
+    }
+
     @Test("rollBack leaves a volume tagged for another instance alone")
     func rollBackOnlyOwn() async throws {
         try await withCloud { cloud in

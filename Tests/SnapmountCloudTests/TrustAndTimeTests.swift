@@ -348,3 +348,59 @@ struct RetriedActivationTests {
         }
     }
 }
+
+@Suite("Volume warm-up")
+struct InitializationRateTests {
+    @Test("initialization-rate goes to CreateVolume as VolumeInitializationRate; DevCloud checks the range as EC2 does")
+    func initializationRate() async throws {
+        try await withSimulatedHost { host in
+            guard case .mounted = try await host.run(.apply, [.initializationRate: "200"]).outcome else { return }
+            let create = await host.cloud.state.callLog().first { $0.action == "CreateVolume" }
+            #expect(create?.parameters["VolumeInitializationRate"] == "200")
+        }
+        try await withCloud { cloud in
+            let outcome = try await withSession(cloud) { session -> String in
+                var settings = VolumeSettings()
+                settings.initializationRate = 50
+                let request = VolumeRequest(availabilityZone: session.identity.availabilityZone, snapshot: try #require(SnapshotID(releaseSnapshot)),
+                                            instance: session.identity.instanceID, settings: settings)
+                do throws(EC2CallError) {
+                    _ = try session.ec2.createVolume(request)
+                    return "created"
+                } catch {
+                    return "\(error.code ?? "?") \(error.exitStatus.rawValue)"
+                }
+            }
+            #expect(outcome == "InvalidParameterValue 78")
+        }
+    }
+}
+
+@Suite("Poll schedule")
+struct PollScheduleTests {
+    /// The times of the looks, from CreateVolume's answer, until `until`.
+    static func looks(_ schedule: PollSchedule, until: Duration) -> [Duration] {
+        var times: [Duration] = []
+        var elapsed = Duration.zero
+        for poll in 0... {
+            elapsed += schedule.delay(beforePoll: poll)
+            times.append(elapsed)
+            if elapsed >= until { return times }
+        }
+        return times
+    }
+
+    @Test("available: first at 1.5 s, then gaps from 0.5 s growing 1.3× to 5 s; a ten times slower cloud costs about twice the looks")
+    func available() {
+        let schedule = PollSchedule()
+        let times = Self.looks(schedule, until: .seconds(60)).map { Double($0.wholeMilliseconds) / 1000 }
+        #expect(Array(times.prefix(5)) == [1.5, 2.0, 2.65, 3.495, 4.593])  // whole milliseconds
+        // EC2's median (1.5 s): one look. Its 99th percentile (4 s): five, the last 0.6 s late at most.
+        #expect(Self.looks(schedule, until: .milliseconds(1500)).count == 1)
+        #expect(Self.looks(schedule, until: .seconds(4)).count == 5)
+        // Ten times slower (15 s): about twice as many looks as at EC2's 99th percentile, not ten times.
+        #expect(Self.looks(schedule, until: .seconds(15)).count <= 10)
+        // Never more than 5 s between looks.
+        #expect(zip(times, times.dropFirst()).allSatisfy { $1 - $0 <= 5.000_1 })
+    }
+}

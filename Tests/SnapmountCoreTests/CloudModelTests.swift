@@ -182,6 +182,16 @@ struct RetryPolicyTests {
         #expect(policy.backoff(retry: 40, random: 0.5) == .seconds(10))
     }
 
+    @Test("a throttled call waits 2–6 s, uniformly, whatever the retry")
+    func throttleWait() {
+        let policy = RetryPolicy()
+        #expect(policy.throttleBackoff(random: 0) == .seconds(2))
+        #expect(policy.throttleBackoff(random: 0.5) == .seconds(4))
+        #expect(policy.throttleBackoff(random: 0.999_999) <= .seconds(6))
+        #expect(policy.throttleBackoff(random: 0.999_999) > .milliseconds(5_999))
+        #expect(policy.throttleBackoff(random: 7) == .seconds(6))
+    }
+
     @Test("the retry quota pays for 100 retries, timeouts cost double, successes refill")
     func quota() {
         var quota = RetryQuota()

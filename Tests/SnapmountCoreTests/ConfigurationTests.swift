@@ -83,7 +83,7 @@ struct ConfigurationTests {
         #expect(ConfigKey.mountPoint.optionName == "--mount-point")
         #expect(ConfigKey.mountPoint.environmentVariable == "SNAPMOUNT_MOUNT_POINT")
         #expect(ConfigKey.kmsKeyID.environmentVariable == "SNAPMOUNT_KMS_KEY_ID")
-        #expect(ConfigKey.allCases.count == 17)
+        #expect(ConfigKey.allCases.count == 18)
         for key in ConfigKey.allCases {
             #expect(key.environmentVariable.allSatisfy { $0.isUppercase || $0 == "_" })
         }
@@ -157,6 +157,7 @@ struct ConfigurationTests {
         (.kmsKeyID, "alias/release"), (.tags, "team=web,env=prod"), (.tags, "Name=release server,x="),
         (.deviceTimeout, "50s"), (.deviceTimeout, "2m"), (.deviceTimeout, "1m30s"), (.deviceTimeout, "90"),
         (.deviceTimeout, "1500ms"), (.snapshotOwner, "self"), (.snapshotOwner, "123456789012"), (.snapshotOwner, "any"),
+        (.initializationRate, "100"), (.initializationRate, "300"),
         (.fstab, "/etc/fstab"), (.mountOptions, "defaults,nofail,x-systemd.device-timeout=10s"),
     ])
     func accepted(key: ConfigKey, value: String) {
@@ -201,6 +202,7 @@ struct ConfigurationTests {
         (.deviceTimeout, String(repeating: "999999999h", count: 3000), "is too long"),
         (.deviceTimeout, "99999999999999999999", "is too long"), (.runTimeout, "999999999h", "is too long"),
         (.runTimeout, "5s", "from 10s to 2h"), (.runTimeout, "3h", "from 10s to 2h"),
+        (.initializationRate, "99", "from 100 to 300"), (.initializationRate, "301", "from 100 to 300"), (.initializationRate, "fast", "whole number"),
         (.snapshotOwner, "amazon", "self, a 12-digit"), (.snapshotOwner, "12345", "self, a 12-digit"), (.snapshotOwner, "Any", "self, a 12-digit"),
         (.fstab, "fstab", "not an absolute path"),
         (.mountOptions, "defaults, nofail", "contains whitespace"), (.mountOptions, "a,,b", "empty option"),

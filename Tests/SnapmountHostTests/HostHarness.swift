@@ -184,6 +184,7 @@ final class HostHarness: @unchecked Sendable {
         plane = try DevicePlane(state: cloud.state, root: root)
         let plane = self.plane
         await cloud.state.onAttachment { event in await plane.handle(event) }
+        await cloud.state.onSnapshot { volume, snapshot in await plane.snapshotImage(volumeID: volume, snapshotID: snapshot) }
         await cloud.state.addSnapshot(DevSnapshot(id: releaseSnapshot, sizeGiB: 1, image: image))
         await cloud.state.setRelease(ReleaseResponse(body: releaseSnapshot + "\n"))
     }

@@ -125,6 +125,31 @@ struct HostEdgeTests {
         #expect(throws: SystemCallError.self) { try AtomicFile.replace(root + "/missing/fstab", with: []) }
     }
 
+    @Test("a reader of a file being replaced again and again sees one whole id or the other, never a part (snap.txt)")
+    func readersNeverSeePartialFile() throws {
+        let root = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let path = root + "/snap.txt"
+        let ids = ["snap-0123456789abcdef0\n", "snap-0fedcba9876543210\n"]
+        try AtomicFile.replace(path, with: Array(ids[0].utf8))
+        let done = NSCondition()
+        nonisolated(unsafe) var finished = false
+        Thread.detachNewThread {
+            for round in 1...400 { try? AtomicFile.replace(path, with: Array(ids[round % 2].utf8)) }
+            done.withLock { finished = true }
+        }
+        var reads = 0
+        var unexpected: [String] = []
+        while !done.withLock({ finished }) {
+            let text = String(decoding: try readFile(path, limit: 4096), as: UTF8.self)
+            if !ids.contains(text) { unexpected.append(text) }
+            reads += 1
+        }
+        #expect(unexpected.isEmpty, "partial reads: \(unexpected.prefix(3))")
+        #expect(reads > 100, "only \(reads) reads while the file was replaced")
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == ids[0])
+    }
+
     @Test("a lock is exclusive, bounded, and seen as held from outside")
     func lock() throws {
         let root = try Self.temporaryDirectory()

@@ -133,6 +133,15 @@ public final class TableMounter: Mounter, @unchecked Sendable {
         lock.withLock { table.append(MountInfo(device: number, mountPoint: real, type: type, source: device)) }
     }
 
+    public func unmount(_ mountPoint: String) throws(MountError) {
+        let removed = lock.withLock { () -> Bool in
+            guard let index = table.lastIndex(where: { $0.mountPoint == mountPoint }) else { return false }
+            table.remove(at: index)
+            return true
+        }
+        if !removed { throw .unmountFailed(mountPoint: mountPoint, errno: EINVAL) }
+    }
+
     /// A reboot: nothing is mounted any more (systemd would mount the fstab line; the
     /// agent runs first in these tests).
     public func unmountAll() { lock.withLock { table = [] } }
@@ -243,13 +252,15 @@ public final class SimulatedHost: @unchecked Sendable {
     /// One run of the real boot flow, as a fresh process would make it.
     public func run(_ mode: FlowMode = .apply, _ extra: [ConfigKey: String] = [:], tuning: CloudTuning = fastTuning(),
                     environment extraEnvironment: [String: String] = [:], clock: any AgentClock = SystemClock(),
-                    logger: Logger = quietLogger) async throws -> (outcome: FlowOutcome, checklist: [ChecklistItem]) {
+                    logger: Logger = quietLogger,
+                    afterStep: (@Sendable (FlowStep) -> Void)? = nil) async throws -> (outcome: FlowOutcome, checklist: [ChecklistItem]) {
         let configuration = try configuration(extra)
         let environment = try AgentEnvironment(cloud.environment.merging(extraEnvironment) { _, new in new })
         let edges = edges
         return try await onThread {
             let flow = BootFlow(configuration: configuration, environment: environment, host: edges, mode: mode, clock: clock,
                                 logger: logger, tuning: tuning)
+            flow.afterStep = afterStep
             return (try flow.run(), flow.checklist)
         }
     }
@@ -303,4 +314,82 @@ public func withSimulatedHost<T: Sendable>(_ settings: DevCloudSettings = fastSe
         await stopCloud(cloud)
         throw error
     }
+}
+
+/// A freezer that records when the filesystem was frozen and thawed, and can refuse.
+public final class RecordingFreezer: FilesystemFreezer, @unchecked Sendable {
+    private let lock = NSLock()
+    private var events: [(frozen: Bool, at: ContinuousClock.Instant)] = []
+    private var refusal: Int32?
+
+    public init() {}
+
+    /// Every freeze fails with this errno (EPERM: not root).
+    public func refuse(_ code: Int32?) { lock.withLock { refusal = code } }
+
+    public func freeze(_ mountPoint: String) throws(SystemCallError) {
+        if let code = lock.withLock({ refusal }) { throw SystemCallError("ioctl FIFREEZE", mountPoint, errno: code) }
+        lock.withLock { events.append((true, ContinuousClock.now)) }
+    }
+
+    public func thaw(_ mountPoint: String) throws(SystemCallError) {
+        lock.withLock { events.append((false, ContinuousClock.now)) }
+    }
+
+    public func check(_ mountPoint: String) throws(SystemCallError) {
+        if let code = lock.withLock({ refusal }) { throw SystemCallError("ioctl FIFREEZE", mountPoint, errno: code) }
+    }
+
+    /// Each frozen span, from freeze to thaw (`nil` end: still frozen).
+    public var spans: [(from: ContinuousClock.Instant, to: ContinuousClock.Instant?)] {
+        lock.withLock {
+            var result: [(ContinuousClock.Instant, ContinuousClock.Instant?)] = []
+            for event in events {
+                if event.frozen {
+                    result.append((event.at, nil))
+                } else if let last = result.indices.last, result[last].1 == nil {
+                    result[last].1 = event.at
+                }
+            }
+            return result
+        }
+    }
+
+    public var isFrozen: Bool { spans.last.map { $0.to == nil } ?? false }
+}
+
+extension SimulatedHost {
+    /// The published file a release server's web server would serve.
+    public var publishedFile: String { root + "/www/snap.txt" }
+
+    /// One run of `snapmount publish` on this machine (the release server), after the boot
+    /// flow has mounted its release volume.
+    public func publish(_ mode: FlowMode = .apply, keep: Int? = nil, volume: VolumeID? = nil, freezeLimit: Duration = .seconds(1),
+                        freezer: RecordingFreezer, tuning: CloudTuning = fastTuning(), clock: any AgentClock = SystemClock(),
+                        logger: Logger = quietLogger) async throws -> (outcome: PublishOutcome, checklist: [ChecklistItem]) {
+        try FileManager.default.createDirectory(atPath: root + "/www", withIntermediateDirectories: true)
+        var options = PublishOptions(mountPoint: try AbsolutePath(parsing: mountPoint), volume: volume,
+                                     target: try PublishTarget(parsing: publishedFile), release: "release", keep: keep)
+        options.freezeLimit = freezeLimit
+        let environment = try AgentEnvironment(cloud.environment)
+        let edges = edges
+        let settled = options
+        return try await onThread {
+            let flow = PublishFlow(options: settled, environment: environment, host: edges, freezer: freezer, mode: mode, clock: clock,
+                                   logger: logger, tuning: tuning)
+            do {
+                return (try flow.run(), flow.checklist)
+            } catch {
+                throw PublishRunError(error: error, checklist: flow.checklist)
+            }
+        }
+    }
+}
+
+/// A failed publish, with the checklist it got to.
+public struct PublishRunError: Error, @unchecked Sendable {
+    public let error: any Error
+    public let checklist: [ChecklistItem]
+    public var status: ExitStatus { ExitStatus(for: error) }
+    public var message: String { "\(error)" }
 }

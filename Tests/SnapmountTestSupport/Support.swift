@@ -128,11 +128,13 @@ public func fastSettings(_ dialect: Dialect = .ec2) -> DevCloudSettings {
 /// Agent settings scaled to the fast cloud: short backoff, one-second timeouts.
 public func fastTuning(attempts: Int = 3) -> CloudTuning {
     var tuning = CloudTuning()
-    tuning.retry = RetryPolicy(maxAttempts: attempts, baseDelay: .milliseconds(20), maxBackoff: .milliseconds(200))
+    tuning.retry = RetryPolicy(maxAttempts: attempts, baseDelay: .milliseconds(20), maxBackoff: .milliseconds(200),
+                               throttleWait: .milliseconds(20) ... .milliseconds(60))
     tuning.ec2Timeout = .seconds(1)
     tuning.sourceTimeout = .seconds(1)
     tuning.imdsRetry = RetryPolicy(maxAttempts: attempts, baseDelay: .milliseconds(20), maxBackoff: .milliseconds(200))
     tuning.imdsTimeout = .seconds(1)
+    tuning.poll = .fast()
     return tuning
 }
 

@@ -8,9 +8,12 @@ public struct EC2Snapshot: Sendable, Equatable {
     public var progress: String
     /// When the snapshot was taken: which of two releases is newer.
     public var startTime: UTCTimestamp?
+    /// The volume it was taken from, when the answer says.
+    public var volumeID: VolumeID?
+    public var tags: [String: String]
 
     public init(id: SnapshotID, state: SnapshotState, ownerID: String, volumeSizeGiB: Int, encrypted: Bool, progress: String = "100%",
-                startTime: UTCTimestamp? = nil) {
+                startTime: UTCTimestamp? = nil, volumeID: VolumeID? = nil, tags: [String: String] = [:]) {
         self.id = id
         self.state = state
         self.ownerID = ownerID
@@ -18,6 +21,8 @@ public struct EC2Snapshot: Sendable, Equatable {
         self.encrypted = encrypted
         self.progress = progress
         self.startTime = startTime
+        self.volumeID = volumeID
+        self.tags = tags
     }
 }
 
@@ -94,17 +99,34 @@ public enum EC2Decoder {
         let root = try document(bytes, action: "DescribeSnapshots")
         guard root.child("snapshotSet") != nil else { throw EC2DecodeError(action: "DescribeSnapshots", problem: "no snapshotSet") }
         var result: [EC2Snapshot] = []
-        for item in root.items("snapshotSet") {
-            guard let id = item.value("snapshotId").flatMap(SnapshotID.init), let state = item.value("status") else {
-                throw EC2DecodeError(action: "DescribeSnapshots", problem: "a snapshot without id or status")
-            }
-            result.append(EC2Snapshot(
-                id: id, state: SnapshotState(text: state), ownerID: item.value("ownerId") ?? "",
-                volumeSizeGiB: try gibibytes(item.value("volumeSize"), action: "DescribeSnapshots"),
-                encrypted: item.value("encrypted") == "true", progress: item.value("progress") ?? "",
-                startTime: item.value("startTime").flatMap(UTCTimestamp.init(iso8601:))))
-        }
+        for item in root.items("snapshotSet") { result.append(try snapshot(item, action: "DescribeSnapshots")) }
         return result
+    }
+
+    /// CreateSnapshot answers with the snapshot's fields at the top level.
+    public static func createdSnapshot(_ bytes: [UInt8]) throws(EC2DecodeError) -> EC2Snapshot {
+        let root = try document(bytes, action: "CreateSnapshot")
+        return try snapshot(root, action: "CreateSnapshot")
+    }
+
+    private static func snapshot(_ element: XMLElement, action: String) throws(EC2DecodeError) -> EC2Snapshot {
+        guard let id = element.value("snapshotId").flatMap(SnapshotID.init), let state = element.value("status") else {
+            throw EC2DecodeError(action: action, problem: "a snapshot without id or status")
+        }
+        return EC2Snapshot(
+            id: id, state: SnapshotState(text: state), ownerID: element.value("ownerId") ?? "",
+            volumeSizeGiB: try gibibytes(element.value("volumeSize"), action: action),
+            encrypted: element.value("encrypted") == "true", progress: element.value("progress") ?? "",
+            startTime: element.value("startTime").flatMap(UTCTimestamp.init(iso8601:)),
+            volumeID: element.value("volumeId").flatMap(VolumeID.init), tags: tags(element))
+    }
+
+    private static func tags(_ element: XMLElement) -> [String: String] {
+        var tags: [String: String] = [:]
+        for item in element.items("tagSet") {
+            if let key = item.value("key") { tags[key] = item.value("value") ?? "" }
+        }
+        return tags
     }
 
     /// CreateVolume answers with the volume's fields at the top level.
@@ -155,15 +177,11 @@ public enum EC2Decoder {
         }
         var attachments: [EC2Attachment] = []
         for item in element.items("attachmentSet") { attachments.append(try attachment(item, action: action)) }
-        var tags: [String: String] = [:]
-        for item in element.items("tagSet") {
-            if let key = item.value("key") { tags[key] = item.value("value") ?? "" }
-        }
         return EC2Volume(
             id: id, sizeGiB: try gibibytes(element.value("size"), action: action),
             availabilityZone: element.value("availabilityZone") ?? "", state: VolumeState(text: state),
             snapshotID: element.value("snapshotId").flatMap(SnapshotID.init),
-            volumeType: element.value("volumeType") ?? "", attachments: attachments, tags: tags)
+            volumeType: element.value("volumeType") ?? "", attachments: attachments, tags: tags(element))
     }
 
     private static func attachment(_ element: XMLElement, action: String) throws(EC2DecodeError) -> EC2Attachment {

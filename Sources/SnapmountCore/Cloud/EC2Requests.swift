@@ -47,14 +47,21 @@ public struct VolumeRequest: Sendable, Equatable {
         if let throughput = settings.throughput { parameters.append("Throughput", String(throughput)) }
         if let encrypted = settings.encrypted { parameters.append("Encrypted", encrypted ? "true" : "false") }
         if let key = settings.kmsKeyID { parameters.append("KmsKeyId", key.text) }
+        if let rate = settings.initializationRate { parameters.append("VolumeInitializationRate", String(rate)) }
         parameters.append("ClientToken", clientToken)
-        parameters.append("TagSpecification.1.ResourceType", "volume")
-        for (index, tag) in tags.enumerated() {
-            parameters.append("TagSpecification.1.Tag.\(index + 1).Key", tag.key)
-            parameters.append("TagSpecification.1.Tag.\(index + 1).Value", tag.value)
-        }
+        parameters.append(contentsOf: tagSpecification("volume", tags))
         return parameters
     }
+}
+
+/// EC2's `TagSpecification.1.*` encoding: tags set on the resource as it is created.
+public func tagSpecification(_ resourceType: String, _ tags: [VolumeTag]) -> QueryParameters {
+    var parameters: QueryParameters = ["TagSpecification.1.ResourceType": resourceType]
+    for (index, tag) in tags.enumerated() {
+        parameters.append("TagSpecification.1.Tag.\(index + 1).Key", tag.key)
+        parameters.append("TagSpecification.1.Tag.\(index + 1).Value", tag.value)
+    }
+    return parameters
 }
 
 /// EC2's `Filter.N.Name` / `Filter.N.Value.M` encoding.

@@ -14,11 +14,32 @@ public struct RetryPolicy: Sendable, Equatable {
     public var baseDelay: Duration
     /// No single delay is longer than this.
     public var maxBackoff: Duration
+    /// After a throttling answer the wait is drawn uniformly from this range, the same range at
+    /// every retry. A throttle says the account's bucket is empty, and EC2 refills it at a fixed
+    /// rate (Describe* 20, mutating actions 5 a second): what is scarce is the refill, shared
+    /// by every instance of the scale-out. Waits that start near zero spend calls on an empty
+    /// bucket; waits that double make the instance throttled longest wait longest, so the last
+    /// boot ends well after the buckets would have let it. 2–6 s is the range that, against
+    /// EC2's bucket sizes, keeps a 200-instance storm within 1.15× of the least time the buckets
+    /// allow with 8 calls per boot at the median (`make bench-storm`, docs/PERFORMANCE.md).
+    public var throttleWait: ClosedRange<Duration>
 
-    public init(maxAttempts: Int = defaultMaxAttempts, baseDelay: Duration = .seconds(1), maxBackoff: Duration = .seconds(20)) {
+    public static let defaultThrottleWait: ClosedRange<Duration> = .seconds(2) ... .seconds(6)
+
+    public init(maxAttempts: Int = defaultMaxAttempts, baseDelay: Duration = .seconds(1), maxBackoff: Duration = .seconds(20),
+                throttleWait: ClosedRange<Duration> = defaultThrottleWait) {
         self.maxAttempts = max(1, maxAttempts)
         self.baseDelay = baseDelay
         self.maxBackoff = maxBackoff
+        self.throttleWait = throttleWait
+    }
+
+    /// The wait before retrying a throttled call: uniform over ``throttleWait``.
+    /// - Parameter random: a number in [0, 1).
+    public func throttleBackoff(random: Double) -> Duration {
+        let fraction = min(max(random, 0), 1)
+        let span = throttleWait.upperBound - throttleWait.lowerBound
+        return throttleWait.lowerBound + .nanoseconds(Int64(Double(span.wholeNanoseconds) * fraction))
     }
 
     /// The delay before retry number `retry` (1 for the first retry): a uniformly random

@@ -45,6 +45,24 @@ public enum VolumeDecisions {
             ?? alive.first
     }
 
+    /// This instance's volumes (found by their instance tag), sorted for a boot that wants
+    /// `snapshot`: the one to reuse — made from it, or the one a push brought up to date
+    /// with it (`upToDate`) — and those to retire: made from another snapshot, alive, and
+    /// not attached to another instance. A retired volume is detached before the new one is
+    /// attached, so that two filesystems with one label and UUID never meet.
+    public static func sort(_ ours: [EC2Volume], snapshot: SnapshotID, instance: InstanceID,
+                            upToDate: VolumeID? = nil) -> (reuse: EC2Volume?, retire: [EC2Volume]) {
+        let current = { (volume: EC2Volume) in
+            volume.tags[VolumeRequest.snapshotTag] == snapshot.text || volume.id == upToDate
+        }
+        let reuse = reusable(ours.filter(current), for: instance)
+        let retire = ours.filter { volume in
+            !current(volume) && !volume.state.isGone && volume.id != reuse?.id
+                && !volume.attachments.contains { $0.instanceID != instance }
+        }
+        return (reuse, retire)
+    }
+
     /// `available` is ready; so is a volume already attached to this instance (a rerun).
     public static func availability(of volume: EC2Volume, for instance: InstanceID) -> AvailabilityNext {
         if volume.state == .error { return .failed }

@@ -14,6 +14,7 @@ public enum ConfigKey: String, CaseIterable, Sendable, Comparable, CustomStringC
     case encrypted
     case kmsKeyID = "kms-key-id"
     case tags
+    case initializationRate = "initialization-rate"
     case deviceTimeout = "device-timeout"
     case runTimeout = "run-timeout"
     case snapshotOwner = "snapshot-owner"
@@ -43,7 +44,7 @@ public enum ConfigKey: String, CaseIterable, Sendable, Comparable, CustomStringC
         case .fstab: "/etc/fstab"
         case .mountOptions: "defaults,nofail"
         case .snapshotOwner: "self"
-        case .source, .volumeSize, .iops, .throughput, .encrypted, .kmsKeyID, .tags: nil
+        case .source, .volumeSize, .iops, .throughput, .encrypted, .kmsKeyID, .tags, .initializationRate: nil
         }
     }
 
@@ -58,7 +59,7 @@ public enum ConfigKey: String, CaseIterable, Sendable, Comparable, CustomStringC
         case .volumeType: "type"
         case .volumeSize: "GiB"
         case .iops: "iops"
-        case .throughput: "MiB/s"
+        case .throughput, .initializationRate: "MiB/s"
         case .encrypted: "bool"
         case .kmsKeyID: "key"
         case .tags: "Key=Value,..."
@@ -83,6 +84,7 @@ public enum ConfigKey: String, CaseIterable, Sendable, Comparable, CustomStringC
         case .encrypted: "Create the volume encrypted: true or false (default: the snapshot's setting)."
         case .kmsKeyID: "KMS key for an encrypted volume (needs encrypted = true)."
         case .tags: "Extra volume tags, Key=Value,Key2=Value2."
+        case .initializationRate: "Fetch the snapshot's blocks at this rate, 100-300 MiB/s, rather than lazily on first read."
         case .deviceTimeout: "How long to wait for the block device, e.g. 50s or 2m (default 50s)."
         case .runTimeout: "How long the whole run may take, every wait and retry included (default 5m)."
         case .snapshotOwner: "Whose snapshots to accept: self (default), a 12-digit account id, or any (said explicitly)."

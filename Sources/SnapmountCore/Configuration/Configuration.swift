@@ -10,6 +10,9 @@ public struct VolumeSettings: Sendable, Equatable {
     public var encrypted: Bool?
     public var kmsKeyID: KMSKeyID?
     public var tags: [VolumeTag] = []
+    /// MiB/s: EBS fetches the snapshot's blocks at this provisioned rate instead of lazily on
+    /// first read (`VolumeInitializationRate`).
+    public var initializationRate: Int?
 
     public init() {}
 }
@@ -119,6 +122,7 @@ public struct Configuration: Sendable, Equatable {
         case .volumeSize: _ = try parseVolumeSize(text)
         case .iops: _ = try parseInteger(text, in: 100...256_000, unit: "IOPS")
         case .throughput: _ = try parseInteger(text, in: 125...2000, unit: "MiB/s")
+        case .initializationRate: _ = try parseInteger(text, in: 100...300, unit: "MiB/s")
         case .encrypted: _ = try parseBoolean(text)
         case .kmsKeyID: _ = try KMSKeyID(parsing: text)
         case .tags: _ = try VolumeTag.parseList(text)
@@ -149,6 +153,7 @@ public struct Configuration: Sendable, Equatable {
         volume.encrypted = try text(.encrypted).map(parseBoolean)
         volume.kmsKeyID = try text(.kmsKeyID).map { try KMSKeyID(parsing: $0) }
         volume.tags = try text(.tags).map(VolumeTag.parseList) ?? []
+        volume.initializationRate = try text(.initializationRate).map { try parseInteger($0, in: 100...300, unit: "MiB/s") }
 
         return Configuration(
             source: try SourceURL(parsing: required(.source)),

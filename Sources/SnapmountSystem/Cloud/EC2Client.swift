@@ -53,9 +53,9 @@ public enum DryRunVerdict: Sendable, Equatable {
 }
 
 /// Signed EC2 Query API calls (form POSTs, SigV4) with the SDKs' standard retry behaviour:
-/// throttling, 5xx, timeouts, resets and unreadable answers are retried with capped,
-/// jittered exponential backoff under a retry quota; permission and parameter errors are
-/// not. A clock-skew error corrects the signing time from the server's `Date` header.
+/// 5xx, timeouts, resets and unreadable answers are retried with capped, jittered exponential
+/// backoff under a retry quota, throttling after a jittered wait of its own
+/// (``RetryPolicy/throttleWait``); permission and parameter errors are not. A clock-skew error corrects the signing time from the server's `Date` header.
 public final class EC2Client {
     public static let apiVersion = "2016-11-15"
 
@@ -67,9 +67,13 @@ public final class EC2Client {
     private let clock: any AgentClock
     private let logger: Logger
     private let signer: SigV4Signer
+    public var retryPolicy: RetryPolicy { retry }
     /// Per attempt.
     public var timeout: Duration = .seconds(20)
     private var quota = RetryQuota()
+    /// `AWS_RETRY_MODE=adaptive`: after throttling, slow the sending itself.
+    public var limiter: AdaptiveRateLimiter?
+    private let started = ContinuousClock.now
     /// Seconds to add to the local clock, learnt from a clock-skew error.
     public private(set) var clockCorrection: Int64 = 0
 
@@ -86,17 +90,22 @@ public final class EC2Client {
     }
 
     /// Calls `action` and decodes its answer, retrying what is worth retrying. Before each
-    /// retry `beforeRetry` may find that the call was carried out after all (a lost answer)
-    /// and return its result instead. A mutating call whose 200 answer does not decode is
+    /// retry (but one after throttling, which EC2 refuses before carrying out the call)
+    /// `beforeRetry` may find that the call was carried out after all (a lost answer) and
+    /// return its result instead. A mutating call whose 200 answer does not decode is
     /// not retried: ``EC2CallError/unreadableSuccess(_:)``.
-    public func perform<T>(_ action: String, _ parameters: QueryParameters, beforeRetry: () throws(EC2CallError) -> T? = { nil },
+    /// `once`: a single attempt with this timeout, for a call that must not outlast a bound
+    /// (CreateSnapshot while the filesystem is frozen); its caller decides what comes next.
+    public func perform<T>(_ action: String, _ parameters: QueryParameters, once: Duration? = nil,
+                           beforeRetry: () throws(EC2CallError) -> T? = { nil },
                            decode: ([UInt8]) throws(EC2DecodeError) -> T) throws(EC2CallError) -> T {
         var attempt = 1
         var retryCost: Int?
+        let maxAttempts = once == nil ? retry.maxAttempts : 1
         while true {
             let failure: EC2CallError
             let afterTimeout: Bool
-            switch try attemptOnce(action, parameters) {
+            switch try attemptOnce(action, parameters, timeout: once ?? timeout) {
             case .success(let body):
                 do {
                     let value = try decode(body)
@@ -111,8 +120,8 @@ public final class EC2Client {
                 failure = error
                 afterTimeout = { if case .http(_, .timeout) = error { return true } else { return false } }()
             }
-            let delay = retry.backoff(retry: attempt, random: clock.random())
-            guard Self.isRetryable(failure), attempt < retry.maxAttempts, clock.allows(delay),
+            let delay = failure.isThrottling ? retry.throttleBackoff(random: clock.random()) : retry.backoff(retry: attempt, random: clock.random())
+            guard Self.isRetryable(failure), attempt < maxAttempts, clock.allows(delay),
                   let cost = quota.acquire(afterTimeout: afterTimeout)
             else {
                 if attempt > 1 { logger.debug("EC2 \(action): giving up after \(attempt) attempts") }
@@ -121,7 +130,8 @@ public final class EC2Client {
             retryCost = cost
             logger.warning("EC2 \(action): \(failure.shortReason); retry \(attempt) of \(retry.maxAttempts - 1) in \(DurationText.format(delay))")
             clock.sleep(for: delay)
-            if let done = try beforeRetry() { return done }
+            // A throttled call was refused before EC2 carried it out: nothing to look for.
+            if !failure.isThrottling, let done = try beforeRetry() { return done }
             attempt += 1
         }
     }
@@ -147,7 +157,8 @@ public final class EC2Client {
         }
     }
 
-    static func isRetryable(_ error: EC2CallError) -> Bool {
+    /// Whether the SDKs' standard mode retries this failure.
+    public static func isRetryable(_ error: EC2CallError) -> Bool {
         switch error {
         case .service(let service): service.kind.isRetryable
         case .http(_, let http): http.isTransient
@@ -158,7 +169,7 @@ public final class EC2Client {
 
     /// One signed request. Throws only for what no retry can fix (credentials, signing);
     /// everything else comes back as the attempt's result.
-    private func attemptOnce(_ action: String, _ parameters: QueryParameters) throws(EC2CallError) -> Result<[UInt8], EC2CallError> {
+    private func attemptOnce(_ action: String, _ parameters: QueryParameters, timeout: Duration) throws(EC2CallError) -> Result<[UInt8], EC2CallError> {
         let credentials: AWSCredentials
         do { credentials = try self.credentials.current() } catch { throw .credentials(error) }
         var all = QueryParameters([("Action", action), ("Version", Self.apiVersion)])
@@ -172,10 +183,18 @@ public final class EC2Client {
         } catch {
             throw .signing(error)
         }
+        if var limiter {
+            let wait = limiter.delayBeforeSending(at: seconds(since: started))
+            self.limiter = limiter
+            if wait > 0 {
+                logger.debug("EC2 \(action): held back \(Int(wait * 1000)) ms by the adaptive rate limit")
+                clock.sleep(for: clock.capped(.milliseconds(Int64(wait * 1000))))
+            }
+        }
         let response: HTTPResponse
         do {
             var request = HTTPRequest(.post, endpoint.url + "/", headers: headers + signature.headers, body: body,
-                                      connectTimeout: clock.capped(.seconds(5)), timeout: clock.capped(timeout),
+                                      connectTimeout: clock.capped(min(.seconds(5), timeout)), timeout: clock.capped(timeout),
                                       maximumResponseBytes: 4 << 20)
             // A call that changes something is sent again only by the retry loop, which looks first.
             request.freshConnection = !action.hasPrefix("Describe") && parameters["DryRun"] != "true"
@@ -183,7 +202,10 @@ public final class EC2Client {
         } catch {
             return .failure(.http(action: action, error))
         }
-        if response.status == 200 { return .success(response.body) }
+        if response.status == 200 {
+            limiter?.record(throttled: false, at: seconds(since: started))
+            return .success(response.body)
+        }
 
         let service: EC2ServiceError
         if let parsed = EC2ErrorBody.parse(response.body) {
@@ -196,6 +218,7 @@ public final class EC2Client {
                                           + (response.header("Server").map { " from server \($0.quotedForMessage(limit: 60))" } ?? ""),
                                       requestID: "", httpStatus: response.status)
         }
+        limiter?.record(throttled: service.kind == .throttling, at: seconds(since: started))
         if service.kind == .clockSkew, let date = response.header("Date").flatMap(UTCTimestamp.init(httpDate:)) {
             let correction = date.secondsSinceEpoch - clock.now().secondsSinceEpoch
             if abs(correction - clockCorrection) > 60 {
@@ -207,9 +230,20 @@ public final class EC2Client {
     }
 }
 
+/// Seconds since `start`, for the rate limiter.
+private func seconds(since start: ContinuousClock.Instant) -> Double {
+    let elapsed = ContinuousClock.now - start
+    return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+}
+
 extension EC2CallError {
+    /// EC2 said to slow down.
+    public var isThrottling: Bool {
+        if case .service(let error) = self { error.kind == .throttling } else { false }
+    }
+
     /// A few words for a retry log line.
-    var shortReason: String {
+    public var shortReason: String {
         switch self {
         case .service(let error): error.code
         case .http(_, let error): "\(Mirror(reflecting: error).children.first?.label ?? "transport")"

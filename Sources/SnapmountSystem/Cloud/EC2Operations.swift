@@ -7,6 +7,28 @@ extension EC2Client {
         return snapshots.first { $0.id == id }
     }
 
+    /// DescribeSnapshots by owner (`self`: the caller's account) and filters.
+    public func describeSnapshots(owner: String = "self", filters: [(name: String, values: [String])]) throws(EC2CallError) -> [EC2Snapshot] {
+        var parameters: QueryParameters = ["Owner.1": owner]
+        parameters.append(contentsOf: ec2Filters(filters))
+        return try perform("DescribeSnapshots", parameters, decode: EC2Decoder.snapshots)
+    }
+
+    /// CreateSnapshot, one attempt bounded by `timeout`: the filesystem is frozen while it
+    /// runs, and a retry is the caller's to decide (after thawing).
+    public func createSnapshot(_ request: SnapshotRequest, timeout: Duration) throws(EC2CallError) -> EC2Snapshot {
+        try perform("CreateSnapshot", request.parameters, once: timeout, decode: EC2Decoder.createdSnapshot)
+    }
+
+    /// DeleteSnapshot; a snapshot already gone counts as deleted.
+    public func deleteSnapshot(_ id: SnapshotID) throws(EC2CallError) {
+        do throws(EC2CallError) {
+            try emptyOutput("DeleteSnapshot", ["SnapshotId": id.text])
+        } catch {
+            guard error.code == "InvalidSnapshot.NotFound" else { throw error }
+        }
+    }
+
     /// CreateVolume. `lookUp` runs before each retry: a call whose answer was lost may have
     /// made the volume, and an implementation that ignores ClientToken would make another.
     public func createVolume(_ request: VolumeRequest, lookUp: () throws(EC2CallError) -> EC2Volume? = { nil }) throws(EC2CallError) -> EC2Volume {

@@ -7,6 +7,7 @@ import SnapmountCore
 
 public enum MountError: SnapmountError, Equatable {
     case failed(device: String, mountPoint: String, errno: Int32)
+    case unmountFailed(mountPoint: String, errno: Int32)
     case mkdir(SystemCallError)
     /// The mount table could not be read: "nothing mounted" would be a guess.
     case table(SystemCallError)
@@ -17,6 +18,8 @@ public enum MountError: SnapmountError, Equatable {
         switch self {
         case .failed(let device, let mountPoint, let code):
             "mount \(device) on \(mountPoint) failed: \(String(cString: strerror(code)))"
+        case .unmountFailed(let mountPoint, let code):
+            "umount \(mountPoint) failed: \(String(cString: strerror(code)))" + (code == EBUSY ? " (something on this machine is using it)" : "")
         case .mkdir(let error):
             "cannot create the mount point: \(error)"
         case .table(let error):
@@ -31,6 +34,8 @@ public protocol Mounter: Sendable {
     /// What is mounted; mount points are as the kernel shows them (symbolic links resolved).
     func mounts() throws(MountError) -> [MountInfo]
     func mount(device: String, on mountPoint: String, type: String, options: [String]) throws(MountError)
+    /// Unmounts what is mounted at `mountPoint` (as the kernel shows it).
+    func unmount(_ mountPoint: String) throws(MountError)
 }
 
 public struct SystemMounter: Mounter {
@@ -45,6 +50,15 @@ public struct SystemMounter: Mounter {
             return MountInfo.parse(String(decoding: try readFile(mountInfoPath, limit: 16 << 20), as: UTF8.self))
         } catch {
             throw .table(error)
+        }
+    }
+
+    /// The corresponding C function is `umount2`.
+    public func unmount(_ mountPoint: String) throws(MountError) {
+        do {
+            try systemCall("umount2", mountPoint) { umount2(mountPoint, 0) }
+        } catch {
+            throw .unmountFailed(mountPoint: mountPoint, errno: error.errno)
         }
     }
 

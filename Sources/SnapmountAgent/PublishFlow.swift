@@ -1,0 +1,368 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import Logging
+import SnapmountCore
+import SnapmountSystem
+
+/// Why `snapmount publish` stopped.
+public enum PublishError: SnapmountError, Equatable {
+    case notMounted(String)
+    case noEBSVolume(mountPoint: String, device: String)
+    case volumeNotFound(VolumeID)
+    case notAttachedHere(VolumeID, instance: InstanceID, attachedTo: String)
+    case freeze(SystemCallError)
+    case thaw(SystemCallError)
+    case snapshotFailed(SnapshotID, progress: String)
+    case snapshotVanished(SnapshotID)
+    case notCompleted(SnapshotID, progress: String, after: Duration)
+    case output(path: String, SystemCallError)
+
+    public var exitStatus: ExitStatus {
+        switch self {
+        case .notMounted, .noEBSVolume, .volumeNotFound, .notAttachedHere: .configuration
+        case .freeze(let error), .output(_, let error):
+            [EPERM, EACCES, EROFS].contains(error.errno) ? .permissionDenied : error.errno == EOPNOTSUPP ? .configuration : .internalError
+        case .thaw: .internalError
+        case .snapshotFailed, .snapshotVanished: .unavailable
+        case .notCompleted: .timedOut
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .notMounted(let mountPoint):
+            "\(mountPoint) is not a mount point; publish snapshots the EBS volume mounted there (or name it with --volume)"
+        case .noEBSVolume(let mountPoint, let device):
+            "\(mountPoint) is mounted from \(device), which is not an EBS NVMe device (no vol… serial); name the volume with --volume"
+        case .volumeNotFound(let volume):
+            "EC2 knows no volume \(volume) in this region"
+        case .notAttachedHere(let volume, let instance, let attachedTo):
+            "\(volume) is \(attachedTo), not attached to this instance (\(instance)); publish freezes the filesystem here, so it snapshots only a volume mounted here"
+        case .freeze(let error):
+            "cannot freeze the release filesystem: \(error)" + (error.errno == EPERM ? " (publish needs root: CAP_SYS_ADMIN)" : "")
+        case .thaw(let error):
+            "cannot thaw the release filesystem: \(error); writes to it stay blocked until `fsfreeze --unfreeze` succeeds"
+        case .snapshotFailed(let id, let progress):
+            "snapshot \(id) ended in state error at \(progress); the published id is unchanged"
+        case .snapshotVanished(let id):
+            "snapshot \(id) disappeared while publish waited for it; the published id is unchanged"
+        case .notCompleted(let id, let progress, let after):
+            "snapshot \(id) is still pending at \(progress) after \(DurationText.format(after)); the published id is unchanged (run publish again later, or raise --timeout)"
+        case .output(let path, let error):
+            "cannot write \(path): \(error); the published id is unchanged"
+        }
+    }
+}
+
+/// What `snapmount publish` is asked to do.
+public struct PublishOptions: Sendable {
+    public var mountPoint: AbsolutePath
+    /// The release volume; `nil`: the EBS volume mounted at ``mountPoint``.
+    public var volume: VolumeID?
+    public var target: PublishTarget
+    public var release: String
+    /// Keep this many of the release's snapshots (the new one included); `nil` keeps all.
+    public var keep: Int?
+    /// The longest the filesystem stays frozen: CreateSnapshot's bound.
+    public var freezeLimit: Duration = .seconds(10)
+    /// Freeze-and-snapshot rounds, when CreateSnapshot fails in a way worth another try.
+    public var rounds = 3
+
+    public init(mountPoint: AbsolutePath, volume: VolumeID?, target: PublishTarget, release: String, keep: Int?) {
+        self.mountPoint = mountPoint
+        self.volume = volume
+        self.target = target
+        self.release = release
+        self.keep = keep
+    }
+}
+
+/// How publish ended.
+public enum PublishOutcome: Sendable, Equatable {
+    case published(SnapshotID, previous: SnapshotID?, deleted: [SnapshotID])
+    /// Check mode: the checklist is complete; the status is that of its first ✗.
+    case checked(ExitStatus)
+}
+
+/// `snapmount publish`: the release server's half of the article's workflow, as named steps
+/// with a checklist like the boot flow's (and `--dry-run` is the same list in check mode).
+/// The volume behind the release mount point is snapshotted while its filesystem is frozen
+/// — thawed as soon as CreateSnapshot answers, and at the latest after `freezeLimit` —, the
+/// snapshot is waited for until `completed`, then its id replaces the published one
+/// atomically, the previous one kept beside it for a rollback.
+public final class PublishFlow {
+    public let options: PublishOptions
+    public let mode: FlowMode
+    private let environment: AgentEnvironment
+    private let host: HostEdges
+    private let freezer: any FilesystemFreezer
+    private let clock: any AgentClock
+    private let logger: Logger
+    private let tuning: CloudTuning
+    private let progress: SnapshotProgress
+    private var steps: StepRecorder
+    public var checklist: [ChecklistItem] { steps.checklist }
+
+    public init(options: PublishOptions, environment: AgentEnvironment, host: HostEdges, freezer: any FilesystemFreezer,
+                mode: FlowMode = .apply, clock: any AgentClock = SystemClock(), logger: Logger, tuning: CloudTuning = CloudTuning(),
+                progress: SnapshotProgress? = nil) {
+        self.options = options
+        self.environment = environment
+        self.host = host
+        self.freezer = freezer
+        self.mode = mode
+        self.clock = clock
+        self.logger = logger
+        self.tuning = tuning
+        self.progress = progress ?? SnapshotProgress(logger: logger)
+        steps = StepRecorder(mode: mode, clock: clock, logger: logger)
+    }
+
+    public var lockPath: String { host.lockDirectory + "/publish.lock" }
+
+    public func run() throws -> PublishOutcome {
+        let started = clock.monotonic()
+        steps = StepRecorder(mode: mode, clock: clock, logger: logger)
+        let lock = try steps.run(.lock, takeLock)
+        defer { withExtendedLifetime(lock) {} }
+        let session = try steps.run(.identity, connect)
+        let credentials = try steps.run(.credentials, needs: session) { session in
+            let credentials = try session.credentials.current()
+            return .done(credentials, session.credentials.sourceDescription)
+        }
+        let volume = try steps.run(.volume, needs: both(session, credentials)) { session, _ in try findVolume(session) }
+        let snapshot = try steps.run(.snapshot, needs: both(session, volume)) { session, volume in try takeSnapshot(session, volume) }
+        let completed = try steps.run(.wait, needs: both(session, snapshot), otherwise: "no snapshot to wait for") { session, snapshot in
+            try waitCompleted(session, snapshot)
+        }
+        let previous = try steps.run(.publish) { try publish(completed) }
+        let deleted = try steps.run(.prune, needs: session) { session in
+            try prune(session, current: completed?.id, previous: previous ?? nil)
+        }
+        guard mode == .apply, let completed else { return .checked(steps.checklist.exitStatus) }
+        logger.info("published \(completed.id) in \(options.target) (\(steps.summary(since: started)))")
+        return .published(completed.id, previous: previous ?? nil, deleted: deleted ?? [])
+    }
+
+    // MARK: - The steps
+
+    /// One publish at a time on this server.
+    private func takeLock() throws -> StepResult<FileLock?> {
+        guard mode == .apply else {
+            return .done(nil, FileLock.isHeld(lockPath) ? "\(lockPath) is held by another publish" : "\(lockPath) is free")
+        }
+        try makeDirectories(host.lockDirectory, mode: 0o755)
+        guard let lock = try FileLock.acquire(lockPath, timeout: clock.capped(host.lockTimeout), clock: clock) else {
+            throw HostError.lockTimeout(lockPath, after: host.lockTimeout)
+        }
+        return .done(lock, "\(lockPath) taken")
+    }
+
+    private func connect() throws -> StepResult<CloudSession> {
+        let session = try CloudSession.connect(environment: environment, clock: clock, logger: logger, tuning: tuning)
+        let identity = session.identity
+        return .done(session, "\(identity.instanceID) in \(identity.availabilityZone) (account \(identity.accountID))")
+    }
+
+    /// The EBS volume behind the mount point, by its NVMe serial (as the boot side proves a
+    /// device), or the one `--volume` names; either way attached to this instance.
+    private func findVolume(_ session: CloudSession) throws -> StepResult<EC2Volume> {
+        let mountPoint = options.mountPoint.text
+        guard let entry = try host.mounter.mounts().last(where: { $0.mountPoint == resolvedPath(mountPoint) }) else {
+            throw PublishError.notMounted(mountPoint)
+        }
+        let id: VolumeID
+        if let given = options.volume {
+            id = given
+        } else {
+            let device = host.devices.scan().first { $0.number == entry.device }
+            guard let serial = device?.serial, let fromSerial = VolumeID.fromNVMeSerial(serial) else {
+                throw PublishError.noEBSVolume(mountPoint: mountPoint, device: device.map { "\(host.devices.devDirectory)/\($0.name)" } ?? entry.source)
+            }
+            id = fromSerial
+        }
+        let found: [EC2Volume]
+        do throws(EC2CallError) {
+            found = try session.ec2.describeVolumes(ids: [id])
+        } catch {
+            guard error.code == "InvalidVolume.NotFound" else { throw error }
+            found = []
+        }
+        guard let volume = found.first(where: { $0.id == id }) else { throw PublishError.volumeNotFound(id) }
+        let instance = session.identity.instanceID
+        guard volume.attachments.contains(where: { $0.instanceID == instance && $0.state == .attached }) else {
+            let elsewhere = volume.attachments.first.map { "attached to \($0.instanceID)" } ?? String(describing: volume.state)
+            throw PublishError.notAttachedHere(id, instance: instance, attachedTo: elsewhere)
+        }
+        return .done(volume, "\(mountPoint) is \(entry.type) on \(volume.id) (\(volume.sizeGiB) GiB)")
+    }
+
+    /// Freeze, CreateSnapshot, thaw — the thaw as soon as the call returns, whatever it
+    /// returned, and the call bounded by `freezeLimit`. A round that failed gives back any
+    /// snapshot it made after all (its answer lost: it may hold writes made after the thaw)
+    /// and, when the failure is worth it, freezes again.
+    private func takeSnapshot(_ session: CloudSession, _ volume: EC2Volume) throws -> StepResult<EC2Snapshot> {
+        let mountPoint = options.mountPoint.text
+        guard mode == .apply else {
+            do throws(SystemCallError) { try freezer.check(mountPoint) } catch { throw PublishError.freeze(error) }
+            let request = SnapshotRequest(volume: volume.id, release: options.release, mountPoint: mountPoint, time: clock.now(), attemptID: "dry-run")
+            switch try session.ec2.dryRun("CreateSnapshot", request.parameters) {
+            case .permitted:
+                return StepResult(value: nil, mark: .ok,
+                                  detail: "would freeze \(mountPoint) (at most \(DurationText.format(options.freezeLimit))) and snapshot \(volume.id) (DryRunOperation)")
+            case .denied(let error): throw EC2CallError.service(error)
+            }
+        }
+        var round = 1
+        while true {
+            let request = SnapshotRequest(volume: volume.id, release: options.release, mountPoint: mountPoint, time: clock.now(),
+                                          attemptID: String((0..<16).map { _ in "0123456789abcdef".randomElement()! }))
+            let frozen = clock.monotonic()
+            do throws(SystemCallError) { try freezer.freeze(mountPoint) } catch { throw PublishError.freeze(error) }
+            let result: Result<EC2Snapshot, EC2CallError>
+            do throws(EC2CallError) {
+                result = .success(try session.ec2.createSnapshot(request, timeout: clock.capped(options.freezeLimit)))
+            } catch {
+                result = .failure(error)
+            }
+            do throws(SystemCallError) { try freezer.thaw(mountPoint) } catch {
+                logger.critical("\(PublishError.thaw(error))")
+                throw PublishError.thaw(error)
+            }
+            let held = clock.monotonic() - frozen
+            switch result {
+            case .success(let snapshot):
+                logger.info("\(mountPoint) was frozen for \(DurationText.format(.milliseconds(held.wholeMilliseconds))) while EC2 took \(snapshot.id)")
+                return .done(snapshot, "\(snapshot.id) of \(volume.id), \(mountPoint) frozen for \(DurationText.format(.milliseconds(held.wholeMilliseconds)))")
+            case .failure(let error):
+                try giveBackStray(session, request)
+                let delay = error.isThrottling ? session.ec2.retryPolicy.throttleBackoff(random: clock.random())
+                    : session.ec2.retryPolicy.backoff(retry: round, random: clock.random())
+                guard EC2Client.isRetryable(error), round < options.rounds, clock.allows(delay) else { throw error }
+                logger.warning("CreateSnapshot: \(error.shortReason) (\(mountPoint) thawed after \(DurationText.format(.milliseconds(held.wholeMilliseconds)))); freezing again in \(DurationText.format(delay))")
+                clock.sleep(for: delay)
+                round += 1
+            }
+        }
+    }
+
+    /// A failed round's snapshot, if EC2 made one after all: deleted, never published.
+    private func giveBackStray(_ session: CloudSession, _ request: SnapshotRequest) throws {
+        let strays = (try? session.ec2.describeSnapshots(filters: [("tag:\(SnapshotRequest.attemptTag)", [request.attemptID])])) ?? []
+        for stray in strays where stray.tags[SnapshotRequest.attemptTag] == request.attemptID {
+            logger.warning("CreateSnapshot made \(stray.id) although its answer failed; deleting it: it may hold writes made after the thaw")
+            try session.ec2.deleteSnapshot(stray.id)
+        }
+    }
+
+    /// Until `completed`, with a progress line; `error` ends publish with the published id
+    /// unchanged.
+    private func waitCompleted(_ session: CloudSession, _ snapshot: EC2Snapshot) throws -> StepResult<EC2Snapshot> {
+        let started = clock.monotonic()
+        var current = snapshot
+        var poll = 0
+        while current.state == .pending {
+            let delay = tuning.snapshotPoll.delay(beforePoll: poll)
+            guard clock.allows(delay) else {
+                throw PublishError.notCompleted(current.id, progress: current.progress, after: clock.monotonic() - started)
+            }
+            clock.sleep(for: delay)
+            poll += 1
+            guard let next = try session.ec2.describeSnapshot(current.id) else { throw PublishError.snapshotVanished(current.id) }
+            current = next
+            progress.report(current, after: clock.monotonic() - started)
+        }
+        progress.finish()
+        switch current.state {
+        case .completed:
+            return .done(current, "\(current.id) completed in \(DurationText.format(.milliseconds((clock.monotonic() - started).wholeMilliseconds)))")
+        default:
+            throw PublishError.snapshotFailed(current.id, progress: current.progress.isEmpty ? String(describing: current.state) : current.progress)
+        }
+    }
+
+    /// The new id replaces the published one atomically; the previous one goes to
+    /// `<file>.prev` first, for a rollback.
+    private func publish(_ snapshot: EC2Snapshot?) throws -> StepResult<SnapshotID?> {
+        switch options.target {
+        case .file(let path):
+            let file = path.text
+            let previous = try? SnapshotSourceBody.parse(readFile(file, limit: 4096), url: file)
+            guard mode == .apply, let snapshot else {
+                let directory = String(file[..<(file.lastIndex(of: "/") ?? file.startIndex)])
+                guard access(directory.isEmpty ? "/" : directory, W_OK) == 0 else {
+                    throw PublishError.output(path: file, SystemCallError("access", directory, errno: errno))
+                }
+                return .done(previous, "would write the new id to \(file)" + (previous.map { " (now \($0))" } ?? " (now absent or not an id)"))
+            }
+            do throws(SystemCallError) {
+                if let previous, previous != snapshot.id {
+                    try AtomicFile.replace(file + ".prev", with: snapshotFileBody(previous))
+                }
+                try AtomicFile.replace(file, with: snapshotFileBody(snapshot.id))
+            } catch {
+                throw PublishError.output(path: file, error)
+            }
+            let detail = "\(file) now names \(snapshot.id)" + (previous.map { $0 == snapshot.id ? "" : "; \(file).prev names \($0)" } ?? "")
+            logger.info("\(detail)")
+            return .done(previous, detail)
+        }
+    }
+
+    /// `--keep N`: the release's older snapshots that publish made, beyond the N newest;
+    /// never the current or the previous one.
+    private func prune(_ session: CloudSession, current: SnapshotID?, previous: SnapshotID?) throws -> StepResult<[SnapshotID]> {
+        guard let keep = options.keep else { return .skipped("keeping every snapshot (no --keep)") }
+        let ours = try session.ec2.describeSnapshots(filters: [("tag:\(SnapshotRequest.releaseTag)", [options.release])])
+        let doomed = SnapshotRetention.toDelete(ours, keep: keep, release: options.release, protected: Set([current, previous].compactMap { $0 }))
+        guard mode == .apply else {
+            guard let first = doomed.first else { return .done([], "nothing to delete: \(ours.count) snapshots of \(options.release), keeping \(keep)") }
+            switch try session.ec2.dryRun("DeleteSnapshot", ["SnapshotId": first.id.text]) {
+            case .permitted: return .done([], "would delete \(doomed.count) (\(doomed.map(\.id.text).joined(separator: ", "))) (DryRunOperation)")
+            case .denied(let error): throw EC2CallError.service(error)
+            }
+        }
+        for snapshot in doomed { try session.ec2.deleteSnapshot(snapshot.id) }
+        let detail = doomed.isEmpty ? "nothing to delete (keeping \(keep))" : "deleted \(doomed.map(\.id.text).joined(separator: ", ")) (keeping \(keep))"
+        if !doomed.isEmpty { logger.info("\(detail)") }
+        return .done(doomed.map(\.id), detail)
+    }
+}
+
+/// The wait for a snapshot, shown as it goes: on a terminal a bar redrawn in place, in the
+/// journal a line every few seconds.
+public final class SnapshotProgress {
+    private let logger: Logger
+    private let terminal: ((String) -> Void)?
+    private let every: Duration
+    private var lastLine: Duration?
+    private var drawn = false
+
+    /// `terminal`: writes to a terminal (a bar); `nil`: log lines, one per `every`.
+    public init(logger: Logger, terminal: ((String) -> Void)? = nil, every: Duration = .seconds(5)) {
+        self.logger = logger
+        self.terminal = terminal
+        self.every = every
+    }
+
+    func report(_ snapshot: EC2Snapshot, after elapsed: Duration) {
+        let percent = snapshotPercent(snapshot.progress)
+        if let terminal {
+            let filled = (percent ?? 0) * 30 / 100
+            terminal("\r\(snapshot.id) [\(String(repeating: "#", count: filled))\(String(repeating: ".", count: 30 - filled))] \(percent.map { "\($0)%" } ?? "?")  \(DurationText.format(.seconds(elapsed.components.seconds)))")
+            drawn = true
+            return
+        }
+        guard lastLine.map({ elapsed - $0 >= every }) ?? true else { return }
+        lastLine = elapsed
+        logger.info("\(snapshot.id) is \(snapshot.state) at \(snapshot.progress.isEmpty ? "?" : snapshot.progress) after \(DurationText.format(.seconds(elapsed.components.seconds)))")
+    }
+
+    func finish() {
+        if drawn { terminal?("\n") }
+        drawn = false
+    }
+}

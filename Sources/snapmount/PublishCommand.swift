@@ -1,0 +1,89 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import ArgumentParser
+import SnapmountAgent
+import SnapmountCore
+import SnapmountSystem
+
+extension Snapmount {
+    /// `snapmount publish`: on the release server, snapshot the release volume and publish
+    /// the snapshot's id.
+    struct PublishCommand: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "publish",
+            abstract: "Snapshot the release volume (frozen while EC2 takes it) and publish the snapshot's id.",
+            discussion: """
+                Run on the release server, as root, after the new release is in place. The \
+                previous id is kept in <output>.prev, for a rollback. See snapmount(8), PUBLISH.
+                """
+        )
+
+        @Option(help: ArgumentHelp("Where the release volume is mounted.", valueName: "path"))
+        var mountPoint = "/release"
+
+        @Option(help: ArgumentHelp("The release volume (default: the EBS volume mounted at --mount-point).", valueName: "vol-id"))
+        var volume: String?
+
+        @Option(help: ArgumentHelp("The file instances read the id from, the one the source URL serves.", valueName: "path"))
+        var output: String
+
+        @Option(help: ArgumentHelp("The release's name, tagged on its snapshots; --keep counts within it.", valueName: "name"))
+        var release = "release"
+
+        @Option(help: ArgumentHelp("Keep this many of the release's snapshots, the new one included; delete older ones publish made.", valueName: "n"))
+        var keep: Int?
+
+        @Option(help: ArgumentHelp("The longest the filesystem stays frozen while CreateSnapshot runs.", valueName: "duration"))
+        var freezeLimit = "10s"
+
+        @Option(help: ArgumentHelp("The longest publish takes, the snapshot's completion included.", valueName: "duration"))
+        var timeout = "1h"
+
+        @Flag(help: "Check every step (IAM via DryRun), freeze nothing, write nothing; print a checklist.")
+        var dryRun = false
+
+        func validate() throws {
+            guard (try? AbsolutePath(parsing: mountPoint)) != nil else { throw ValidationError("--mount-point must be an absolute path other than /") }
+            if let volume, VolumeID(volume) == nil { throw ValidationError("--volume \(volume.quotedForMessage()) is not a volume id such as vol-0123456789abcdef0") }
+            do throws(InvalidValue) { _ = try PublishTarget(parsing: output) } catch { throw ValidationError("--output \(output.quotedForMessage()) \(error.problem); expected \(error.expected)") }
+            do throws(InvalidValue) { try SnapshotRequest.checkRelease(release) } catch { throw ValidationError("--release \(error.problem); expected \(error.expected)") }
+            if let keep, keep < 2 { throw ValidationError("--keep must be at least 2: the published snapshot and the previous one are always kept") }
+            for (name, text, range) in [("--freeze-limit", freezeLimit, Duration.seconds(1)...Duration.seconds(60)),
+                                        ("--timeout", timeout, Duration.seconds(10)...Duration.seconds(24 * 3600))] {
+                guard let value = try? DurationText.parse(text), range.contains(value) else {
+                    throw ValidationError("\(name) \(text.quotedForMessage()) is not a duration from \(DurationText.format(range.lowerBound)) to \(DurationText.format(range.upperBound)), such as 10s or 5m")
+                }
+            }
+        }
+
+        func run() throws {
+            let (logger, environment) = try Diagnostics.start()
+            do {
+                var options = PublishOptions(mountPoint: try AbsolutePath(parsing: mountPoint), volume: volume.flatMap(VolumeID.init),
+                                             target: try PublishTarget(parsing: output), release: release, keep: keep)
+                options.freezeLimit = try DurationText.parse(freezeLimit)
+                StopSignal.catchSignals()
+                let terminal: ((String) -> Void)? = isatty(STDERR_FILENO) == 1 && !dryRun
+                    ? { text in StandardErrorSink().write(text) } : nil
+                let flow = PublishFlow(options: options, environment: environment, host: .system(environment), freezer: SystemFreezer(),
+                                       mode: dryRun ? .check : .apply, clock: RunClock(limit: try DurationText.parse(timeout)),
+                                       logger: logger, progress: SnapshotProgress(logger: logger, terminal: terminal))
+                let outcome = try flow.run()
+                switch outcome {
+                case .checked(let status):
+                    for item in flow.checklist { print(item.line) }
+                    if status != .success { throw ExitCode(status.rawValue) }
+                case .published(let id, _, _):
+                    print(id.text)
+                }
+            } catch let exit as ExitCode {
+                throw exit
+            } catch {
+                throw Diagnostics.fail(error, logger: logger)
+            }
+        }
+    }
+}

@@ -1,0 +1,97 @@
+import DevCloud
+import Foundation
+import SnapmountAgent
+import SnapmountCore
+import SnapmountSystem
+import SnapmountTestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A writer that appends a line every 20 ms and records when each write(2) returned.
+final class TimedWriter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var returned: [ContinuousClock.Instant] = []
+    private var stopping = false
+    private let fd: Int32
+
+    init(path: String) throws {
+        fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw HarnessError.command("open \(path)") }
+        Thread.detachNewThread { [self] in
+            while !lock.withLock({ stopping }) {
+                let line = Array("written\n".utf8)
+                _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                lock.withLock { returned.append(ContinuousClock.now) }
+                usleep(20_000)
+            }
+            close(fd)
+        }
+    }
+
+    func stop() { lock.withLock { stopping = true } }
+
+    /// The longest time between two writes returning, and when it ended.
+    var longestGap: (gap: Duration, endedAt: ContinuousClock.Instant)? {
+        lock.withLock {
+            zip(returned, returned.dropFirst()).map { ($1 - $0, $1) }.max { $0.0 < $1.0 }
+        }
+    }
+
+    var count: Int { lock.withLock { returned.count } }
+}
+
+@Suite("Publish on a real filesystem", .serialized, .enabled(if: RootTests.enabled, RootTests.reason))
+struct PublishFreezeTests {
+    @Test("FIFREEZE: a writer waits while CreateSnapshot runs and writes again after the thaw; the snapshot is clean and holds the new release")
+    func realFreeze() async throws {
+        guard requireRoot("realFreeze") else { return }
+        try await withHost(image: try Images.release()) { host in
+            guard case .mounted = try await host.run() else {
+                Issue.record("the release server's release was not mounted")
+                return
+            }
+            try "release 43\n".write(toFile: host.mountPoint + "/VERSION", atomically: true, encoding: .utf8)
+            // EC2 takes 1.5 s to accept the snapshot: all of it inside the freeze.
+            let plane = host.plane
+            await host.cloud.state.onSnapshot { volume, snapshot in
+                try? await Task.sleep(for: .milliseconds(1500))
+                return await plane.snapshotImage(volumeID: volume, snapshotID: snapshot)
+            }
+            try FileManager.default.createDirectory(atPath: host.root + "/www", withIntermediateDirectories: true)
+            let output = host.root + "/www/snap.txt"
+            var options = PublishOptions(mountPoint: try AbsolutePath(parsing: host.mountPoint), volume: nil,
+                                         target: try PublishTarget(parsing: output), release: "release", keep: nil)
+            options.freezeLimit = .seconds(5)
+            let frozenOptions = options
+            let environment = try host.agentEnvironment()
+            let edges = try host.host()
+            let writer = try TimedWriter(path: host.mountPoint + "/writes.log")
+            try await Task.sleep(for: .milliseconds(200))
+            let outcome = try await onThread {
+                try PublishFlow(options: frozenOptions, environment: environment, host: edges, freezer: SystemFreezer(), logger: quietLogger,
+                                tuning: fastTuning()).run()
+            }
+            let afterPublish = writer.count
+            try await Task.sleep(for: .milliseconds(300))
+            writer.stop()
+            guard case .published(let id, _, _) = outcome else {
+                Issue.record("\(outcome)")
+                return
+            }
+            let gap = try #require(writer.longestGap)
+            #expect(gap.gap >= .milliseconds(1300), "the writer was held for \(gap.gap) only")
+            #expect(gap.gap < .seconds(5))
+            #expect(writer.count > afterPublish, "the writer runs again after the thaw")
+
+            let image = try #require(await host.cloud.state.snapshot(id.text)?.image)
+            let fsck = try SystemCommandRunner().run("fsck.ext4", ["-n", "-f", image])
+            #expect(fsck.status == 0, "fsck of the snapshot: \(fsck.output)")
+            let version = try SystemCommandRunner().run("debugfs", ["-R", "cat /VERSION", image])
+            #expect(version.output.contains("release 43"), "\(version.output)")
+            #expect(try String(contentsOfFile: output, encoding: .utf8) == id.text + "\n")
+        }
+    }
+}
