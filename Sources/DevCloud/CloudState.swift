@@ -56,6 +56,8 @@ public actor CloudState {
     private var imageHook: (@Sendable (_ volumeID: String, _ snapshotID: String) async -> String?)?
     private var snapshotReadyAt: [String: ContinuousClock.Instant] = [:]
     private var snapshotsStarted: [String: ContinuousClock.Instant] = [:]
+    /// SSM Parameter Store: name → value, version.
+    private var parameters: [String: (value: String, version: Int)] = [:]
     /// Snapshots created from now on end in `error` instead of `completed`.
     private var snapshotsFail = false
     private var failingSnapshots: Set<String> = []
@@ -95,6 +97,10 @@ public actor CloudState {
     public func snapshot(_ id: String) -> DevSnapshot? { refreshedSnapshot(id) }
     public func snapshotTable() -> [DevSnapshot] { snapshots.keys.sorted().compactMap { refreshedSnapshot($0) } }
     public func setSnapshotsFail(_ value: Bool) { snapshotsFail = value }
+    public func setParameter(_ name: String, _ value: String) {
+        parameters[name] = (value, (parameters[name]?.version ?? 0) + 1)
+    }
+    public func parameter(_ name: String) -> String? { parameters[name]?.value }
     public func onSnapshot(_ hook: @escaping @Sendable (_ volumeID: String, _ snapshotID: String) async -> String?) { imageHook = hook }
     public func setSnapshotState(_ id: String, _ state: String) { snapshots[id]?.state = state }
     public func setRelease(_ response: ReleaseResponse) { release = response }
@@ -340,7 +346,7 @@ public actor CloudState {
     // MARK: Signature
 
     /// Recomputes the SigV4 signature from the request as received.
-    private func verifySignature(_ request: ReceivedRequest) -> Result<String, Rejection> {
+    private func verifySignature(_ request: ReceivedRequest, service: String = "ec2") -> Result<String, Rejection> {
         guard let authorization = request.header("Authorization") else {
             return .failure(Rejection(code: "MissingAuthenticationToken", message: "Request is missing Authentication Token", status: 401))
         }
@@ -367,8 +373,8 @@ public actor CloudState {
         guard skew <= 300 else {
             return .failure(Rejection(code: "RequestExpired", message: "Request has expired.", status: 400, key: key))
         }
-        guard scope[1] == time.dateStamp, scope[2] == settings.region, scope[3] == "ec2", scope[4] == "aws4_request" else {
-            return .failure(Rejection(code: "SignatureDoesNotMatch", message: "Credential should be scoped to \(time.dateStamp)/\(settings.region)/ec2/aws4_request.", status: 403, key: key))
+        guard scope[1] == time.dateStamp, scope[2] == settings.region, scope[3] == service, scope[4] == "aws4_request" else {
+            return .failure(Rejection(code: "SignatureDoesNotMatch", message: "Credential should be scoped to \(time.dateStamp)/\(settings.region)/\(service)/aws4_request.", status: 403, key: key))
         }
 
         let secret: String
@@ -406,7 +412,7 @@ public actor CloudState {
             }
             query = parsed.items
         }
-        let signer = SigV4Signer(region: settings.region, service: "ec2")
+        let signer = SigV4Signer(region: settings.region, service: service)
         let expected: String
         do {
             let canonical = try SigV4Signer.canonicalRequest(SigV4Request(
@@ -915,6 +921,56 @@ public actor CloudState {
                 <reservationSet><item><reservationId>r-0123456789abcdef0</reservationId><ownerId>\(settings.accountID)</ownerId><instancesSet>\
             \(items)</instancesSet></item></reservationSet>
             """)
+    }
+
+    // MARK: - SSM
+
+    /// SSM's JSON 1.1 protocol (`X-Amz-Target: AmazonSSM.<Action>`, SigV4 service `ssm`):
+    /// GetParameter and PutParameter, with SSM's error shapes.
+    func ssm(_ request: ReceivedRequest, fault: FaultKind?) -> Answer {
+        let action = String(request.header("X-Amz-Target")?.dropFirst("AmazonSSM.".count) ?? "")
+        func fail(_ type: String, _ message: String, _ status: Int = 400, key: String? = nil) -> Answer {
+            record("ssm", action, outcome: type, accessKeyID: key)
+            let body = "{\"__type\":\"\(type)\",\"message\":\"\(message.replacingOccurrences(of: "\"", with: "'"))\"}"
+            return Answer(status: status, body: body, contentType: "application/x-amz-json-1.1")
+        }
+        if let fault {
+            record("ssm", action, outcome: "fault:\(fault.rawValue)")
+            return Answer(status: 0, body: "")
+        }
+        let key: String
+        switch verifySignature(request, service: "ssm") {
+        case .success(let accessKeyID): key = accessKeyID
+        case .failure(let rejection):
+            return fail(rejection.code == "SignatureDoesNotMatch" ? "InvalidSignatureException" : "UnrecognizedClientException", rejection.message, 400,
+                        key: rejection.key)
+        }
+        guard takeToken(for: "ssm:" + action) else { return fail("ThrottlingException", "Rate exceeded", key: key) }
+        guard permissions?.contains("ssm:" + action) ?? true else {
+            return fail("AccessDeniedException", "User is not authorized to perform: ssm:\(action)", key: key)
+        }
+        guard let json = try? JSONSerialization.jsonObject(with: Data(request.body)) as? [String: Any], let name = json["Name"] as? String else {
+            return fail("ValidationException", "1 validation error detected: Value null at 'name' failed to satisfy constraint: Member must not be null", key: key)
+        }
+        let answer: String
+        switch action {
+        case "GetParameter":
+            guard let parameter = parameters[name] else { return fail("ParameterNotFound", "", key: key) }
+            let value = String(data: (try? JSONSerialization.data(withJSONObject: [parameter.value], options: [])) ?? Data(), encoding: .utf8)?
+                .dropFirst().dropLast() ?? "\"\""
+            answer = "{\"Parameter\":{\"Name\":\"\(name)\",\"Type\":\"String\",\"Value\":\(value),\"Version\":\(parameter.version),\"DataType\":\"text\"}}"
+        case "PutParameter":
+            guard let value = json["Value"] as? String else { return fail("ValidationException", "Value must not be null", key: key) }
+            if parameters[name] != nil, json["Overwrite"] as? Bool != true {
+                return fail("ParameterAlreadyExists", "The parameter already exists. To overwrite this value, set the overwrite option in the request to true.", key: key)
+            }
+            setParameter(name, value)
+            answer = "{\"Version\":\(parameters[name]?.version ?? 1),\"Tier\":\"Standard\"}"
+        default:
+            return fail("InvalidAction", "Unknown action \(action)", key: key)
+        }
+        record("ssm", action, ["Name": name], outcome: "ok", accessKeyID: key)
+        return Answer(status: 200, body: answer, contentType: "application/x-amz-json-1.1")
     }
 
     // MARK: - Release server

@@ -57,7 +57,8 @@ public final class DevCloud: Sendable {
 
     /// The environment an agent needs to use this cloud: IMDS, EC2 and the release server.
     public var environment: [String: String] {
-        ["AWS_EC2_METADATA_SERVICE_ENDPOINT": imdsEndpoint, "AWS_ENDPOINT_URL_EC2": ec2Endpoint, "SNAPMOUNT_SOURCE": sourceURL]
+        ["AWS_EC2_METADATA_SERVICE_ENDPOINT": imdsEndpoint, "AWS_ENDPOINT_URL_EC2": ec2Endpoint, "AWS_ENDPOINT_URL_SSM": ec2Endpoint,
+         "SNAPMOUNT_SOURCE": sourceURL]
     }
 
     public func stop() async {
@@ -194,6 +195,16 @@ enum Routes {
         router.post("/") { request, context -> Response in
             let body = try await request.body.collect(upTo: 1 << 20)
             let received = received(request, body: body)
+            // SSM shares the endpoint; its requests say who they are for.
+            if let target = received.header("X-Amz-Target"), target.hasPrefix("AmazonSSM.") {
+                let fault = await state.fault(for: "ssm:" + target.dropFirst("AmazonSSM.".count))
+                let answer = await state.ssm(received, fault: fault)
+                if let fault {
+                    return await deliver(fault, service: "ssm", context: context, stopping: stopping, hang: state.settings.hangDuration,
+                                         document: "{\"Parameter\":{\"Name\":\"x\",")
+                }
+                return response(answer)
+            }
             let action = QueryParameters.parse(formEncoded: String(buffer: body))?["Action"] ?? ""
             let fault = await state.fault(for: action)
             let answer = await state.ec2(received, fault: fault)

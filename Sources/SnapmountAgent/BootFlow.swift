@@ -244,7 +244,7 @@ public final class BootFlow {
     /// Step 4: the id the source names, checked strictly, then DescribeSnapshots: it must
     /// exist, be completed, and belong to an allowed owner. A malformed id never reaches EC2.
     private func resolveSnapshot(_ session: CloudSession) throws -> StepResult<EC2Snapshot> {
-        if configuration.snapshotOwner == .any && !configuration.source.isHTTPS {
+        if configuration.snapshotOwner == .any && configuration.source.isUnauthenticated {
             logger.warning("snapshot-owner is any and the source is \(configuration.source): anyone on the network path to it chooses the code this instance runs; use an https:// source or a snapshot owner")
         }
         let snapshot = try session.resolveSnapshot(configuration.source, owner: configuration.snapshotOwner)
@@ -297,7 +297,7 @@ public final class BootFlow {
     /// read now (the release mounted stays).
     private func publishedNow(_ session: CloudSession) -> SnapshotID? {
         do {
-            return try session.source.fetch(configuration.source)
+            return try session.publishedID(configuration.source, owner: configuration.snapshotOwner)
         } catch {
             logger.warning("cannot read \(configuration.source) again after mounting (\(error)); keeping the release mounted")
             return nil

@@ -30,6 +30,7 @@ public final class CloudSession {
     public let ec2: EC2Client
     public let volumes: VolumeManager
     public let source: SnapshotSourceClient
+    public let ssm: SSMClient
 
     /// Reads the identity document (IMDSv2), then sets up credentials and the EC2 client for
     /// the instance's region (or `AWS_REGION`).
@@ -53,23 +54,60 @@ public final class CloudSession {
         volumes.schedule = tuning.poll
         var source = SnapshotSourceClient(http: http, retry: retry, clock: clock, logger: logger)
         source.timeout = tuning.sourceTimeout
-        return CloudSession(identity: identity, imds: imds, credentials: credentials, ec2: ec2, volumes: volumes, source: source)
+        let ssm = SSMClient(endpoint: try environment.ssmEndpoint ?? EC2Endpoint.regional(region, service: "ssm"), region: region,
+                            credentials: credentials, http: http, retry: retry, clock: clock, logger: logger)
+        ssm.timeout = tuning.ec2Timeout
+        return CloudSession(identity: identity, imds: imds, credentials: credentials, ec2: ec2, volumes: volumes, source: source, ssm: ssm)
     }
 
     private init(identity: InstanceIdentity, imds: IMDSClient, credentials: CredentialsProvider, ec2: EC2Client,
-                 volumes: VolumeManager, source: SnapshotSourceClient) {
+                 volumes: VolumeManager, source: SnapshotSourceClient, ssm: SSMClient) {
         self.identity = identity
         self.imds = imds
         self.credentials = credentials
         self.ec2 = ec2
         self.volumes = volumes
         self.source = source
+        self.ssm = ssm
     }
 
-    /// Step 4: the id `snap.txt` names, checked strictly, then DescribeSnapshots: it must exist,
-    /// be completed, and belong to an allowed owner. A malformed id never reaches EC2.
-    public func resolveSnapshot(_ url: SourceURL, owner: SnapshotOwner) throws -> EC2Snapshot {
-        let id = try source.fetch(url)
-        return try volumes.verifySnapshot(id, owner: owner)
+    /// Step 4: the snapshot the source names, checked: it must exist, be completed, and
+    /// belong to an allowed owner. A malformed id never reaches EC2.
+    public func resolveSnapshot(_ source: SnapshotSource, owner: SnapshotOwner) throws -> EC2Snapshot {
+        if case .tag(let key, let value) = source { return try newestTagged(key, value, owner: owner) }
+        return try volumes.verifySnapshot(try publishedID(source, owner: owner), owner: owner)
+    }
+
+    /// The id the source names now: `snap.txt` read strictly, the SSM parameter's value read
+    /// as strictly, or the newest completed snapshot with the tag.
+    public func publishedID(_ source: SnapshotSource, owner: SnapshotOwner) throws -> SnapshotID {
+        switch source {
+        case .url(let url):
+            return try self.source.fetch(url)
+        case .ssm(let name):
+            let value = try ssm.parameter(name)
+            do {
+                return try SnapshotSourceBody.parse(Array(value.utf8), url: source.description)
+            } catch {
+                throw SnapshotSourceFetchError.content(error)
+            }
+        case .tag(let key, let value):
+            return try newestTagged(key, value, owner: owner).id
+        }
+    }
+
+    /// `tag:KEY=VALUE`: of the snapshots the allowed owner has with that tag, the newest
+    /// completed one. (`snapshot-owner = any` is refused with a tag source: anyone can make
+    /// a public snapshot with any tag.)
+    private func newestTagged(_ key: String, _ value: String, owner: SnapshotOwner) throws -> EC2Snapshot {
+        let ownerText: String = switch owner {
+        case .selfAccount, .any: "self"
+        case .account(let id): id
+        }
+        let found = try ec2.describeSnapshots(owner: ownerText, filters: [("tag:\(key)", [value]), ("status", ["completed"])])
+        guard let newest = found.filter({ $0.state == .completed && $0.tags[key] == value })
+            .max(by: { ($0.startTime ?? UTCTimestamp(secondsSinceEpoch: 0), $0.id.text) < ($1.startTime ?? UTCTimestamp(secondsSinceEpoch: 0), $1.id.text) })
+        else { throw SnapshotSourceError.noneTagged(source: "tag:\(key)=\(value)", owner: ownerText) }
+        return newest
     }
 }

@@ -138,7 +138,7 @@ public final class PublishFlow {
         let completed = try steps.run(.wait, needs: both(session, snapshot), otherwise: "no snapshot to wait for") { session, snapshot in
             try waitCompleted(session, snapshot)
         }
-        let previous = try steps.run(.publish) { try publish(completed) }
+        let previous = try steps.run(.publish, needs: session) { session in try publish(session, completed) }
         let deleted = try steps.run(.prune, needs: session) { session in
             try prune(session, current: completed?.id, previous: previous ?? nil)
         }
@@ -286,8 +286,23 @@ public final class PublishFlow {
 
     /// The new id replaces the published one atomically; the previous one goes to
     /// `<file>.prev` first, for a rollback.
-    private func publish(_ snapshot: EC2Snapshot?) throws -> StepResult<SnapshotID?> {
+    private func publish(_ session: CloudSession, _ snapshot: EC2Snapshot?) throws -> StepResult<SnapshotID?> {
         switch options.target {
+        case .ssm(let name):
+            // SSM keeps every version of the parameter: the previous id stays in its history.
+            var previous: SnapshotID?
+            do throws(SSMCallError) {
+                previous = SnapshotID(try session.ssm.parameter(name).trimmingWhitespace())
+            } catch {
+                guard error.code == "ParameterNotFound" else { throw error }
+            }
+            guard mode == .apply, let snapshot else {
+                return .done(previous, "would put the new id in ssm:\(name)" + (previous.map { " (now \($0))" } ?? " (not there yet)"))
+            }
+            let version = try session.ssm.putParameter(name, value: snapshot.id.text, description: "snapmount publish of \(options.release)")
+            let detail = "ssm:\(name) now names \(snapshot.id) (version \(version))" + (previous.map { $0 == snapshot.id ? "" : "; it named \($0)" } ?? "")
+            logger.info("\(detail)")
+            return .done(previous, detail)
         case .file(let path):
             let file = path.text
             let previous = try? SnapshotSourceBody.parse(readFile(file, limit: 4096), url: file)

@@ -78,10 +78,22 @@ public struct StatusReport: Sendable, Equatable {
         }
         var source = SnapshotSourceClient(http: http, retry: tuning.retry ?? RetryPolicy(maxAttempts: 2), clock: clock, logger: logger)
         source.timeout = tuning.sourceTimeout
+        // An ssm: or tag: source is read through the cloud session, made once.
+        var session: CloudSession?
+        func connected() throws -> CloudSession {
+            if let session { return session }
+            let made = try CloudSession.connect(environment: environment, clock: clock, logger: logger, tuning: tuning)
+            session = made
+            return made
+        }
         do {
-            report.sourceSnapshot = try source.fetch(configuration.source).text
+            if case .url(let url) = configuration.source {
+                report.sourceSnapshot = try source.fetch(url).text
+            } else {
+                report.sourceSnapshot = try connected().publishedID(configuration.source, owner: configuration.snapshotOwner).text
+            }
         } catch {
-            report.sourceError = error.description
+            report.sourceError = "\(error)"
         }
         if let snapshot = report.snapshot, let published = report.sourceSnapshot {
             report.comparison = snapshot == published ? .same : .different
@@ -90,7 +102,7 @@ public struct StatusReport: Sendable, Equatable {
         let needsSnapshot = report.mounted && report.snapshot == nil && report.volume != nil
         guard needsSnapshot || report.comparison == .different else { return report }
         do {
-            let session = try CloudSession.connect(environment: environment, clock: clock, logger: logger, tuning: tuning)
+            let session = try connected()
             if needsSnapshot, let volume = report.volume.flatMap(VolumeID.init) {
                 report.snapshot = try session.ec2.describeVolumes(ids: [volume]).first?.snapshotID?.text
                 report.snapshotOrigin = report.snapshot == nil ? nil : "EC2"

@@ -27,7 +27,7 @@ extension Snapmount {
         @Option(help: ArgumentHelp("The release volume (default: the EBS volume mounted at --mount-point).", valueName: "vol-id"))
         var volume: String?
 
-        @Option(help: ArgumentHelp("The file instances read the id from, the one the source URL serves.", valueName: "path"))
+        @Option(help: ArgumentHelp("Where instances read the id: the file the source URL serves, or ssm:/NAME (an SSM parameter).", valueName: "path|ssm:/name"))
         var output: String
 
         @Option(help: ArgumentHelp("The release's name, tagged on its snapshots; --keep counts within it.", valueName: "name"))

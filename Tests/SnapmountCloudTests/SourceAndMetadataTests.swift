@@ -11,7 +11,7 @@ import Testing
 func resolveError(_ cloud: DevCloud, tuning: CloudTuning = fastTuning(), owner: SnapshotOwner = .any,
                   environment extra: [String: String] = [:]) async throws -> (any Error)? {
     let environment = try AgentEnvironment(cloud.environment.merging(extra) { _, new in new })
-    let source = try SourceURL(parsing: cloud.sourceURL)
+    let source = try SnapshotSource(parsing: cloud.sourceURL)
     return try await onThread { () -> SendableError? in
         do {
             let session = try CloudSession.connect(environment: environment, logger: quietLogger, tuning: tuning)

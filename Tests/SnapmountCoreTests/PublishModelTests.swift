@@ -78,4 +78,22 @@ struct PublishModelTests {
         #expect(throws: InvalidValue.self) { try PublishTarget(parsing: "snap.txt") }
         #expect(throws: InvalidValue.self) { try PublishTarget(parsing: "/var/www/../snap.txt") }
     }
+
+    @Test("sources: a URL, ssm:/NAME, tag:KEY=VALUE; each wrong one refused with what was expected", arguments: [
+        ("http://releasesrvr/snap.txt", "http://releasesrvr/snap.txt"), ("ssm:/releases/web", "ssm:/releases/web"),
+        ("ssm:web-current", "ssm:web-current"), ("tag:release=web", "tag:release=web"), ("tag:release=", "tag:release="),
+        ("ssm:", nil), ("ssm:/aws/x", nil), ("ssm:/a b", nil), ("tag:=x", nil), ("tag:k", nil), ("tag:aws:x=1", nil),
+        ("ftp://r/snap.txt", nil), ("snap.txt", nil),
+    ] as [(String, String?)])
+    func sources(text: String, parsed: String?) {
+        let source = try? SnapshotSource(parsing: text)
+        #expect(source?.description == parsed)
+        #expect(source.map { $0.isUnauthenticated } != true || text.hasPrefix("http://"))
+    }
+
+    @Test("publish targets: a file or ssm:/NAME")
+    func ssmTarget() throws {
+        #expect(try PublishTarget(parsing: "ssm:/releases/web") == .ssm(name: "/releases/web"))
+        #expect(throws: InvalidValue.self) { try PublishTarget(parsing: "ssm:/releases/we b") }
+    }
 }

@@ -95,7 +95,7 @@ struct ConfigLoaderTests {
         let path = try Self.temporaryFile("source = http://releasesrvr/snap.txt\nlabel = rel\n")
         defer { unlink(path) }
         let configuration = try ConfigLoader.load(configPath: path, environment: try AgentEnvironment(["SNAPMOUNT_LABEL": "env"]), options: [:])
-        #expect(configuration.source.text == "http://releasesrvr/snap.txt")
+        #expect(configuration.source.description == "http://releasesrvr/snap.txt")
         #expect(configuration.label.text == "env")
         #expect(configuration.settings[.source]?.origin == .file(path: path, line: 1))
     }
@@ -117,7 +117,7 @@ struct ConfigLoaderTests {
         #expect(error.exitStatus == .configuration)
         let configuration = try ConfigLoader.load(configPath: nil, environment: AgentEnvironment(), options: [.source: "http://h/x"],
                                                   defaultPath: "/nonexistent/snapmount.conf")
-        #expect(configuration.source.text == "http://h/x")
+        #expect(configuration.source.description == "http://h/x")
     }
 
     @Test("file problems and value problems are all reported, with the file's path")

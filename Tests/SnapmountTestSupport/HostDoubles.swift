@@ -364,12 +364,12 @@ extension SimulatedHost {
 
     /// One run of `snapmount publish` on this machine (the release server), after the boot
     /// flow has mounted its release volume.
-    public func publish(_ mode: FlowMode = .apply, keep: Int? = nil, volume: VolumeID? = nil, freezeLimit: Duration = .seconds(1),
-                        freezer: RecordingFreezer, tuning: CloudTuning = fastTuning(), clock: any AgentClock = SystemClock(),
+    public func publish(_ mode: FlowMode = .apply, keep: Int? = nil, volume: VolumeID? = nil, output: String? = nil,
+                        freezeLimit: Duration = .seconds(1), freezer: RecordingFreezer, tuning: CloudTuning = fastTuning(), clock: any AgentClock = SystemClock(),
                         logger: Logger = quietLogger) async throws -> (outcome: PublishOutcome, checklist: [ChecklistItem]) {
         try FileManager.default.createDirectory(atPath: root + "/www", withIntermediateDirectories: true)
         var options = PublishOptions(mountPoint: try AbsolutePath(parsing: mountPoint), volume: volume,
-                                     target: try PublishTarget(parsing: publishedFile), release: "release", keep: keep)
+                                     target: try PublishTarget(parsing: output ?? publishedFile), release: "release", keep: keep)
         options.freezeLimit = freezeLimit
         let environment = try AgentEnvironment(cloud.environment)
         let edges = edges

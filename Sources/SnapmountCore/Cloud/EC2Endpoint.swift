@@ -1,5 +1,5 @@
 /// Where EC2 is: `AWS_ENDPOINT_URL_EC2`, else `AWS_ENDPOINT_URL`, else the regional endpoint
-/// (``AgentEnvironment``).
+/// (``AgentEnvironment``). SSM's endpoint has the same form.
 public struct EC2Endpoint: Sendable, Equatable {
     /// Without a trailing slash.
     public let url: String
@@ -27,10 +27,10 @@ public struct EC2Endpoint: Sendable, Equatable {
             : lower.hasPrefix("http://") && authority.hasSuffix(":80") ? String(authority.dropLast(3)) : String(authority)
     }
 
-    /// EC2's own endpoint for a region.
-    public static func regional(_ region: String) throws(ConfigurationError) -> EC2Endpoint {
+    /// EC2's own endpoint for a region (or another service's: `ssm`).
+    public static func regional(_ region: String, service: String = "ec2") throws(ConfigurationError) -> EC2Endpoint {
         let suffix = region.hasPrefix("cn-") ? "amazonaws.com.cn" : "amazonaws.com"
-        return try EC2Endpoint(url: "https://ec2.\(region).\(suffix)")
+        return try EC2Endpoint(url: "https://\(service).\(region).\(suffix)")
     }
 }
 

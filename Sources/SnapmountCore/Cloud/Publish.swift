@@ -68,17 +68,28 @@ public func snapshotPercent(_ progress: String) -> Int? {
     return value
 }
 
-/// Where publish puts the id: a file that a web server serves (`snap.txt`).
+/// Where publish puts the id: a file that a web server serves (`snap.txt`), or an SSM
+/// parameter (`ssm:/NAME`) that instances read with an `ssm:` source.
 public enum PublishTarget: Sendable, Equatable, CustomStringConvertible {
     case file(AbsolutePath)
+    case ssm(name: String)
 
     public init(parsing text: String) throws(InvalidValue) {
+        if text.hasPrefix("ssm:") {
+            guard SnapshotSource.isParameterName(String(text.dropFirst(4))) else {
+                throw InvalidValue("is not an SSM parameter name: \(text.quotedForMessage())",
+                                   expected: "ssm:/NAME, the name being letters, digits and _ . - /")
+            }
+            self = .ssm(name: String(text.dropFirst(4)))
+            return
+        }
         self = .file(try AbsolutePath(parsing: text))
     }
 
     public var description: String {
         switch self {
         case .file(let path): path.text
+        case .ssm(let name): "ssm:" + name
         }
     }
 }

@@ -51,7 +51,7 @@ public enum ConfigKey: String, CaseIterable, Sendable, Comparable, CustomStringC
     /// What kind of value the key takes, for help texts and error messages.
     public var valueName: String {
         switch self {
-        case .source: "url"
+        case .source: "source"
         case .mountPoint, .fstab: "path"
         case .label: "label"
         case .filesystem: "ext4|xfs"
@@ -72,7 +72,7 @@ public enum ConfigKey: String, CaseIterable, Sendable, Comparable, CustomStringC
     /// One line for `--help` and the man page.
     public var summary: String {
         switch self {
-        case .source: "Where the snapshot id comes from: an http:// or https:// URL (required)."
+        case .source: "Where the snapshot id comes from: an http:// or https:// URL, ssm:/NAME or tag:KEY=VALUE (required)."
         case .mountPoint: "Where to mount the release (default /release)."
         case .label: "Filesystem label set by mkfs and expected by fsck and mount (default code_release)."
         case .filesystem: "Filesystem to create on a blank volume: ext4 or xfs (default ext4)."

@@ -26,7 +26,7 @@ public struct ConfigSetting: Sendable, Equatable {
 /// The validated configuration: every key of DESIGN.md §3, typed. Built only by
 /// ``resolve(file:fileIssues:environment:options:)``, so a value that exists is a valid one.
 public struct Configuration: Sendable, Equatable {
-    public var source: SourceURL
+    public var source: SnapshotSource
     public var mountPoint: AbsolutePath
     public var label: FilesystemLabel
     public var filesystem: Filesystem
@@ -91,7 +91,7 @@ public struct Configuration: Sendable, Equatable {
         }
 
         guard offered.contains(.source) else {
-            issues.append(ConfigIssue(nil, "source is required: set `source = http://…/snap.txt` in the configuration file, SNAPMOUNT_SOURCE, or --source"))
+            issues.append(ConfigIssue(nil, "source is required: set `source = http://…/snap.txt` (or ssm:/NAME, or tag:KEY=VALUE) in the configuration file, SNAPMOUNT_SOURCE, or --source"))
             throw ConfigurationError(issues)
         }
         guard issues.isEmpty else { throw ConfigurationError(issues) }
@@ -112,7 +112,7 @@ public struct Configuration: Sendable, Equatable {
     /// Parses one value for its key, discarding the result.
     static func check(_ key: ConfigKey, _ text: String) throws(InvalidValue) {
         switch key {
-        case .source: _ = try SourceURL(parsing: text)
+        case .source: _ = try SnapshotSource(parsing: text)
         case .mountPoint: _ = try AbsolutePath(parsing: text)
         case .fstab: _ = try AbsolutePath(parsing: text)
         case .label: _ = try FilesystemLabel(parsing: text)
@@ -156,7 +156,7 @@ public struct Configuration: Sendable, Equatable {
         volume.initializationRate = try text(.initializationRate).map { try parseInteger($0, in: 100...300, unit: "MiB/s") }
 
         return Configuration(
-            source: try SourceURL(parsing: required(.source)),
+            source: try SnapshotSource(parsing: required(.source)),
             mountPoint: try AbsolutePath(parsing: required(.mountPoint)),
             label: try FilesystemLabel(parsing: required(.label)),
             filesystem: try Filesystem(parsing: required(.filesystem)),
@@ -176,6 +176,9 @@ public struct Configuration: Sendable, Equatable {
         var issues: [ConfigIssue] = []
         func origin(_ key: ConfigKey) -> ConfigOrigin? { settings[key]?.origin }
 
+        if case .tag = source, snapshotOwner == .any {
+            issues.append(ConfigIssue(origin(.snapshotOwner), "snapshot-owner: any cannot go with a tag: source: anyone can make a public snapshot with any tag; name the owner (self or an account id)"))
+        }
         if label.text.utf8.count > filesystem.maximumLabelLength {
             issues.append(ConfigIssue(origin(.label), "label: \(label.text.quotedForMessage()) is \(label.text.utf8.count) bytes, but \(filesystem) labels hold at most \(filesystem.maximumLabelLength)"))
         }

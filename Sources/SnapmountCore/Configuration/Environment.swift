@@ -8,6 +8,8 @@ public struct AgentEnvironment: Sendable, Equatable {
     public var region: String?
     /// `AWS_ENDPOINT_URL_EC2`, else `AWS_ENDPOINT_URL`; `nil`: the region's endpoint.
     public var ec2Endpoint: EC2Endpoint?
+    /// `AWS_ENDPOINT_URL_SSM`, else `AWS_ENDPOINT_URL`; `nil`: the region's endpoint.
+    public var ssmEndpoint: EC2Endpoint?
     /// `AWS_EC2_METADATA_SERVICE_ENDPOINT`, without a trailing slash.
     public var imdsEndpoint = IMDSSettings.defaultEndpoint
     /// `AWS_EC2_METADATA_DISABLED=true`
@@ -57,15 +59,21 @@ public struct AgentEnvironment: Sendable, Equatable {
             }
             break
         }
-        for name in ["AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL"] {
-            guard let url = value(name) else { continue }
-            do {
-                ec2Endpoint = try EC2Endpoint(url: url)
-            } catch {
-                problem(name, error.issues.map(\.message).joined(separator: "; "))
+        var reported: Set<String> = []
+        func endpoint(_ names: [String]) -> EC2Endpoint? {
+            for name in names {
+                guard let url = value(name) else { continue }
+                do throws(ConfigurationError) {
+                    return try EC2Endpoint(url: url)
+                } catch {
+                    if reported.insert(name).inserted { problem(name, error.issues.map(\.message).joined(separator: "; ")) }
+                    return nil
+                }
             }
-            break
+            return nil
         }
+        ec2Endpoint = endpoint(["AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL"])
+        ssmEndpoint = endpoint(["AWS_ENDPOINT_URL_SSM", "AWS_ENDPOINT_URL"])
         if let endpoint = value("AWS_EC2_METADATA_SERVICE_ENDPOINT") {
             imdsEndpoint = endpoint.hasSuffix("/") ? String(endpoint.dropLast()) : endpoint
         }
