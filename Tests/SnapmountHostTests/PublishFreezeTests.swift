@@ -94,4 +94,45 @@ struct PublishFreezeTests {
             #expect(try String(contentsOfFile: output, encoding: .utf8) == id.text + "\n")
         }
     }
+
+    /// Whether the filesystem is frozen now: a second freeze is refused (EBUSY) only then.
+    static func isFrozen(_ mountPoint: String) throws -> Bool {
+        let result = try SystemCommandRunner().run("fsfreeze", ["--freeze", mountPoint])
+        if result.status == 0 { _ = try SystemCommandRunner().run("fsfreeze", ["--unfreeze", mountPoint]) }
+        return result.status != 0
+    }
+
+    @Test("the thaw guard: when the process that froze the filesystem dies (its pipe closes), the filesystem is thawed; once released, the guard leaves it alone")
+    func thawGuard() async throws {
+        guard requireRoot("thawGuard") else { return }
+        let root = "/var/tmp/snapmount-guard-\(UUID().uuidString.prefix(8))"
+        let image = root + "/fs.img"
+        let mountPoint = root + "/mnt"
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        _ = FileManager.default.createFile(atPath: image, contents: nil)
+        #expect(truncate(image, 64 << 20) == 0)
+        try Images.sh("mkfs.ext4", ["-q", "-F", image])
+        try Images.sh("mount", ["-o", "loop", image, mountPoint])
+        defer {
+            _ = try? SystemCommandRunner().run("fsfreeze", ["--unfreeze", mountPoint])
+            _ = try? SystemCommandRunner().run("umount", [mountPoint])
+        }
+
+        // Died while frozen: the kernel closes the pipe, the guard thaws.
+        try Images.sh("fsfreeze", ["--freeze", mountPoint])
+        let dying = try ThawGuard(mountPoint: mountPoint)
+        #expect(try Self.isFrozen(mountPoint))
+        dying.abandon()
+        #expect(try !Self.isFrozen(mountPoint), "the guard did not thaw the filesystem")
+
+        // Released (the process says it thawed): the guard ends and touches nothing — here the
+        // filesystem is in fact still frozen, and must stay so.
+        try Images.sh("fsfreeze", ["--freeze", mountPoint])
+        let released = try ThawGuard(mountPoint: mountPoint)
+        released.release()
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try Self.isFrozen(mountPoint), "the guard thawed after being released")
+        try Images.sh("fsfreeze", ["--unfreeze", mountPoint])
+    }
 }

@@ -5,6 +5,7 @@ import Musl
 #endif
 internal import CLinux
 import SnapmountCore
+import Synchronization
 
 /// Suspends writes to a mounted filesystem while its volume is snapshotted, behind a
 /// protocol: the kernel's FIFREEZE in the product, a recorder in tests.
@@ -18,8 +19,11 @@ public protocol FilesystemFreezer: Sendable {
 }
 
 /// The kernel's freeze, as `fsfreeze(8)` does it. Needs CAP_SYS_ADMIN. The corresponding C
-/// calls are `sync` and `ioctl(FIFREEZE)` / `ioctl(FITHAW)` on the mount point.
-public struct SystemFreezer: FilesystemFreezer {
+/// calls are `sync` and `ioctl(FIFREEZE)` / `ioctl(FITHAW)` on the mount point. Each freeze
+/// has a ``ThawGuard``: if this process dies while the filesystem is frozen, it is thawed anyway.
+public final class SystemFreezer: FilesystemFreezer, @unchecked Sendable {
+    private let lock = Mutex<[String: ThawGuard]>([:])
+
     public init() {}
 
     public func freeze(_ mountPoint: String) throws(SystemCallError) {
@@ -27,7 +31,15 @@ public struct SystemFreezer: FilesystemFreezer {
         defer { close(fd) }
         // Freezing flushes too, but a sync first keeps the frozen window short.
         sync()
-        try systemCall("ioctl FIFREEZE", mountPoint) { clinux_freeze(fd) }
+        // The guard first: spawned while nothing is frozen yet.
+        let thawGuard = try ThawGuard(mountPoint: mountPoint)
+        do throws(SystemCallError) {
+            try systemCall("ioctl FIFREEZE", mountPoint) { clinux_freeze(fd) }
+        } catch {
+            thawGuard.release()  // not frozen by us: nothing for the guard to thaw
+            throw error
+        }
+        lock.withLock { $0[mountPoint] = thawGuard }
     }
 
     /// Root (CAP_SYS_ADMIN, which FIFREEZE needs) and a directory to open.
@@ -45,5 +57,74 @@ public struct SystemFreezer: FilesystemFreezer {
         } catch {
             guard error.errno == EINVAL else { throw error }  // EINVAL: not frozen
         }
+        // Thawed here: the guard goes without touching the filesystem.
+        lock.withLock { $0.removeValue(forKey: mountPoint) }?.release()
     }
+}
+
+/// Thaws a frozen filesystem if the process that froze it dies first — SIGKILL, a crash, the
+/// OOM killer —, when no code of that process can run. A child `sh` reads a pipe whose
+/// other end only this process holds (close-on-exec): the word `thawed` means the process
+/// thawed the filesystem itself, and the child ends; end of file without it means the process
+/// is gone (the kernel closed its descriptors), and the child runs `fsfreeze --unfreeze`.
+public final class ThawGuard: @unchecked Sendable {  // used by one owner at a time (SystemFreezer hands it over under its lock)
+    private var writeFD: Int32
+    private let pid: pid_t
+
+    static let script = #"read -r line; [ "$line" = thawed ] || exec fsfreeze --unfreeze "$1" 2>/dev/null"#
+
+    public init(mountPoint: String) throws(SystemCallError) {
+        var fds: [Int32] = [0, 0]
+        try systemCall("pipe2", "thaw guard") { clinux_pipe2(&fds, O_CLOEXEC) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, fds[0], 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        clinux_spawn_close_from(&actions, 3)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        clinux_spawnattr_default_signals(&attributes)
+        // A group of its own: a Ctrl-C to the terminal's group does not take the guard along.
+        clinux_spawnattr_own_group(&attributes)
+        let argv = ["/bin/sh", "-c", Self.script, "snapmount-thaw-guard", mountPoint]
+        var cArguments: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { for pointer in cArguments { free(pointer) } }
+        let environment = ["PATH=/usr/sbin:/sbin:/usr/bin:/bin", "LC_ALL=C"]
+        var cEnvironment: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
+        defer { for pointer in cEnvironment { free(pointer) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, "/bin/sh", &actions, &attributes, &cArguments, &cEnvironment)
+        close(fds[0])
+        guard spawned == 0 else {
+            close(fds[1])
+            throw SystemCallError("posix_spawn", "thaw guard /bin/sh", errno: spawned)
+        }
+        self.pid = pid
+        writeFD = fds[1]
+    }
+
+    /// The process thawed the filesystem itself: the guard ends without touching it.
+    public func release() {
+        guard writeFD >= 0 else { return }
+        try? writeAll(writeFD, Array("thawed\n".utf8), subject: "thaw guard")
+        close(writeFD)
+        writeFD = -1
+        var status: Int32 = 0
+        _ = try? systemCall("waitpid", "thaw guard") { waitpid(pid, &status, 0) }
+    }
+
+    /// What the kernel does when this process dies: the pipe closes without `thawed`, and
+    /// the guard thaws the filesystem. (Tests call it; the product never needs to.)
+    public func abandon() {
+        guard writeFD >= 0 else { return }
+        close(writeFD)
+        writeFD = -1
+        var status: Int32 = 0
+        _ = try? systemCall("waitpid", "thaw guard") { waitpid(pid, &status, 0) }
+    }
+
+    deinit { abandon() }
 }
