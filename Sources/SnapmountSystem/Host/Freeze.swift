@@ -76,27 +76,7 @@ public final class ThawGuard: @unchecked Sendable {  // used by one owner at a t
     public init(mountPoint: String) throws(SystemCallError) {
         var fds: [Int32] = [0, 0]
         try systemCall("pipe2", "thaw guard") { clinux_pipe2(&fds, O_CLOEXEC) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, fds[0], 0)
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        clinux_spawn_close_from(&actions, 3)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        clinux_spawnattr_default_signals(&attributes)
-        // A group of its own: a Ctrl-C to the terminal's group does not take the guard along.
-        clinux_spawnattr_own_group(&attributes)
-        let argv = ["/bin/sh", "-c", Self.script, "snapmount-thaw-guard", mountPoint]
-        var cArguments: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-        defer { for pointer in cArguments { free(pointer) } }
-        let environment = ["PATH=/usr/sbin:/sbin:/usr/bin:/bin", "LC_ALL=C"]
-        var cEnvironment: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
-        defer { for pointer in cEnvironment { free(pointer) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, "/bin/sh", &actions, &attributes, &cArguments, &cEnvironment)
+        let (pid, spawned) = spawnChild("/bin/sh", ["-c", Self.script, "snapmount-thaw-guard", mountPoint], input: fds[0], output: nil)
         close(fds[0])
         guard spawned == 0 else {
             close(fds[1])
@@ -107,19 +87,15 @@ public final class ThawGuard: @unchecked Sendable {  // used by one owner at a t
     }
 
     /// The process thawed the filesystem itself: the guard ends without touching it.
-    public func release() {
-        guard writeFD >= 0 else { return }
-        try? writeAll(writeFD, Array("thawed\n".utf8), subject: "thaw guard")
-        close(writeFD)
-        writeFD = -1
-        var status: Int32 = 0
-        _ = try? systemCall("waitpid", "thaw guard") { waitpid(pid, &status, 0) }
-    }
+    public func release() { end(saying: "thawed\n") }
 
     /// What the kernel does when this process dies: the pipe closes without `thawed`, and
     /// the guard thaws the filesystem. (Tests call it; the product never needs to.)
-    public func abandon() {
+    public func abandon() { end(saying: nil) }
+
+    private func end(saying word: String?) {
         guard writeFD >= 0 else { return }
+        if let word { try? writeAll(writeFD, Array(word.utf8), subject: "thaw guard") }
         close(writeFD)
         writeFD = -1
         var status: Int32 = 0

@@ -78,30 +78,7 @@ public struct SystemCommandRunner: CommandRunner {
         } catch {
             throw .spawn(program, errno: error.errno)
         }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 2)
-        // Nothing of ours leaks into mkfs or fsck: not a socket, not the lock, not a device.
-        clinux_spawn_close_from(&actions, 3)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        clinux_spawnattr_default_signals(&attributes)
-        clinux_spawnattr_own_group(&attributes)
-
-        let argv = [path] + arguments
-        var cArguments: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-        defer { for pointer in cArguments { free(pointer) } }
-        // A minimal, predictable environment: no locale surprises in parsed output.
-        let environment: [String] = ["PATH=/usr/sbin:/sbin:/usr/bin:/bin", "LC_ALL=C"]
-        var cEnvironment: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
-        defer { for pointer in cEnvironment { free(pointer) } }
-
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, path, &actions, &attributes, &cArguments, &cEnvironment)
+        let (pid, spawned) = spawnChild(path, arguments, input: nil, output: pipeFDs[1])
         close(pipeFDs[1])
         guard spawned == 0 else {
             close(pipeFDs[0])
@@ -150,4 +127,44 @@ public struct SystemCommandRunner: CommandRunner {
         if status & 0x7f == 0 { return ProcessResult(status: (status >> 8) & 0xff, output: text) }
         throw .signaled(program, signal: status & 0x7f)
     }
+}
+
+/// posix_spawn as snapmount starts every child (mkfs, fsck, the thaw guard): standard input
+/// from `input` (else /dev/null), standard output and error into `output` (else /dev/null),
+/// no other descriptor (not a socket, not the lock, not a device), default signal
+/// dispositions and an empty mask, a process group of its own (stopping it reaches what it
+/// started; a terminal's Ctrl-C does not), and a fixed environment without locale surprises.
+/// Returns the child and posix_spawn's result (0, or an errno).
+func spawnChild(_ path: String, _ arguments: [String], input: Int32?, output: Int32?) -> (pid: pid_t, result: Int32) {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    if let input {
+        posix_spawn_file_actions_adddup2(&actions, input, 0)
+    } else {
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    }
+    for fd: Int32 in [1, 2] {
+        if let output {
+            posix_spawn_file_actions_adddup2(&actions, output, fd)
+        } else {
+            posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", O_WRONLY, 0)
+        }
+    }
+    clinux_spawn_close_from(&actions, 3)
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    clinux_spawnattr_default_signals(&attributes)
+    clinux_spawnattr_own_group(&attributes)
+
+    let argv = [path] + arguments
+    var cArguments: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+    defer { for pointer in cArguments { free(pointer) } }
+    let environment = ["PATH=/usr/sbin:/sbin:/usr/bin:/bin", "LC_ALL=C"]
+    var cEnvironment: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
+    defer { for pointer in cEnvironment { free(pointer) } }
+    var pid: pid_t = 0
+    let result = posix_spawn(&pid, path, &actions, &attributes, &cArguments, &cEnvironment)
+    return (pid, result)
 }
