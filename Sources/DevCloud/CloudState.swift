@@ -63,6 +63,7 @@ public actor CloudState {
     private var failingSnapshots: Set<String> = []
     /// Seconds added to DevCloud's clock, to test clock skew.
     private var clockOffset: TimeInterval = 0
+    private var groupPageSize = 50
 
     public static let actions: Set<String> = [
         "DescribeSnapshots", "CreateVolume", "DescribeVolumes", "AttachVolume", "DetachVolume", "DeleteVolume",
@@ -81,6 +82,22 @@ public actor CloudState {
     /// Adds an instance with an identity and a role of its own, in the settings' zone. Its
     /// metadata is served under `<IMDS>/<instance id>/latest/…`.
     public func addInstance(_ instance: DevInstance) { instances[instance.id] = instance }
+    /// A volume made from `snapshot` and attached to `instance` as snapmount's boot leaves it
+    /// (tagged with the instance and snapshot): for tests and demos of the release side.
+    @discardableResult
+    public func addReleaseVolume(instance: String, snapshot: String, device: String = "/dev/sdf") -> String {
+        let id = "vol-" + randomHex(17)
+        volumes[id] = DevVolume(id: id, sizeGiB: snapshots[snapshot]?.sizeGiB ?? 1, availabilityZone: instances[instance]?.availabilityZone ?? settings.availabilityZone,
+                                state: "in-use", snapshotID: snapshot, volumeType: "gp3", iops: 3000, throughput: 125, encrypted: false, kmsKeyID: nil,
+                                tags: ["snapmount:instance-id": instance, "snapmount:snapshot-id": snapshot],
+                                attachment: DevAttachment(instanceID: instance, device: device, state: "attached", deleteOnTermination: true),
+                                clientToken: nil)
+        return id
+    }
+    /// Changes an instance's Auto Scaling lifecycle state (`Pending`, `InService`, `Terminating`…).
+    public func setLifecycleState(_ id: String, _ state: String) { instances[id]?.lifecycleState = state }
+    /// DescribeAutoScalingGroups answers with at most this many groups a page (and MaxRecords).
+    public func setGroupPageSize(_ size: Int) { groupPageSize = max(1, size) }
     public func instance(_ id: String) -> DevInstance? { instances[id] }
     public func instanceList() -> [DevInstance] { instances.values.sorted { $0.id < $1.id } }
 
@@ -912,7 +929,7 @@ public actor CloudState {
                     + XMLText.element("deleteOnTermination", attachment.deleteOnTermination ? "true" : "false") + "</ebs></item>"
             }.joined()
             return "<item>" + XMLText.element("instanceId", instance.id)
-                + "<instanceState><code>16</code><name>running</name></instanceState>"
+                + "<instanceState><code>\(Self.stateCodes[instance.state ?? "running"] ?? 16)</code><name>\(instance.state ?? "running")</name></instanceState>"
                 + XMLText.element("privateIpAddress", instance.privateAddress)
                 + "<placement>" + XMLText.element("availabilityZone", instance.availabilityZone) + "</placement>"
                 + "<rootDeviceName>/dev/xvda</rootDeviceName><blockDeviceMapping>\(blockDevices)</blockDeviceMapping></item>"
@@ -921,6 +938,61 @@ public actor CloudState {
                 <reservationSet><item><reservationId>r-0123456789abcdef0</reservationId><ownerId>\(settings.accountID)</ownerId><instancesSet>\
             \(items)</instancesSet></item></reservationSet>
             """)
+    }
+
+    static let stateCodes = ["pending": 0, "running": 16, "shutting-down": 32, "terminated": 48, "stopping": 64, "stopped": 80]
+
+    // MARK: - Auto Scaling
+
+    /// Auto Scaling's Query API (version 2011-01-01, SigV4 service `autoscaling`):
+    /// DescribeAutoScalingGroups, paged by NextToken; names it does not know are left out of
+    /// the answer, as Auto Scaling does. Errors in the `<ErrorResponse>` form.
+    func autoScaling(_ request: ReceivedRequest, fault: FaultKind?) -> Answer {
+        let id = requestID()
+        let form = QueryParameters.parse(formEncoded: String(decoding: request.body, as: UTF8.self))
+        var parameters: [String: String] = [:]
+        for item in form?.items ?? [] where item.name != "Action" && item.name != "Version" { parameters[item.name] = item.value }
+        let action = form?["Action"] ?? ""
+        func fail(_ code: String, _ message: String, _ status: Int, key: String? = nil) -> Answer {
+            record("autoscaling", action, parameters, outcome: code, accessKeyID: key)
+            return Answer(status: status, body: XMLText.errorResponse(code: code, message: message, requestID: id))
+        }
+        if let fault, ![.lostResponse, .truncated, .malformed].contains(fault) {
+            record("autoscaling", action, parameters, outcome: "fault:\(fault.rawValue)")
+            return Answer(status: 0, body: "")
+        }
+        guard form?["Version"] == "2011-01-01" else { return fail("InvalidParameterValue", "Version must be 2011-01-01.", 400) }
+        let key: String
+        switch verifySignature(request, service: "autoscaling") {
+        case .success(let accessKeyID): key = accessKeyID
+        case .failure(let rejection):
+            return fail(rejection.code == "AuthFailure" ? "InvalidClientTokenId" : rejection.code, rejection.message, rejection.status, key: rejection.key)
+        }
+        guard action == "DescribeAutoScalingGroups" else { return fail("InvalidAction", "Could not find operation \(action) for version 2011-01-01", 400, key: key) }
+        guard takeToken(for: "autoscaling:" + action) else { return fail("Throttling", "Rate exceeded", 400, key: key) }
+        guard permissions?.contains("autoscaling:" + action) ?? true else {
+            return fail("AccessDenied", "User is not authorized to perform: autoscaling:\(action)", 403, key: key)
+        }
+        let names = list(parameters, "AutoScalingGroupNames.member")
+        let known = Set(instances.values.compactMap(\.group))
+        let selected = (names.isEmpty ? known.sorted() : names.filter { known.contains($0) }).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+        let pageSize = min(groupPageSize, Int(parameters["MaxRecords"] ?? "") ?? 50)
+        let start = Int(parameters["NextToken"] ?? "") ?? 0
+        let page = selected.dropFirst(start).prefix(pageSize)
+        let groups = page.map { name -> String in
+            let members = instances.values.filter { $0.group == name }.sorted { $0.id < $1.id }.map { instance in
+                "<member>" + XMLText.element("InstanceId", instance.id) + XMLText.element("InstanceType", "t3.micro")
+                    + XMLText.element("AvailabilityZone", instance.availabilityZone)
+                    + XMLText.element("LifecycleState", instance.lifecycleState ?? "InService") + XMLText.element("HealthStatus", "Healthy")
+                    + "<ProtectedFromScaleIn>false</ProtectedFromScaleIn></member>"
+            }.joined()
+            return "<member>" + XMLText.element("AutoScalingGroupName", name)
+                + XMLText.element("AutoScalingGroupARN", "arn:aws:autoscaling:\(settings.region):\(settings.accountID):autoScalingGroup:00000000-0000-0000-0000-000000000000:autoScalingGroupName/\(name)")
+                + "<Instances>\(members)</Instances></member>"
+        }.joined()
+        let next = start + page.count < selected.count ? XMLText.element("NextToken", String(start + page.count)) : ""
+        record("autoscaling", action, parameters, outcome: fault.map { "fault:\($0.rawValue)" } ?? "ok", accessKeyID: key)
+        return .xml(XMLText.autoScalingResponse(action, requestID: id, "<AutoScalingGroups>\(groups)</AutoScalingGroups>\(next)"))
     }
 
     // MARK: - SSM

@@ -58,6 +58,7 @@ public final class DevCloud: Sendable {
     /// The environment an agent needs to use this cloud: IMDS, EC2 and the release server.
     public var environment: [String: String] {
         ["AWS_EC2_METADATA_SERVICE_ENDPOINT": imdsEndpoint, "AWS_ENDPOINT_URL_EC2": ec2Endpoint, "AWS_ENDPOINT_URL_SSM": ec2Endpoint,
+         "AWS_ENDPOINT_URL_AUTO_SCALING": ec2Endpoint,
          "SNAPMOUNT_SOURCE": sourceURL]
     }
 
@@ -206,6 +207,16 @@ enum Routes {
                 return response(answer)
             }
             let action = QueryParameters.parse(formEncoded: String(buffer: body))?["Action"] ?? ""
+            // So does Auto Scaling: its requests are signed for the service `autoscaling`.
+            if let authorization = received.header("Authorization"), authorization.contains("/autoscaling/aws4_request") {
+                let fault = await state.fault(for: "autoscaling:" + action)
+                let answer = await state.autoScaling(received, fault: fault)
+                if let fault {
+                    return await deliver(fault, service: "ec2", context: context, stopping: stopping, hang: state.settings.hangDuration,
+                                         document: XMLText.autoScalingResponse(action, requestID: requestID(), "<AutoScalingGroups><member>"))
+                }
+                return response(answer)
+            }
             let fault = await state.fault(for: action)
             let answer = await state.ec2(received, fault: fault)
             if let fault {
@@ -276,6 +287,12 @@ enum Routes {
             return json(["ok": true])
         }
         router.get("/snapshots") { _, _ in json(await state.snapshotTable()) }
+        // An instance (new, or changed: group, lifecycleState, state) and the list of them.
+        router.post("/instances") { request, _ in
+            await state.addInstance(try await decode(DevInstance.self, request))
+            return json(["ok": true])
+        }
+        router.get("/instances") { _, _ in json(await state.instanceList()) }
         // {"fail": true}: snapshots created from now on end in `error`.
         router.put("/snapshot-outcome") { request, _ in
             await state.setSnapshotsFail(try await decode([String: Bool].self, request)["fail"] ?? false)

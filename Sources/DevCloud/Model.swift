@@ -47,12 +47,22 @@ public struct DevInstance: Sendable, Codable, Equatable {
     public var availabilityZone: String
     public var roleName: String?
     public var privateAddress: String
+    /// The Auto Scaling group it belongs to, if any.
+    public var group: String?
+    /// Its Auto Scaling lifecycle state (`nil`: `InService`).
+    public var lifecycleState: String?
+    /// EC2's instance state (`nil`: `running`).
+    public var state: String?
 
-    public init(id: String, availabilityZone: String, roleName: String?, privateAddress: String) {
+    public init(id: String, availabilityZone: String, roleName: String?, privateAddress: String, group: String? = nil,
+                lifecycleState: String? = nil, state: String? = nil) {
         self.id = id
         self.availabilityZone = availabilityZone
         self.roleName = roleName
         self.privateAddress = privateAddress
+        self.group = group
+        self.lifecycleState = lifecycleState
+        self.state = state
     }
 }
 
@@ -299,6 +309,13 @@ enum XMLText {
     /// The generic Query error form: `<ErrorResponse><Error><Type>…`.
     static func errorResponse(code: String, message: String, requestID: String) -> String {
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ErrorResponse><Error><Type>Sender</Type><Code>\(escape(code))</Code><Message>\(escape(message))</Message></Error><RequestId>\(requestID)</RequestId></ErrorResponse>"
+    }
+
+    static let autoScalingNamespace = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
+
+    /// Auto Scaling's Query answers: `<ActionResult>` and `<ResponseMetadata>`.
+    static func autoScalingResponse(_ action: String, requestID: String, _ inner: String) -> String {
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<\(action)Response xmlns=\"\(autoScalingNamespace)\">\n  <\(action)Result>\(inner)</\(action)Result>\n  <ResponseMetadata><RequestId>\(requestID)</RequestId></ResponseMetadata>\n</\(action)Response>"
     }
 
     static func error(code: String, message: String, requestID: String) -> String {

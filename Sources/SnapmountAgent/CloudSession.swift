@@ -31,6 +31,8 @@ public final class CloudSession {
     public let volumes: VolumeManager
     public let source: SnapshotSourceClient
     public let ssm: SSMClient
+    /// Auto Scaling's Query API, for `snapmount push`.
+    public let autoScaling: EC2Client
 
     /// Reads the identity document (IMDSv2), then sets up credentials and the EC2 client for
     /// the instance's region (or `AWS_REGION`).
@@ -57,11 +59,17 @@ public final class CloudSession {
         let ssm = SSMClient(endpoint: try environment.ssmEndpoint ?? EC2Endpoint.regional(region, service: "ssm"), region: region,
                             credentials: credentials, http: http, retry: retry, clock: clock, logger: logger)
         ssm.timeout = tuning.ec2Timeout
-        return CloudSession(identity: identity, imds: imds, credentials: credentials, ec2: ec2, volumes: volumes, source: source, ssm: ssm)
+        let autoScaling = EC2Client(endpoint: try environment.autoScalingEndpoint ?? EC2Endpoint.regional(region, service: "autoscaling"),
+                                    region: region, credentials: credentials, http: http, retry: retry, clock: clock, logger: logger,
+                                    service: .autoScaling)
+        autoScaling.timeout = tuning.ec2Timeout
+        return CloudSession(identity: identity, imds: imds, credentials: credentials, ec2: ec2, volumes: volumes, source: source, ssm: ssm,
+                            autoScaling: autoScaling)
     }
 
     private init(identity: InstanceIdentity, imds: IMDSClient, credentials: CredentialsProvider, ec2: EC2Client,
-                 volumes: VolumeManager, source: SnapshotSourceClient, ssm: SSMClient) {
+                 volumes: VolumeManager, source: SnapshotSourceClient, ssm: SSMClient, autoScaling: EC2Client) {
+        self.autoScaling = autoScaling
         self.identity = identity
         self.imds = imds
         self.credentials = credentials

@@ -158,6 +158,21 @@ struct CommandLineTests {
         #expect(result.stderr.contains(named), "\(result.stderr)")
     }
 
+    @Test("push: each bad option exits 64 and names itself and what is expected", arguments: [
+        (["--published", "/w/snap.txt"], "--group"), (["--group", "web"], "--published"),
+        (["--group", "web", "--published", "snap.txt"], "--published"), (["--group", "", "--published", "/w/snap.txt"], "--group"),
+        (["--group", "web", "--published", "/w/snap.txt", "--parallel", "0"], "--parallel must be from 1 to 64"),
+        (["--group", "web", "--published", "/w/snap.txt", "--user", "-oProxyCommand=x"], "--user"),
+        (["--group", "web", "--published", "/w/snap.txt", "--ssh", " "], "--ssh"),
+        (["--group", "web", "--published", "/w/snap.txt", "--mount-point", "release"], "--mount-point"),
+        (["--group", "web", "--published", "/w/snap.txt", "--launch-wait", "2h"], "--launch-wait"),
+    ])
+    func pushUsage(arguments: [String], named: String) throws {
+        let result = try Snapmount.run(["push"] + arguments)
+        #expect(result.status == 64, "\(result.stderr)")
+        #expect(result.stderr.contains(named), "\(result.stderr)")
+    }
+
     @Test("an inherited JOURNAL_STREAM that is not stderr gives plain lines")
     func plainWhenNotJournal() throws {
         let result = try Snapmount.run(["config", "--source", "ftp://x"], environment: ["JOURNAL_STREAM": "1:1"])

@@ -138,7 +138,13 @@ public enum EC2ErrorKind: Sendable, Equatable {
     }
 }
 
-/// An error EC2 answered with.
+/// Which Query API an action belongs to, for messages: EC2's, or Auto Scaling's (`snapmount
+/// push` lists groups through the same client).
+public func queryServiceName(of action: String) -> String {
+    action.hasSuffix("AutoScalingGroups") ? "Auto Scaling" : "EC2"
+}
+
+/// An error EC2 (or Auto Scaling) answered with.
 public struct EC2ServiceError: SnapmountError, Equatable {
     public let action: String
     public let code: String
@@ -172,11 +178,13 @@ public struct EC2ServiceError: SnapmountError, Equatable {
     }
 
     public var description: String {
-        var text = "EC2 \(action): \(code)"
+        var text = "\(queryServiceName(of: action)) \(action): \(code)"
         if !message.isEmpty { text += ": \(message)" }
         switch code {
         case "UnauthorizedOperation":
             text += " — the instance role needs ec2:\(action) (see snapmount(8), IAM POLICY)"
+        case "AccessDenied" where queryServiceName(of: action) == "Auto Scaling":
+            text += " — the release server's role needs autoscaling:\(action) (see snapmount(8), PUSH)"
         case "IdempotentParameterMismatch":
             text += " — a volume was already requested for this instance and snapshot with other settings; restore them, or delete that volume"
         default:

@@ -10,6 +10,8 @@ public struct AgentEnvironment: Sendable, Equatable {
     public var ec2Endpoint: EC2Endpoint?
     /// `AWS_ENDPOINT_URL_SSM`, else `AWS_ENDPOINT_URL`; `nil`: the region's endpoint.
     public var ssmEndpoint: EC2Endpoint?
+    /// `AWS_ENDPOINT_URL_AUTO_SCALING`, else `AWS_ENDPOINT_URL`; `nil`: the region's endpoint.
+    public var autoScalingEndpoint: EC2Endpoint?
     /// `AWS_EC2_METADATA_SERVICE_ENDPOINT`, without a trailing slash.
     public var imdsEndpoint = IMDSSettings.defaultEndpoint
     /// `AWS_EC2_METADATA_DISABLED=true`
@@ -74,6 +76,7 @@ public struct AgentEnvironment: Sendable, Equatable {
         }
         ec2Endpoint = endpoint(["AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL"])
         ssmEndpoint = endpoint(["AWS_ENDPOINT_URL_SSM", "AWS_ENDPOINT_URL"])
+        autoScalingEndpoint = endpoint(["AWS_ENDPOINT_URL_AUTO_SCALING", "AWS_ENDPOINT_URL"])
         if let endpoint = value("AWS_EC2_METADATA_SERVICE_ENDPOINT") {
             imdsEndpoint = endpoint.hasSuffix("/") ? String(endpoint.dropLast()) : endpoint
         }

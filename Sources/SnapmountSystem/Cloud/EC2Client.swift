@@ -27,10 +27,10 @@ public enum EC2CallError: SnapmountError, Equatable {
     public var description: String {
         switch self {
         case .service(let error): error.description
-        case .http(let action, let error): "EC2 \(action): \(error)"
-        case .decode(let error): "EC2 \(error)"
+        case .http(let action, let error): "\(queryServiceName(of: action)) \(action): \(error)"
+        case .decode(let error): "\(queryServiceName(of: error.action)) \(error)"
         case .unreadableSuccess(let error):
-            "EC2 \(error.action) answered HTTP 200 with a body that is not its answer (\(error.problem)), and its effect could not be confirmed"
+            "\(queryServiceName(of: error.action)) \(error.action) answered HTTP 200 with a body that is not its answer (\(error.problem)), and its effect could not be confirmed"
         case .returnedFalse(let action): "EC2 \(action) answered <return>false</return>: it was not carried out"
         case .credentials(let error): error.description
         case .signing(let error): error.description
@@ -52,13 +52,24 @@ public enum DryRunVerdict: Sendable, Equatable {
     case denied(EC2ServiceError)
 }
 
-/// Signed EC2 Query API calls (form POSTs, SigV4) with the SDKs' standard retry behaviour:
+/// A Query API service the client speaks to: EC2, or Auto Scaling for `snapmount push`.
+public struct QueryService: Sendable, Equatable {
+    /// SigV4's service name.
+    public let signingName: String
+    public let apiVersion: String
+
+    public static let ec2 = QueryService(signingName: "ec2", apiVersion: "2016-11-15")
+    public static let autoScaling = QueryService(signingName: "autoscaling", apiVersion: AutoScalingDecoder.apiVersion)
+}
+
+/// Signed EC2 (and Auto Scaling) Query API calls (form POSTs, SigV4) with the SDKs' standard retry behaviour:
 /// 5xx, timeouts, resets and unreadable answers are retried with capped, jittered exponential
 /// backoff under a retry quota, throttling after a jittered wait of its own
 /// (``RetryPolicy/throttleWait``); permission and parameter errors are not. A clock-skew error corrects the signing time from the server's `Date` header.
 public final class EC2Client {
-    public static let apiVersion = "2016-11-15"
+    public static let apiVersion = QueryService.ec2.apiVersion
 
+    public let service: QueryService
     public let endpoint: EC2Endpoint
     public let region: String
     private let credentials: CredentialsProvider
@@ -78,7 +89,8 @@ public final class EC2Client {
     public private(set) var clockCorrection: Int64 = 0
 
     public init(endpoint: EC2Endpoint, region: String, credentials: CredentialsProvider, http: HTTPClient,
-                retry: RetryPolicy, clock: any AgentClock = SystemClock(), logger: Logger) {
+                retry: RetryPolicy, clock: any AgentClock = SystemClock(), logger: Logger, service: QueryService = .ec2) {
+        self.service = service
         self.endpoint = endpoint
         self.region = region
         self.credentials = credentials
@@ -86,7 +98,7 @@ public final class EC2Client {
         self.retry = retry
         self.clock = clock
         self.logger = logger
-        self.signer = SigV4Signer(region: region, service: "ec2")
+        self.signer = SigV4Signer(region: region, service: service.signingName)
     }
 
     /// Calls `action` and decodes its answer, retrying what is worth retrying. Before each
@@ -128,7 +140,7 @@ public final class EC2Client {
                 throw failure
             }
             retryCost = cost
-            logger.warning("EC2 \(action): \(failure.shortReason); retry \(attempt) of \(retry.maxAttempts - 1) in \(DurationText.format(delay))")
+            logger.warning("\(queryServiceName(of: action)) \(action): \(failure.shortReason); retry \(attempt) of \(retry.maxAttempts - 1) in \(DurationText.format(delay))")
             clock.sleep(for: delay)
             // A throttled call was refused before EC2 carried it out: nothing to look for.
             if !failure.isThrottling, let done = try beforeRetry() { return done }
@@ -172,7 +184,7 @@ public final class EC2Client {
     private func attemptOnce(_ action: String, _ parameters: QueryParameters, timeout: Duration) throws(EC2CallError) -> Result<[UInt8], EC2CallError> {
         let credentials: AWSCredentials
         do { credentials = try self.credentials.current() } catch { throw .credentials(error) }
-        var all = QueryParameters([("Action", action), ("Version", Self.apiVersion)])
+        var all = QueryParameters([("Action", action), ("Version", service.apiVersion)])
         all.append(contentsOf: parameters)
         let body = Array(all.formEncoded.utf8)
         let headers = [(name: "Host", value: endpoint.host), (name: "Content-Type", value: "application/x-www-form-urlencoded; charset=utf-8")]

@@ -81,3 +81,46 @@ extension EC2Client {
         try emptyOutput("ModifyInstanceAttribute", deleteOnTerminationParameters(instance, device: device))
     }
 }
+
+/// What `snapmount push` asks: Auto Scaling for the groups' instances, EC2 for their addresses.
+extension EC2Client {
+    /// DescribeAutoScalingGroups for these names, every page (on an Auto Scaling client).
+    /// A name Auto Scaling does not know is simply absent from the answer.
+    public func describeGroups(_ names: [String]) throws(EC2CallError) -> [String: [GroupMember]] {
+        var groups: [String: [GroupMember]] = [:]
+        for start in stride(from: 0, to: names.count, by: 50) {
+            var token: String?
+            repeat {
+                var parameters = QueryParameters()
+                for (index, name) in names[start..<min(start + 50, names.count)].enumerated() {
+                    parameters.append("AutoScalingGroupNames.member.\(index + 1)", name)
+                }
+                parameters.append("MaxRecords", "100")
+                if let token { parameters.append("NextToken", token) }
+                let page = try perform("DescribeAutoScalingGroups", parameters, decode: AutoScalingDecoder.groups)
+                groups.merge(page.groups) { $1 }
+                token = page.nextToken
+            } while token != nil
+        }
+        return groups
+    }
+
+    /// DescribeInstances for these ids, every page.
+    public func describeInstances(_ ids: [InstanceID]) throws(EC2CallError) -> [EC2Instance] {
+        var result: [EC2Instance] = []
+        for start in stride(from: 0, to: ids.count, by: 200) {
+            var token: String?
+            repeat {
+                var parameters = QueryParameters()
+                for (index, id) in ids[start..<min(start + 200, ids.count)].enumerated() {
+                    parameters.append("InstanceId.\(index + 1)", id.text)
+                }
+                if let token { parameters.append("NextToken", token) }
+                let page = try perform("DescribeInstances", parameters, decode: EC2Decoder.instances)
+                result += page.instances
+                token = page.nextToken
+            } while token != nil
+        }
+        return result
+    }
+}

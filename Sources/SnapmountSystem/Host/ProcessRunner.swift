@@ -62,6 +62,9 @@ public struct SystemCommandRunner: CommandRunner {
     public var outputLimit = 64 * 1024
     /// How long a program has to end after SIGTERM before SIGKILL.
     public var killAfter: Duration = .seconds(5)
+    /// `NAME=value` entries added to the fixed environment: ssh's agent socket and home for
+    /// `snapmount push`; nothing for mkfs and fsck.
+    public var environment: [String] = []
 
     public init() {}
 
@@ -78,7 +81,7 @@ public struct SystemCommandRunner: CommandRunner {
         } catch {
             throw .spawn(program, errno: error.errno)
         }
-        let (pid, spawned) = spawnChild(path, arguments, input: nil, output: pipeFDs[1])
+        let (pid, spawned) = spawnChild(path, arguments, input: nil, output: pipeFDs[1], environment: environment)
         close(pipeFDs[1])
         guard spawned == 0 else {
             close(pipeFDs[0])
@@ -135,7 +138,7 @@ public struct SystemCommandRunner: CommandRunner {
 /// dispositions and an empty mask, a process group of its own (stopping it reaches what it
 /// started; a terminal's Ctrl-C does not), and a fixed environment without locale surprises.
 /// Returns the child and posix_spawn's result (0, or an errno).
-func spawnChild(_ path: String, _ arguments: [String], input: Int32?, output: Int32?) -> (pid: pid_t, result: Int32) {
+func spawnChild(_ path: String, _ arguments: [String], input: Int32?, output: Int32?, environment extra: [String] = []) -> (pid: pid_t, result: Int32) {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
@@ -161,7 +164,7 @@ func spawnChild(_ path: String, _ arguments: [String], input: Int32?, output: In
     let argv = [path] + arguments
     var cArguments: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
     defer { for pointer in cArguments { free(pointer) } }
-    let environment = ["PATH=/usr/sbin:/sbin:/usr/bin:/bin", "LC_ALL=C"]
+    let environment = ["PATH=/usr/sbin:/sbin:/usr/bin:/bin", "LC_ALL=C"] + extra
     var cEnvironment: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
     defer { for pointer in cEnvironment { free(pointer) } }
     var pid: pid_t = 0

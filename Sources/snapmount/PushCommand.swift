@@ -1,0 +1,107 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import ArgumentParser
+import SnapmountAgent
+import SnapmountCore
+import SnapmountSystem
+
+extension Snapmount {
+    /// `snapmount push`: on the release server, after `publish`, rsync the release to the
+    /// instances already running in the Auto Scaling groups.
+    struct PushCommand: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "push",
+            abstract: "Push the release's files to the running instances of Auto Scaling groups (rsync over ssh).",
+            discussion: """
+                Run on the release server after snapmount publish. Each host gets \
+                rsync -az --delete into its mounted release, and a record of the snapshot it \
+                now matches. Lists the groups again until no new instance appears; exits 69 \
+                naming the hosts that failed. See snapmount(8), PUSH.
+                """
+        )
+
+        @Option(name: .customLong("group"), help: ArgumentHelp("An Auto Scaling group whose instances get the release (repeatable).", valueName: "name"))
+        var groups: [String] = []
+
+        @Option(help: ArgumentHelp("The release's directory here, and where it is mounted on the instances.", valueName: "path"))
+        var mountPoint = "/release"
+
+        @Option(help: ArgumentHelp("Where publish wrote the id (its --output): recorded on each host as what it now holds.", valueName: "path|ssm:/name"))
+        var published: String
+
+        @Option(help: ArgumentHelp("Hosts synced at once.", valueName: "n"))
+        var parallel = 8
+
+        @Option(help: ArgumentHelp("The ssh command and its options, words separated by spaces (as rsync -e).", valueName: "command"))
+        var ssh = "ssh"
+
+        @Option(help: ArgumentHelp("The user to log in as on the instances.", valueName: "name"))
+        var user = "root"
+
+        @Option(help: ArgumentHelp("Where snapmount keeps its state on the instances.", valueName: "path"))
+        var remoteStateDir = "/var/lib/snapmount"
+
+        @Option(help: ArgumentHelp("The longest one host's sync may take.", valueName: "duration"))
+        var hostTimeout = "30m"
+
+        @Option(help: ArgumentHelp("How long an instance still launching may stay unreachable.", valueName: "duration"))
+        var launchWait = "10m"
+
+        @Flag(help: "List the instances and check each (the mount, rsync -n); send and record nothing.")
+        var dryRun = false
+
+        func validate() throws {
+            guard !groups.isEmpty else { throw ValidationError("name at least one Auto Scaling group with --group") }
+            for group in groups where !isAutoScalingGroupName(group) {
+                throw ValidationError("--group \(group.quotedForMessage()) is not an Auto Scaling group name (1 to 255 characters, no control characters)")
+            }
+            guard (try? AbsolutePath(parsing: mountPoint)) != nil else { throw ValidationError("--mount-point must be an absolute path other than /") }
+            guard (try? AbsolutePath(parsing: remoteStateDir)) != nil else { throw ValidationError("--remote-state-dir must be an absolute path other than /") }
+            do throws(InvalidValue) { _ = try PublishTarget(parsing: published) } catch { throw ValidationError("--published \(published.quotedForMessage()) \(error.problem); expected \(error.expected)") }
+            guard (1...64).contains(parallel) else { throw ValidationError("--parallel must be from 1 to 64") }
+            guard !sshWords.isEmpty else { throw ValidationError("--ssh must name a command") }
+            guard !user.isEmpty, user.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }), user.first != "-" else {
+                throw ValidationError("--user \(user.quotedForMessage()) is not a user name (letters, digits, . _ -)")
+            }
+            for (name, text, range) in [("--host-timeout", hostTimeout, Duration.seconds(10)...Duration.seconds(24 * 3600)),
+                                        ("--launch-wait", launchWait, Duration.seconds(0)...Duration.seconds(3600))] {
+                guard let value = try? DurationText.parse(text), range.contains(value) else {
+                    throw ValidationError("\(name) \(text.quotedForMessage()) is not a duration from \(DurationText.format(range.lowerBound)) to \(DurationText.format(range.upperBound)), such as 30s or 10m")
+                }
+            }
+        }
+
+        private var sshWords: [String] { ssh.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init) }
+
+        func run() throws {
+            let (logger, environment) = try Diagnostics.start()
+            var options = PushOptions(groups: groups, directory: try AbsolutePath(parsing: mountPoint), published: try PublishTarget(parsing: published))
+            options.parallel = parallel
+            options.ssh = sshWords
+            options.user = user
+            options.remoteStateDirectory = remoteStateDir
+            options.hostTimeout = try DurationText.parse(hostTimeout)
+            options.launchWait = try DurationText.parse(launchWait)
+            StopSignal.catchSignals()
+            // ssh finds its keys and agent through these; nothing else of the environment reaches it.
+            var runner = SystemCommandRunner()
+            let variables = processEnvironment()
+            runner.environment = ["HOME", "SSH_AUTH_SOCK"].compactMap { name in variables[name].map { "\(name)=\($0)" } }
+            let terminal: (@Sendable (String) -> Void)? = isatty(STDERR_FILENO) == 1 ? { @Sendable text in StandardErrorSink().write(text) } : nil
+            let flow = PushFlow(options: options, mode: dryRun ? .check : .apply, clock: SystemClock(), logger: logger, runner: runner,
+                                mounter: SystemMounter(), terminal: terminal) {
+                try CloudSession.connect(environment: environment, logger: logger)
+            }
+            do {
+                let rows = try flow.run()
+                print(PushFlow.table(rows), terminator: "")
+            } catch {
+                if !flow.lastReports.isEmpty { print(PushFlow.table(flow.lastReports), terminator: "") }
+                throw Diagnostics.fail(error, logger: logger)
+            }
+        }
+    }
+}

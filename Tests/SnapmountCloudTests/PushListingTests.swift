@@ -1,0 +1,188 @@
+import DevCloud
+import Foundation
+import SnapmountAgent
+import SnapmountCore
+import SnapmountSystem
+import SnapmountTestSupport
+import Testing
+
+/// ssh and rsync as scripts: the guard's exit status per address (a queue, the last one
+/// repeating), rsync's stats. The real programs over a real sshd: PushTests (root).
+final class ScriptedRemote: CommandRunner, @unchecked Sendable {
+    private let lock = NSLock()
+    private var guards: [String: [Int32]]
+    private(set) var synced: [String] = []
+
+    init(guards: [String: [Int32]] = [:]) { self.guards = guards }
+
+    func run(_ program: String, _ arguments: [String], timeout: Duration?) throws(ProcessRunError) -> ProcessResult {
+        lock.withLock {
+            let destination = arguments.last { $0.contains("@") } ?? ""
+            let address = String(destination.split(separator: "@").last?.split(separator: ":").first ?? "")
+            if program == "rsync" {
+                synced.append(address)
+                return ProcessResult(status: 0, output: "Number of regular files transferred: 3\nTotal bytes sent: 1,234\n")
+            }
+            if arguments.last?.hasPrefix("mountpoint") == true {
+                var queue = guards[address] ?? [0]
+                let status = queue.count > 1 ? queue.removeFirst() : queue[0]
+                guards[address] = queue
+                return ProcessResult(status: status, output: status == 255 ? "ssh: connect to host \(address) port 22: Connection refused" : "")
+            }
+            return ProcessResult(status: 0, output: "")
+        }
+    }
+}
+
+@Suite("Push: listing the groups, and what each host's answer means")
+struct PushListingTests {
+    struct Setup {
+        let cloud: DevCloud
+        let directory: String
+        let published: String
+    }
+
+    static func withCloud(_ body: @escaping @Sendable (Setup) async throws -> Void) async throws {
+        let cloud = try await DevCloud.start(fastSettings())
+        let directory = NSTemporaryDirectory() + "snapmount-push-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory + "/release", withIntermediateDirectories: true)
+        try (releaseSnapshot + "\n").write(toFile: directory + "/snap.txt", atomically: true, encoding: .utf8)
+        do {
+            try await body(Setup(cloud: cloud, directory: directory, published: directory + "/snap.txt"))
+        } catch {
+            await stopCloud(cloud)
+            try? FileManager.default.removeItem(atPath: directory)
+            throw error
+        }
+        await stopCloud(cloud)
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    static func add(_ cloud: DevCloud, _ last: Int, group: String = "web", lifecycle: String = "InService") async {
+        await cloud.state.addInstance(DevInstance(id: instanceID(last), availabilityZone: "eu-west-1a", roleName: nil,
+                                                  privateAddress: "10.0.1.\(last)", group: group, lifecycleState: lifecycle))
+    }
+
+    static func instanceID(_ last: Int) -> String { "i-" + String(repeating: "0", count: 17 - String(last).count) + String(last) }
+
+    static func push(_ setup: Setup, groups: [String] = ["web"], remote: ScriptedRemote = ScriptedRemote(),
+                     configure: (inout PushOptions) -> Void = { _ in }) async throws -> (rows: [HostReport], error: (any Error)?) {
+        var options = PushOptions(groups: groups, directory: try AbsolutePath(parsing: setup.directory + "/release"),
+                                  published: try PublishTarget(parsing: setup.published))
+        options.retryDelay = .milliseconds(10)
+        options.launchPoll = .milliseconds(50)
+        configure(&options)
+        let frozen = options
+        let environment = try AgentEnvironment(setup.cloud.environment)
+        let mounter = TableMounter(devices: TableDevices(), mounted: [
+            MountInfo(device: "259:1", mountPoint: resolvedPath(setup.directory + "/release"), type: "ext4", source: "/dev/nvme1n1"),
+        ])
+        return try await onThread { () -> ([HostReport], (any Error)?) in
+            let flow = PushFlow(options: frozen, mode: .apply, clock: SystemClock(), logger: quietLogger, runner: remote, mounter: mounter) {
+                try CloudSession.connect(environment: environment, logger: quietLogger, tuning: fastTuning())
+            }
+            do {
+                return (try flow.run(), nil)
+            } catch {
+                return (flow.lastReports, error)
+            }
+        }
+    }
+
+    @Test("groups over several pages (NextToken), three groups, every instance pushed once; a throttled listing is retried")
+    func pagesAndGroups() async throws {
+        try await Self.withCloud { setup in
+            await setup.cloud.state.setGroupPageSize(1)
+            for last in 1...3 { await Self.add(setup.cloud, last, group: "web") }
+            await Self.add(setup.cloud, 4, group: "api")
+            await Self.add(setup.cloud, 5, group: "batch")
+            await setup.cloud.state.addFault(Fault(target: "autoscaling:DescribeAutoScalingGroups", kind: .throttle, trigger: .nthCall(1)))
+            let remote = ScriptedRemote()
+            let (rows, error) = try await Self.push(setup, groups: ["web", "api", "batch"], remote: remote)
+            #expect(error == nil, "\(String(describing: error))")
+            #expect(Set(rows.map(\.address)) == Set((1...5).map { "10.0.1.\($0)" }))
+            #expect(remote.synced.sorted() == (1...5).map { "10.0.1.\($0)" })
+            #expect(rows.allSatisfy { if case .pushed(let summary, _) = $0.outcome { summary.bytesSent == 1234 } else { false } })
+            let calls = await setup.cloud.state.callLog().filter { $0.service == "autoscaling" }
+            #expect(calls.contains { $0.outcome == "fault:throttle" })
+            #expect(calls.contains { $0.parameters["NextToken"] != nil }, "the second page was asked for")
+        }
+    }
+
+    @Test("a group Auto Scaling does not know is 78 naming it; a role without autoscaling:DescribeAutoScalingGroups is 77 saying so")
+    func listingRefusals() async throws {
+        try await Self.withCloud { setup in
+            await Self.add(setup.cloud, 1)
+            let (_, unknown) = try await Self.push(setup, groups: ["web", "wbe"])
+            #expect(unknown.map { ExitStatus(for: $0) } == .configuration)
+            #expect("\(unknown.map { "\($0)" } ?? "")".contains("\"wbe\""))
+
+            await setup.cloud.state.setPermissions(Set(CloudState.actions))
+            let (_, denied) = try await Self.push(setup)
+            #expect(denied.map { ExitStatus(for: $0) } == .permissionDenied)
+            #expect("\(denied.map { "\($0)" } ?? "")".contains("autoscaling:DescribeAutoScalingGroups"), "\(String(describing: denied))")
+        }
+    }
+
+    @Test("a launching instance not reachable yet is tried again in the next round and pushed; past --launch-wait it fails")
+    func launching() async throws {
+        try await Self.withCloud { setup in
+            await Self.add(setup.cloud, 1, lifecycle: "Pending:Wait")
+            let (rows, error) = try await Self.push(setup, remote: ScriptedRemote(guards: ["10.0.1.1": [255, 255, 0]]))
+            #expect(error == nil)
+            guard case .pushed? = rows.first?.outcome else {
+                Issue.record("\(rows)")
+                return
+            }
+            let (late, failure) = try await Self.push(setup, remote: ScriptedRemote(guards: ["10.0.1.1": [255]])) { $0.launchWait = .milliseconds(200) }
+            #expect(failure.map { ExitStatus(for: $0) } == .unavailable)
+            #expect(late.first?.outcome.isFailure == true)
+            #expect("\(failure.map { "\($0)" } ?? "")".contains("10.0.1.1") && "\(failure.map { "\($0)" } ?? "")".contains("Connection refused"))
+        }
+    }
+
+    @Test("a host that failed and left its group meanwhile is gone, not failed; a terminated instance is gone; a stopped one converges at its start")
+    func leaving() async throws {
+        try await Self.withCloud { setup in
+            await Self.add(setup.cloud, 1)
+            await Self.add(setup.cloud, 2)
+            await setup.cloud.state.addInstance(DevInstance(id: Self.instanceID(3), availabilityZone: "eu-west-1a", roleName: nil,
+                                                            privateAddress: "10.0.1.3", group: "web", state: "terminated"))
+            await setup.cloud.state.addInstance(DevInstance(id: Self.instanceID(4), availabilityZone: "eu-west-1a", roleName: nil,
+                                                            privateAddress: "10.0.1.4", group: "web", state: "stopped"))
+            let state = setup.cloud.state
+            // 10.0.1.2 is scaled in while it is pushed to: its ssh fails, and the next listing shows it terminating.
+            let remote = ScriptedRemote(guards: ["10.0.1.2": [255]])
+            let scaleIn = Task {
+                while await state.callLog().filter({ $0.action == "DescribeAutoScalingGroups" }).count < 1 {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+                await state.setLifecycleState(Self.instanceID(2), "Terminating")
+            }
+            let (rows, error) = try await Self.push(setup, remote: remote)
+            _ = await scaleIn.result
+            #expect(error == nil, "\(String(describing: error))")
+            let outcomes = Dictionary(uniqueKeysWithValues: rows.map { ($0.address, $0.outcome) })
+            #expect(outcomes["10.0.1.2"] == .gone)
+            #expect(outcomes["10.0.1.3"] == .gone)
+            #expect(outcomes["10.0.1.4"] == .booting)
+            #expect(remote.synced == ["10.0.1.1"])
+        }
+    }
+
+    @Test("an instance that stays launching and unreachable: push stops after its rounds (75); no published id: 69 naming where it looked")
+    func unsettledAndUnpublished() async throws {
+        try await Self.withCloud { setup in
+            await Self.add(setup.cloud, 1)
+            await Self.add(setup.cloud, 2, lifecycle: "Pending")
+            let (_, error) = try await Self.push(setup, remote: ScriptedRemote(guards: ["10.0.1.2": [255]])) { $0.rounds = 3 }
+            #expect(error.map { ExitStatus(for: $0) } == .timedOut, "\(String(describing: error))")
+            #expect("\(error.map { "\($0)" } ?? "")".contains("after 3 rounds"))
+
+            try FileManager.default.removeItem(atPath: setup.published)
+            let (_, unpublished) = try await Self.push(setup)
+            #expect(unpublished.map { ExitStatus(for: $0) } == .unavailable)
+            #expect("\(unpublished.map { "\($0)" } ?? "")".contains(setup.published))
+        }
+    }
+}

@@ -1,0 +1,299 @@
+import DevCloud
+import Foundation
+import SnapmountAgent
+import SnapmountCore
+import SnapmountSystem
+import SnapmountTestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Instances for `snapmount push` on this machine: one real sshd per loopback address
+/// (127.0.0.N), each in a mount namespace of its own where the release directory is that
+/// instance's own directory (bind-mounted, so a mount point) — or not mounted at all. Its
+/// own host key, an authorized key, a known_hosts file: nothing of the machine's ssh set-up
+/// is used or changed.
+final class SSHFleet: @unchecked Sendable {
+    let root: String
+    let port: Int
+    /// The release here (the release server's side), a mount point.
+    var release: String { root + "/release" }
+    /// Where each instance's snapmount state lives (bind-mounted per instance).
+    var state: String { root + "/state" }
+    var sshConfig: String { root + "/ssh_config" }
+    private var daemons: [Process] = []
+
+    init() throws {
+        root = "/var/tmp/snapmount-push-\(UUID().uuidString.prefix(8))"
+        port = Int.random(in: 20000..<40000)
+        for directory in [release, state, root + "/keys"] {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        try Images.sh("mount", ["--bind", release, release])
+        try Images.sh("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", root + "/keys/host", "-C", "snapmount-test-host"])
+        try Images.sh("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", root + "/keys/client", "-C", "snapmount-test-client"])
+        try FileManager.default.copyItem(atPath: root + "/keys/client.pub", toPath: root + "/keys/authorized_keys")
+        // sshd's privilege separation directory (Debian's unit makes it; no unit runs here).
+        try FileManager.default.createDirectory(atPath: "/run/sshd", withIntermediateDirectories: true)
+        try """
+            Host *
+              Port \(port)
+              User root
+              IdentityFile \(root)/keys/client
+              IdentitiesOnly yes
+              UserKnownHostsFile \(root)/known_hosts
+              StrictHostKeyChecking yes
+              GlobalKnownHostsFile /dev/null
+              LogLevel ERROR
+
+            """.write(toFile: sshConfig, atomically: true, encoding: .utf8)
+        try "".write(toFile: root + "/known_hosts", atomically: true, encoding: .utf8)
+    }
+
+    func directory(_ address: String) -> String { root + "/hosts/" + address }
+    func stateDirectory(_ address: String) -> String { root + "/hosts/" + address + "-state" }
+
+    /// Starts an sshd on `address`; `mounted`: its release directory is a mount point.
+    func start(_ address: String, mounted: Bool, files: [String: String]) throws {
+        for directory in [directory(address), stateDirectory(address)] {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        for (name, text) in files {
+            let path = directory(address) + "/" + name
+            try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            // The earlier release's files are older: rsync compares size and time.
+            try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: -7200)], ofItemAtPath: path)
+        }
+        let configuration = root + "/sshd-\(address).conf"
+        try """
+            ListenAddress \(address):\(port)
+            HostKey \(root)/keys/host
+            AuthorizedKeysFile \(root)/keys/authorized_keys
+            PermitRootLogin prohibit-password
+            PasswordAuthentication no
+            KbdInteractiveAuthentication no
+            UsePAM no
+            StrictModes no
+            PidFile none
+            LogLevel ERROR
+
+            """.write(toFile: configuration, atomically: true, encoding: .utf8)
+        let release = mounted ? "mount --bind \(directory(address)) \(self.release)" : "umount \(self.release)"
+        let script = "\(release) && mount --bind \(stateDirectory(address)) \(state) && exec /usr/sbin/sshd -D -e -f \(configuration)"
+        let daemon = Process()
+        daemon.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
+        daemon.arguments = ["--mount", "--propagation", "private", "/bin/sh", "-c", script]
+        daemon.standardOutput = FileHandle.nullDevice
+        daemon.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try daemon.run()
+        daemons.append(daemon)
+        let key = try String(contentsOfFile: root + "/keys/host.pub", encoding: .utf8).split(separator: " ").prefix(2).joined(separator: " ")
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: root + "/known_hosts"))
+        handle.seekToEndOfFile()
+        handle.write("[\(address)]:\(port) \(key)\n".data(using: .utf8)!)
+        try handle.close()
+        // Ready when it accepts connections.
+        for _ in 0..<100 {
+            if canConnect(address, port) { return }
+            usleep(50_000)
+        }
+        throw HarnessError.command("sshd on \(address):\(port) did not start")
+    }
+
+    func stop() {
+        for daemon in daemons where daemon.isRunning {
+            daemon.terminate()
+            daemon.waitUntilExit()
+        }
+        try? Images.sh("umount", ["-l", release])
+        try? FileManager.default.removeItem(atPath: root)
+    }
+}
+
+private func canConnect(_ address: String, _ port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var socketAddress = sockaddr_in()
+    socketAddress.sin_family = sa_family_t(AF_INET)
+    socketAddress.sin_port = in_port_t(UInt16(port).bigEndian)
+    inet_pton(AF_INET, address, &socketAddress.sin_addr)
+    return withUnsafePointer(to: &socketAddress) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+    }
+}
+
+@Suite("Push over real ssh and rsync", .serialized, .enabled(if: RootTests.enabled, RootTests.reason))
+struct PushTests {
+    static let release = ["VERSION": "release 44\n", "app/main.py": "print('release 44')\n", "app/static/logo.txt": "44\n"]
+    static let old = ["VERSION": "release 43\n", "app/main.py": "print('release 43')\n", "app/removed.py": "gone in 44\n"]
+
+    @Test("a fleet: pushed where mounted, booting left alone, a host that appears during the push pushed too, the unmounted and the unreachable named")
+    func fleet() async throws {
+        guard requireRoot("push fleet") else { return }
+        let fleet = try SSHFleet()
+        defer { fleet.stop() }
+        let cloud = try await DevCloud.start(fastSettings())
+        do {
+            for (name, text) in Self.release {
+                let path = fleet.release + "/" + name
+                try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                try text.write(toFile: path, atomically: true, encoding: .utf8)
+            }
+            let published = fleet.root + "/snap.txt"
+            try (releaseSnapshot + "\n").write(toFile: published, atomically: true, encoding: .utf8)
+            await cloud.state.addSnapshot(DevSnapshot(id: releaseSnapshot, sizeGiB: 1, image: nil))
+
+            // (address, group, lifecycle, sshd: mounted / not mounted / none)
+            let plan: [(String, String, String, Bool?)] = [
+                ("127.0.0.2", "web", "InService", true), ("127.0.0.3", "web", "InService", true), ("127.0.0.4", "api", "InService", true),
+                ("127.0.0.5", "web", "Pending", false), ("127.0.0.6", "web", "InService", false), ("127.0.0.7", "web", "InService", nil),
+                ("127.0.0.9", "web", "Terminating:Wait", true),
+            ]
+            var volumes: [String: String] = [:]
+            for (address, group, lifecycle, sshd) in plan {
+                let id = instanceID(address)
+                await cloud.state.addInstance(DevInstance(id: id, availabilityZone: "eu-west-1a", roleName: nil, privateAddress: address,
+                                                          group: group, lifecycleState: lifecycle))
+                if sshd == true { volumes[address] = await cloud.state.addReleaseVolume(instance: id, snapshot: "snap-0aaaaaaaaaaaaaaa1") }
+                if let sshd { try fleet.start(address, mounted: sshd, files: Self.old) }
+            }
+            // 127.0.0.8 launches while the first round runs: listed only by the second listing.
+            try fleet.start("127.0.0.8", mounted: true, files: Self.old)
+            let state = cloud.state
+            let volume8 = await state.addReleaseVolume(instance: instanceID("127.0.0.8"), snapshot: "snap-0aaaaaaaaaaaaaaa1")
+            let scaleOut = Task {
+                while await !state.callLog().contains(where: { $0.action == "DescribeAutoScalingGroups" }) {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                await state.addInstance(DevInstance(id: instanceID("127.0.0.8"), availabilityZone: "eu-west-1a", roleName: nil,
+                                                    privateAddress: "127.0.0.8", group: "web", lifecycleState: "InService"))
+            }
+
+            var options = PushOptions(groups: ["web", "api"], directory: try AbsolutePath(parsing: fleet.release),
+                                      published: try PublishTarget(parsing: published))
+            options.ssh = ["ssh", "-F", fleet.sshConfig]
+            options.remoteStateDirectory = fleet.state
+            options.retryDelay = .milliseconds(200)
+            options.parallel = 3
+            let frozen = options
+            let environment = try AgentEnvironment(cloud.environment)
+            let (rows, error) = try await onThread { () -> ([HostReport], (any Error)?) in
+                let flow = PushFlow(options: frozen, mode: .apply, clock: SystemClock(), logger: quietLogger, runner: SystemCommandRunner(),
+                                    mounter: SystemMounter()) {
+                    try CloudSession.connect(environment: environment, logger: quietLogger, tuning: fastTuning())
+                }
+                do {
+                    return (try flow.run(), nil)
+                } catch {
+                    return (flow.lastReports, error)
+                }
+            }
+            _ = await scaleOut.result
+            let byAddress = Dictionary(uniqueKeysWithValues: rows.map { ($0.address, $0) })
+            print(PushFlow.table(rows))
+
+            // The failures: named, exit 69; nothing else counted as failed.
+            let failure = try #require(error as? PushError)
+            #expect(failure.exitStatus == .unavailable)
+            #expect(failure.description.contains("2 of 7 hosts"), "\(failure)")
+            #expect(failure.description.contains("127.0.0.6") && failure.description.contains("not a mount point"), "\(failure)")
+            #expect(failure.description.contains("127.0.0.7") && failure.description.contains("unreachable"), "\(failure)")
+            #expect(byAddress["127.0.0.5"]?.outcome == .booting)
+            #expect(byAddress["127.0.0.9"] == nil, "a terminating instance is not pushed to")
+
+            // The pushed: the new files exactly (removed.py deleted), and the record.
+            for address in ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.8"] {
+                guard case .pushed(let summary, recorded: true)? = byAddress[address]?.outcome else {
+                    Issue.record("\(address): \(String(describing: byAddress[address]?.outcome))")
+                    continue
+                }
+                #expect(summary.bytesSent > 0 && summary.filesTransferred >= 2)
+                #expect(try tree(fleet.directory(address)) == Self.release, "\(address)")
+                let record = try #require(PushedRecord.load(fleet.stateDirectory(address) + "/pushed.json"), "\(address)")
+                #expect(record.snapshot == releaseSnapshot)
+                #expect(record.volume == (address == "127.0.0.8" ? volume8 : volumes[address]))
+            }
+            // Not touched where the guard said no.
+            for address in ["127.0.0.5", "127.0.0.6"] {
+                #expect(try tree(fleet.directory(address)) == Self.old, "\(address)")
+                #expect(!FileManager.default.fileExists(atPath: fleet.stateDirectory(address) + "/pushed.json"))
+            }
+            let listings = await cloud.state.callLog().filter { $0.action == "DescribeAutoScalingGroups" }.count
+            #expect(listings >= 3, "listed until stable: a first listing, one that found 127.0.0.8, one that found nothing new")
+        } catch {
+            await stopCloud(cloud)
+            throw error
+        }
+        await stopCloud(cloud)
+    }
+
+    @Test("dry run: the guard and rsync -n run, nothing is sent or recorded; a release not mounted here is refused (78)")
+    func dryRunAndSourceGuard() async throws {
+        guard requireRoot("push dry run") else { return }
+        let fleet = try SSHFleet()
+        defer { fleet.stop() }
+        let cloud = try await DevCloud.start(fastSettings())
+        do {
+            try "release 44\n".write(toFile: fleet.release + "/VERSION", atomically: true, encoding: .utf8)
+            let published = fleet.root + "/snap.txt"
+            try (releaseSnapshot + "\n").write(toFile: published, atomically: true, encoding: .utf8)
+            await cloud.state.addInstance(DevInstance(id: instanceID("127.0.0.2"), availabilityZone: "eu-west-1a", roleName: nil,
+                                                      privateAddress: "127.0.0.2", group: "web"))
+            await cloud.state.addReleaseVolume(instance: instanceID("127.0.0.2"), snapshot: releaseSnapshot)
+            try fleet.start("127.0.0.2", mounted: true, files: Self.old)
+            var options = PushOptions(groups: ["web"], directory: try AbsolutePath(parsing: fleet.release), published: try PublishTarget(parsing: published))
+            options.ssh = ["ssh", "-F", fleet.sshConfig]
+            options.remoteStateDirectory = fleet.state
+            let environment = try AgentEnvironment(cloud.environment)
+            func push(_ options: PushOptions) async throws -> [HostReport] {
+                try await onThread {
+                    try PushFlow(options: options, mode: .check, clock: SystemClock(), logger: quietLogger, runner: SystemCommandRunner(),
+                                 mounter: SystemMounter()) {
+                        try CloudSession.connect(environment: environment, logger: quietLogger, tuning: fastTuning())
+                    }.run()
+                }
+            }
+            let rows = try await push(options)
+            guard case .wouldPush(let summary)? = rows.first?.outcome else {
+                Issue.record("\(rows)")
+                return
+            }
+            #expect(summary.filesTransferred >= 1)
+            #expect(try tree(fleet.directory("127.0.0.2")) == Self.old)
+            #expect(!FileManager.default.fileExists(atPath: fleet.stateDirectory("127.0.0.2") + "/pushed.json"))
+
+            // The release directory here unmounted: an empty directory is never pushed with --delete.
+            var unmounted = options
+            unmounted.directory = try AbsolutePath(parsing: fleet.root + "/hosts")
+            await #expect(throws: PushError.sourceNotMounted(fleet.root + "/hosts")) { try await push(unmounted) }
+            #expect(ExitStatus(for: PushError.sourceNotMounted("/x")) == .configuration)
+        } catch {
+            await stopCloud(cloud)
+            throw error
+        }
+        await stopCloud(cloud)
+    }
+}
+
+/// `i-0…` whose last digits are the address's last byte.
+func instanceID(_ address: String) -> String {
+    let last = address.split(separator: ".").last.map(String.init) ?? "0"
+    return "i-" + String(repeating: "0", count: 17 - last.count) + last
+}
+
+/// Every regular file under `root`, relative path → contents.
+func tree(_ root: String) throws -> [String: String] {
+    var files: [String: String] = [:]
+    guard let walker = FileManager.default.enumerator(atPath: root) else { return files }
+    for case let path as String in walker {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: root + "/" + path, isDirectory: &isDirectory), !isDirectory.boolValue {
+            files[path] = try String(contentsOfFile: root + "/" + path, encoding: .utf8)
+        }
+    }
+    return files
+}
