@@ -8,6 +8,7 @@
 #   make build   the release binary (static Swift runtime), stripped into dist/
 #   make package the .deb and .rpm in dist/, judged by lintian and rpmlint
 #   make test-vm real boots of the installed .deb in a Debian 12 guest under QEMU
+#   make demo    snapmount's boot against the local cloud; make demo-release: publish and push
 #
 # Run as root on Debian 12 with the Swift toolchain at /opt/swift (or on PATH).
 
@@ -40,7 +41,7 @@ APT_PACKAGES := openssh-server openssh-client rsync patchelf rpm lintian rpmlint
 # collected (-377 KB). The cost: a crash backtrace of the stripped binary shows addresses only.
 RELEASE_FLAGS := -c release --static-swift-stdlib -Xswiftc -Osize -Xswiftc -use-ld=lld -Xlinker --gc-sections -Xlinker --icf=all -Xlinker --no-export-dynamic
 
-.PHONY: all deps build package test-vm bench bench-storm bench-smoke test reliability reliability-report lint-man verify-unit fuzz fuzz-smoke devcloud demo clean
+.PHONY: all deps build package test-vm bench bench-storm bench-smoke test reliability reliability-report lint-man verify-unit fuzz fuzz-smoke devcloud demo demo-release clean
 
 all: build
 
@@ -154,6 +155,12 @@ fuzz-smoke: deps
 demo: build
 	$(SWIFT) build --product devcloud
 	scripts/demo
+
+# The article's whole workflow: publish a new release, push it to three running instances
+# over ssh, boot a fourth during the publish; all four end on the new release. As root.
+demo-release: build
+	$(SWIFT) build --product devcloud
+	scripts/demo-release
 
 # The local cloud on 127.0.0.1, printing its endpoints; Ctrl-C stops it.
 devcloud: deps

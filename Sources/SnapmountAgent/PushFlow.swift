@@ -150,6 +150,10 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
             if round > 1 { logger.notice("round \(round): \(todo.count) instance(s) to push to") }
             let instances = try describe(session, todo.map(\.instance))
             let rows = pushRound(todo, instances: instances, snapshot: snapshot, session: session)
+            if let signal = StopSignal.received {
+                lastReports = Array(reports.values) + rows
+                throw PushError.stopped(signal: signal)
+            }
             var waiting = 0
             for row in rows {
                 if case .failed(let reason) = row.outcome, row.member.phase == .launching, reason.hasPrefix(Self.unreachable) {

@@ -73,7 +73,8 @@ struct DevCloudCommand: AsyncParsableCommand {
         var planes: [String: DevicePlane] = [:]
         var extra: [(instance: DevInstance, root: String?)] = []
         for index in 0..<instances {
-            let id = "i-" + String(format: "%017x", 0x1_0000_0000 + index)
+            let hex = String(0x1_0000_0000 + index, radix: 16)
+            let id = "i-" + String(repeating: "0", count: 17 - hex.count) + hex
             let instance = DevInstance(id: id, availabilityZone: settings.availabilityZone, roleName: "snapmount-role-\(index + 1)",
                                        privateAddress: "10.0.\(1 + index / 250).\(1 + index % 250)")
             await cloud.state.addInstance(instance)
