@@ -1,7 +1,8 @@
 # snapmount — build, test and package.
 #
 #   make test    install what the build and tests need, build, run the whole suite,
-#                then build the release binary and check its size and linkage, check that no
+#                then build the release binary and check its size and linkage, boot it under
+#                QEMU, run the release-side demo (publish and push), check that no
 #                secret reached a log line, and write the reliability report from the run
 #                into .build/evidence/RELIABILITY.md. It changes no tracked file.
 #   make reliability   the reliability matrices alone, and docs/RELIABILITY.md from them
@@ -115,6 +116,7 @@ test: deps lint-man
 	$(MAKE) --no-print-directory verify-unit
 	$(MAKE) --no-print-directory package
 	$(MAKE) --no-print-directory test-vm
+	$(MAKE) --no-print-directory demo-release
 	$(MAKE) --no-print-directory bench-smoke
 	$(MAKE) --no-print-directory reliability-report REPORT=$(EVIDENCE)/RELIABILITY.md
 	@scripts/check-unchanged $(CLEAN_BEFORE)
