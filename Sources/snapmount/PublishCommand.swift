@@ -46,17 +46,13 @@ extension Snapmount {
         var dryRun = false
 
         func validate() throws {
-            guard (try? AbsolutePath(parsing: mountPoint)) != nil else { throw ValidationError("--mount-point must be an absolute path other than /") }
+            try OptionCheck.absolutePath("--mount-point", mountPoint)
             if let volume, VolumeID(volume) == nil { throw ValidationError("--volume \(volume.quotedForMessage()) is not a volume id such as vol-0123456789abcdef0") }
             do throws(InvalidValue) { _ = try PublishTarget(parsing: output) } catch { throw ValidationError("--output \(output.quotedForMessage()) \(error.problem); expected \(error.expected)") }
             do throws(InvalidValue) { try SnapshotRequest.checkRelease(release) } catch { throw ValidationError("--release \(error.problem); expected \(error.expected)") }
             if let keep, keep < 2 { throw ValidationError("--keep must be at least 2: the published snapshot and the previous one are always kept") }
-            for (name, text, range) in [("--freeze-limit", freezeLimit, Duration.seconds(1)...Duration.seconds(60)),
-                                        ("--timeout", timeout, Duration.seconds(10)...Duration.seconds(24 * 3600))] {
-                guard let value = try? DurationText.parse(text), range.contains(value) else {
-                    throw ValidationError("\(name) \(text.quotedForMessage()) is not a duration from \(DurationText.format(range.lowerBound)) to \(DurationText.format(range.upperBound)), such as 10s or 5m")
-                }
-            }
+            _ = try OptionCheck.duration("--freeze-limit", freezeLimit, in: .seconds(1)...Duration.seconds(60))
+            _ = try OptionCheck.duration("--timeout", timeout, in: .seconds(10)...Duration.seconds(24 * 3600))
         }
 
         func run() throws {

@@ -58,20 +58,16 @@ extension Snapmount {
             for group in groups where !isAutoScalingGroupName(group) {
                 throw ValidationError("--group \(group.quotedForMessage()) is not an Auto Scaling group name (1 to 255 characters, no control characters)")
             }
-            guard (try? AbsolutePath(parsing: mountPoint)) != nil else { throw ValidationError("--mount-point must be an absolute path other than /") }
-            guard (try? AbsolutePath(parsing: remoteStateDir)) != nil else { throw ValidationError("--remote-state-dir must be an absolute path other than /") }
+            try OptionCheck.absolutePath("--mount-point", mountPoint)
+            try OptionCheck.absolutePath("--remote-state-dir", remoteStateDir)
             do throws(InvalidValue) { _ = try PublishTarget(parsing: published) } catch { throw ValidationError("--published \(published.quotedForMessage()) \(error.problem); expected \(error.expected)") }
             guard (1...64).contains(parallel) else { throw ValidationError("--parallel must be from 1 to 64") }
             guard !sshWords.isEmpty else { throw ValidationError("--ssh must name a command") }
             guard !user.isEmpty, user.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }), user.first != "-" else {
                 throw ValidationError("--user \(user.quotedForMessage()) is not a user name (letters, digits, . _ -)")
             }
-            for (name, text, range) in [("--host-timeout", hostTimeout, Duration.seconds(10)...Duration.seconds(24 * 3600)),
-                                        ("--launch-wait", launchWait, Duration.seconds(0)...Duration.seconds(3600))] {
-                guard let value = try? DurationText.parse(text), range.contains(value) else {
-                    throw ValidationError("\(name) \(text.quotedForMessage()) is not a duration from \(DurationText.format(range.lowerBound)) to \(DurationText.format(range.upperBound)), such as 30s or 10m")
-                }
-            }
+            _ = try OptionCheck.duration("--host-timeout", hostTimeout, in: .seconds(10)...Duration.seconds(24 * 3600))
+            _ = try OptionCheck.duration("--launch-wait", launchWait, in: .seconds(0)...Duration.seconds(3600))
         }
 
         private var sshWords: [String] { ssh.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init) }

@@ -209,3 +209,72 @@ struct MotoInteropTests {
         withExtendedLifetime(moto) {}
     }
 }
+
+@Suite("Interoperability: push's listing against moto", .serialized, .enabled(if: Moto.enabled, "needs moto[server] (make deps installs it)"))
+struct MotoPushTests {
+    @Test("push lists an Auto Scaling group moto made (DescribeAutoScalingGroups, DescribeInstances) and reaches every instance at its private address")
+    func listsMotoGroup() async throws {
+        guard Moto.available else {
+            Issue.record("moto is not installed, and CI must run this (make deps installs moto[server])")
+            return
+        }
+        let moto = try MotoServer()
+        // A group of three, as boto3 sees it: instance id → private address.
+        let script = """
+            import boto3, sys
+            session = boto3.session.Session(aws_access_key_id="AKIAMOTO", aws_secret_access_key="moto", region_name="eu-west-1")
+            ec2 = session.client("ec2", endpoint_url=sys.argv[1])
+            autoscaling = session.client("autoscaling", endpoint_url=sys.argv[1])
+            ec2.create_launch_template(LaunchTemplateName="web", LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"})
+            autoscaling.create_auto_scaling_group(AutoScalingGroupName="web", LaunchTemplate={"LaunchTemplateName": "web"},
+                                                  MinSize=3, MaxSize=3, DesiredCapacity=3, AvailabilityZones=["eu-west-1a"])
+            ids = [i["InstanceId"] for i in autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["web"])["AutoScalingGroups"][0]["Instances"]]
+            for reservation in ec2.describe_instances(InstanceIds=ids)["Reservations"]:
+                for instance in reservation["Instances"]:
+                    print(instance["InstanceId"], instance["PrivateIpAddress"])
+            """
+        let setup = Process()
+        setup.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        setup.arguments = ["python3", "-c", script, moto.endpoint]
+        let output = Pipe()
+        setup.standardOutput = output
+        setup.standardError = output
+        try setup.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        setup.waitUntilExit()
+        try #require(setup.terminationStatus == 0, "\(text)")
+        let expected = Dictionary(uniqueKeysWithValues: text.split(separator: "\n").map { line in
+            let words = line.split(separator: " ").map(String.init)
+            return (words[0], words[1])
+        })
+        try #require(expected.count == 3, "\(text)")
+
+        var settings = fastSettings()
+        settings.instanceID = moto.instanceID
+        let cloud = try await DevCloud.start(settings)
+        let root = NSTemporaryDirectory() + "snapmount-moto-push-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: root + "/release", withIntermediateDirectories: true)
+        try (moto.snapshotID + "\n").write(toFile: root + "/snap.txt", atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        // IMDS from DevCloud; EC2 and Auto Scaling are moto's.
+        let environment = try AgentEnvironment(cloud.environment.merging([
+            "AWS_ENDPOINT_URL_EC2": moto.endpoint, "AWS_ENDPOINT_URL_AUTO_SCALING": moto.endpoint,
+            "AWS_ACCESS_KEY_ID": "AKIAMOTO", "AWS_SECRET_ACCESS_KEY": "moto",
+        ]) { _, new in new })
+        let options = PushOptions(groups: ["web"], directory: try AbsolutePath(parsing: root + "/release"),
+                                  published: try PublishTarget(parsing: root + "/snap.txt"))
+        let remote = ScriptedRemote()
+        let mounter = TableMounter(devices: TableDevices(), mounted: [
+            MountInfo(device: "259:1", mountPoint: resolvedPath(root + "/release"), type: "ext4", source: "/dev/nvme1n1"),
+        ])
+        let rows = try await onThread {
+            try PushFlow(options: options, mode: .apply, clock: SystemClock(), logger: quietLogger, runner: remote, mounter: mounter) {
+                try CloudSession.connect(environment: environment, logger: quietLogger, tuning: fastTuning())
+            }.run()
+        }
+        #expect(Dictionary(uniqueKeysWithValues: rows.map { ($0.member.instance.text, $0.address) }) == expected)
+        #expect(Set(remote.synced) == Set(expected.values))
+        await stopCloud(cloud)
+        withExtendedLifetime(moto) {}
+    }
+}
