@@ -27,6 +27,22 @@ enum Moto {
     }
 
     static var enabled: Bool { available || ProcessInfo.processInfo.environment["CI"] == "true" }
+
+    /// Runs a boto3 script against moto's endpoint (its first argument); returns what it
+    /// printed, or throws with that when it failed.
+    static func python(_ script: String, endpoint: String) throws -> String {
+        let setup = Process()
+        setup.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        setup.arguments = ["python3", "-c", script, endpoint]
+        let output = Pipe()
+        setup.standardOutput = output
+        setup.standardError = output
+        try setup.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        setup.waitUntilExit()
+        guard setup.terminationStatus == 0 else { throw MotoSetupError(output: text) }
+        return text
+    }
 }
 
 struct MotoSetupError: Error, CustomStringConvertible {
@@ -66,17 +82,15 @@ final class MotoServer: @unchecked Sendable {
             snapshot = ec2.create_snapshot(VolumeId=volume)["SnapshotId"]
             print(instance, snapshot)
             """
-        let setup = Process()
-        setup.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        setup.arguments = ["python3", "-c", script, endpoint]
-        let output = Pipe()
-        setup.standardOutput = output
-        setup.standardError = output
-        try setup.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        setup.waitUntilExit()
+        let text: String
+        do {
+            text = try Moto.python(script, endpoint: endpoint)
+        } catch {
+            kill(process.processIdentifier, SIGKILL)
+            throw error
+        }
         let words = text.split(whereSeparator: \.isWhitespace).map(String.init)
-        guard setup.terminationStatus == 0, words.count == 2 else {
+        guard words.count == 2 else {
             kill(process.processIdentifier, SIGKILL)
             throw MotoSetupError(output: text)
         }
@@ -233,16 +247,7 @@ struct MotoPushTests {
                 for instance in reservation["Instances"]:
                     print(instance["InstanceId"], instance["PrivateIpAddress"])
             """
-        let setup = Process()
-        setup.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        setup.arguments = ["python3", "-c", script, moto.endpoint]
-        let output = Pipe()
-        setup.standardOutput = output
-        setup.standardError = output
-        try setup.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        setup.waitUntilExit()
-        try #require(setup.terminationStatus == 0, "\(text)")
+        let text = try Moto.python(script, endpoint: moto.endpoint)
         let expected = Dictionary(uniqueKeysWithValues: text.split(separator: "\n").map { line in
             let words = line.split(separator: " ").map(String.init)
             return (words[0], words[1])
