@@ -149,22 +149,26 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
             guard round <= options.rounds else { throw PushError.notStable(rounds: options.rounds, pending: todo.count) }
             if round > 1 { logger.notice("round \(round): \(todo.count) instance(s) to push to") }
             let instances = try describe(session, todo.map(\.instance))
-            let rows = pushRound(todo, instances: instances, snapshot: snapshot, session: session)
+            // Launching instances that may still be waited for: not reachable yet is not a failure.
+            let now = ContinuousClock.now
+            for member in todo where member.phase == .launching && launchingSince[member.instance] == nil {
+                launchingSince[member.instance] = now
+            }
+            let waitable = Set(todo.filter { member in
+                launchingSince[member.instance].map { now - $0 < options.launchWait } ?? false
+            }.map(\.instance))
+            let rows = pushRound(todo, instances: instances, snapshot: snapshot, session: session, waitable: waitable)
             if let signal = StopSignal.received {
                 lastReports = Array(reports.values) + rows
                 throw PushError.stopped(signal: signal)
             }
             var waiting = 0
             for row in rows {
-                if case .failed(let reason) = row.outcome, row.member.phase == .launching, reason.hasPrefix(Self.unreachable) {
-                    let since = launchingSince[row.member.instance] ?? ContinuousClock.now
-                    launchingSince[row.member.instance] = since
-                    if ContinuousClock.now - since < options.launchWait {
-                        waiting += 1
-                        continue
-                    }
+                if Self.isWaiting(row, waitable) {
+                    waiting += 1
+                } else {
+                    reports[row.member.instance] = row
                 }
-                reports[row.member.instance] = row
             }
             if waiting > 0 {
                 logger.notice("\(waiting) launching instance(s) not reachable yet; trying again in \(DurationText.format(options.launchPoll))")
@@ -260,8 +264,15 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
     static let unreachable = "unreachable"
     private static let notMountedStatus: Int32 = 99
 
+    /// A launching instance not reachable yet, still within `--launch-wait`: tried again in
+    /// the next round rather than counted.
+    private static func isWaiting(_ row: HostReport, _ waitable: Set<InstanceID>) -> Bool {
+        guard case .failed(let reason) = row.outcome else { return false }
+        return reason.hasPrefix(unreachable) && waitable.contains(row.member.instance)
+    }
+
     private func pushRound(_ members: [GroupMember], instances: [InstanceID: EC2Instance], snapshot: SnapshotID,
-                           session: CloudSession) -> [HostReport] {
+                           session: CloudSession, waitable: Set<InstanceID>) -> [HostReport] {
         let volumes = releaseVolumes(session, members.map(\.instance))
         state.withLock { $0.total += members.count }
         let rows = Mutex<[HostReport]>([])
@@ -273,7 +284,12 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
             let outcome = self.push(member, instance: instance, volume: volumes[member.instance], snapshot: snapshot)
             let row = HostReport(member: member, address: address, outcome: outcome, duration: ContinuousClock.now - started)
             rows.withLock { $0.append(row) }
-            self.report(row)
+            if Self.isWaiting(row, waitable) {
+                self.state.withLock { $0.total -= 1 }
+                self.logger.notice("\(address) (\(member.instance)): \(member.lifecycleState), not reachable yet; tried again in the next round")
+            } else {
+                self.report(row)
+            }
         }
         return rows.withLock { $0 }
     }

@@ -1,5 +1,6 @@
 import DevCloud
 import Foundation
+import Logging
 import SnapmountAgent
 import SnapmountCore
 import SnapmountSystem
@@ -65,7 +66,7 @@ struct PushListingTests {
 
     static func instanceID(_ last: Int) -> String { "i-" + String(repeating: "0", count: 17 - String(last).count) + String(last) }
 
-    static func push(_ setup: Setup, groups: [String] = ["web"], remote: ScriptedRemote = ScriptedRemote(),
+    static func push(_ setup: Setup, groups: [String] = ["web"], remote: ScriptedRemote = ScriptedRemote(), logger: Logger = quietLogger,
                      configure: (inout PushOptions) -> Void = { _ in }) async throws -> (rows: [HostReport], error: (any Error)?) {
         var options = PushOptions(groups: groups, directory: try AbsolutePath(parsing: setup.directory + "/release"),
                                   published: try PublishTarget(parsing: setup.published))
@@ -78,7 +79,7 @@ struct PushListingTests {
             MountInfo(device: "259:1", mountPoint: resolvedPath(setup.directory + "/release"), type: "ext4", source: "/dev/nvme1n1"),
         ])
         return try await onThread { () -> ([HostReport], (any Error)?) in
-            let flow = PushFlow(options: frozen, mode: .apply, clock: SystemClock(), logger: quietLogger, runner: remote, mounter: mounter) {
+            let flow = PushFlow(options: frozen, mode: .apply, clock: SystemClock(), logger: logger, runner: remote, mounter: mounter) {
                 try CloudSession.connect(environment: environment, logger: quietLogger, tuning: fastTuning())
             }
             do {
@@ -128,8 +129,13 @@ struct PushListingTests {
     func launching() async throws {
         try await Self.withCloud { setup in
             await Self.add(setup.cloud, 1, lifecycle: "Pending:Wait")
-            let (rows, error) = try await Self.push(setup, remote: ScriptedRemote(guards: ["10.0.1.1": [255, 255, 0]]))
+            let lines = CapturedLines()
+            let (rows, error) = try await Self.push(setup, remote: ScriptedRemote(guards: ["10.0.1.1": [255, 255, 0]]),
+                                                    logger: capturingLogger(lines, level: .info))
             #expect(error == nil)
+            // Waiting for it is not failing it: no error line, two "not reachable yet" notices.
+            #expect(!lines.lines.contains { $0.contains("FAILED") }, "\(lines.lines)")
+            #expect(lines.lines.filter { $0.contains("not reachable yet; tried again") }.count == 2, "\(lines.lines)")
             guard case .pushed? = rows.first?.outcome else {
                 Issue.record("\(rows)")
                 return
