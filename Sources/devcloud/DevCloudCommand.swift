@@ -156,6 +156,10 @@ struct DevCloudCommand: AsyncParsableCommand {
                 source.resume()
             }
         }
+        // Used after the wait, so that they live until a signal came: an optimised build
+        // releases a value after its last use, and sources released early never fire (SIGTERM
+        // was then ignored, and the caller's SIGKILL left every loop device attached).
+        for source in signals { source.cancel() }
         await cloud.stop()
         for plane in planes.values { await plane.shutdown() }
     }
