@@ -92,7 +92,7 @@ let package = Package(
         .target(
             name: "SnapmountTestSupport",
             dependencies: [
-                "SnapmountCore", "SnapmountSystem", "SnapmountAgent", "DevCloud",
+                "SnapmountCore", "SnapmountSystem", "SnapmountAgent", "DevCloud", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
             ],

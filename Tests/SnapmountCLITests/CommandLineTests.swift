@@ -25,24 +25,12 @@ struct Snapmount {
     }()
 
     static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
-        let process = Process()
-        process.executableURL = binary
-        process.arguments = arguments
         // A clean environment: only what the test gives, so the machine's own variables
         // and /etc/snapmount.conf never leak in.
-        process.environment = ["PATH": "/usr/bin:/bin", "SNAPMOUNT_CONFIG": emptyConfig]
-            .merging(environment) { _, new in new }
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        TestLog.write(String(decoding: stdout + stderr, as: UTF8.self))
-        return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-                      stderr: String(decoding: stderr, as: UTF8.self))
+        let result = try Child.run(binary.path, arguments, environment: ["PATH": "/usr/bin:/bin", "SNAPMOUNT_CONFIG": emptyConfig]
+            .merging(environment) { _, new in new })
+        TestLog.write(result.stdout + result.stderr)
+        return Result(status: result.status, stdout: result.stdout, stderr: result.stderr)
     }
 
     static func temporaryConfig(_ text: String) throws -> String {

@@ -12,22 +12,15 @@ import Glibc
 @Suite("snapmount as a process", .serialized)
 struct ProcessTests {
     /// Starts the binary against `cloud`, with private state and device directories.
-    static func start(_ cloud: DevCloud, root: String, user: String? = nil, extra: [String] = []) throws -> (Process, Pipe) {
-        let process = Process()
+    static func start(_ cloud: DevCloud, root: String, user: String? = nil, extra: [String] = []) throws -> Child {
         var arguments = [Snapmount.binary.path, "run", "--config", Snapmount.emptyConfig, "--mount-point", root + "/release",
                          "--fstab", root + "/fstab", "--device-timeout", "5s"] + extra
         if let user { arguments = ["/usr/bin/setpriv", "--reuid=\(user)", "--regid=\(user)", "--clear-groups"] + arguments }
-        process.executableURL = URL(fileURLWithPath: arguments[0])
-        process.arguments = Array(arguments.dropFirst())
-        process.environment = cloud.environment.merging([
+        let environment = cloud.environment.merging([
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SNAPMOUNT_STATE_DIR": root + "/state", "SNAPMOUNT_DEV_DIR": root + "/dev",
             "SNAPMOUNT_SYS_DIR": root + "/sys", "AWS_MAX_ATTEMPTS": "3",
         ]) { _, new in new }
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        return (process, output)
+        return try Child(arguments[0], Array(arguments.dropFirst()), environment: environment, capture: .merged)
     }
 
     static func temporaryRoot() throws -> String {
@@ -41,13 +34,6 @@ struct ProcessTests {
         return root
     }
 
-    /// Waits (bounded) for the process to end; its exit status, or nil if it did not.
-    static func wait(_ process: Process, upTo limit: Duration) -> Int32? {
-        let until = ContinuousClock.now + limit
-        while process.isRunning && ContinuousClock.now < until { usleep(20_000) }
-        return process.isRunning ? nil : process.terminationStatus
-    }
-
     @Test("SIGTERM while waiting for a new volume: exit 75 at the next safe point, and the volume it made is given back")
     func sigterm() async throws {
         var settings = fastSettings()
@@ -57,7 +43,7 @@ struct ProcessTests {
         await cloud.state.setRelease(ReleaseResponse(body: releaseSnapshot + "\n"))
         let root = try Self.temporaryRoot()
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let (process, output) = try Self.start(cloud, root: root)
+        let process = try Self.start(cloud, root: root)
         // Until CreateVolume has been answered.
         let until = ContinuousClock.now + .seconds(10)
         while await cloud.state.callLog().filter({ $0.action == "CreateVolume" }).isEmpty && ContinuousClock.now < until {
@@ -65,10 +51,11 @@ struct ProcessTests {
         }
         try await Task.sleep(for: .milliseconds(200))
         let signalled = ContinuousClock.now
-        kill(process.processIdentifier, SIGTERM)
-        let status = try await onThread { Self.wait(process, upTo: .seconds(20)) }
+        process.signal(SIGTERM)
+        let status = try await onThread { process.wait(upTo: .seconds(20)) }
         let stopped = ContinuousClock.now - signalled
-        let text = String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
+        process.stop()
+        let text = String(decoding: process.readToEnd().output, as: UTF8.self)
         TestLog.write(text)
         #expect(status == 75, "\(text)")
         #expect(text.contains("stopped by SIGTERM"), "\(text)")
@@ -76,7 +63,6 @@ struct ProcessTests {
         #expect(stopped < .seconds(15), "\(stopped)")
         let deletes = await cloud.state.callLog().filter { $0.action == "DeleteVolume" }
         #expect(deletes.last?.outcome == "ok", "\(deletes.map(\.outcome))")
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         await stopCloud(cloud)
     }
 
@@ -90,14 +76,13 @@ struct ProcessTests {
         await cloud.state.addFault(Fault(target: "imds:token", kind: .noResponse, trigger: .always))
         let root = try Self.temporaryRoot()
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let (process, _) = try Self.start(cloud, root: root, user: "65534")
+        let process = try Self.start(cloud, root: root, user: "65534")
         try await Task.sleep(for: .milliseconds(700))
         // setpriv execs snapmount in place: same pid.
         var status = stat()
-        let found = stat("/proc/\(process.processIdentifier)/status", &status) == 0
-        let comm = (try? String(contentsOfFile: "/proc/\(process.processIdentifier)/comm", encoding: .utf8)) ?? ""
-        kill(process.processIdentifier, SIGKILL)
-        _ = try await onThread { Self.wait(process, upTo: .seconds(5)) }
+        let found = stat("/proc/\(process.pid)/status", &status) == 0
+        let comm = (try? String(contentsOfFile: "/proc/\(process.pid)/comm", encoding: .utf8)) ?? ""
+        try await onThread { process.stop() }
         await stopCloud(cloud)
         #expect(found)
         #expect(comm.hasPrefix("snapmount"), "\(comm)")

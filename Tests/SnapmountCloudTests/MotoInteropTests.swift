@@ -16,14 +16,7 @@ import Glibc
 /// (`moto[server]` from PyPI).
 enum Moto {
     static var available: Bool {
-        let check = Process()
-        check.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        check.arguments = ["python3", "-c", "import moto, flask, boto3"]
-        check.standardOutput = FileHandle.nullDevice
-        check.standardError = FileHandle.nullDevice
-        guard (try? check.run()) != nil else { return false }
-        check.waitUntilExit()
-        return check.terminationStatus == 0
+        (try? Child.run("/usr/bin/env", ["python3", "-c", "import moto, flask, boto3"], environment: Child.inherited).status) == 0
     }
 
     static var enabled: Bool { available || ProcessInfo.processInfo.environment["CI"] == "true" }
@@ -31,17 +24,9 @@ enum Moto {
     /// Runs a boto3 script against moto's endpoint (its first argument); returns what it
     /// printed, or throws with that when it failed.
     static func python(_ script: String, endpoint: String) throws -> String {
-        let setup = Process()
-        setup.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        setup.arguments = ["python3", "-c", script, endpoint]
-        let output = Pipe()
-        setup.standardOutput = output
-        setup.standardError = output
-        try setup.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        setup.waitUntilExit()
-        guard setup.terminationStatus == 0 else { throw MotoSetupError(output: text) }
-        return text
+        let result = try Child.run("/usr/bin/env", ["python3", "-c", script, endpoint], environment: Child.inherited, merged: true)
+        guard result.status == 0 else { throw MotoSetupError(output: result.stdout) }
+        return result.stdout
     }
 }
 
@@ -55,16 +40,12 @@ final class MotoServer: @unchecked Sendable {
     let endpoint: String
     let instanceID: String
     let snapshotID: String
-    private let process: Process
+    private let process: Child
 
     init() throws {
         let port = try ClosedPort().port
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-m", "moto.server", "-H", "127.0.0.1", "-p", String(port)]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        process = try Child("/usr/bin/env", ["python3", "-m", "moto.server", "-H", "127.0.0.1", "-p", String(port)],
+                            environment: Child.inherited)
         endpoint = "http://127.0.0.1:\(port)"
         // The world the agent boots into: an instance in eu-west-1a, a release snapshot.
         let script = """
@@ -86,12 +67,12 @@ final class MotoServer: @unchecked Sendable {
         do {
             text = try Moto.python(script, endpoint: endpoint)
         } catch {
-            kill(process.processIdentifier, SIGKILL)
+            process.stop()
             throw error
         }
         let words = text.split(whereSeparator: \.isWhitespace).map(String.init)
         guard words.count == 2 else {
-            kill(process.processIdentifier, SIGKILL)
+            process.stop()
             throw MotoSetupError(output: text)
         }
         instanceID = words[0]
@@ -99,8 +80,7 @@ final class MotoServer: @unchecked Sendable {
     }
 
     deinit {
-        kill(process.processIdentifier, SIGKILL)
-        for _ in 0..<200 where process.isRunning { usleep(10_000) }
+        process.stop()
     }
 }
 

@@ -18,24 +18,16 @@ let debugBinary: String = {
 
 /// Runs the binary as systemd would (options instead of a file), returning the raw wait status.
 func runBinary(_ host: HostHarness, failpoint: String?) throws -> (status: Int32, signaled: Bool, output: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: debugBinary)
-    process.arguments = ["run", "--source", host.cloud.sourceURL, "--mount-point", host.mountPoint, "--fstab", host.fstab,
+    let arguments = ["run", "--source", host.cloud.sourceURL, "--mount-point", host.mountPoint, "--fstab", host.fstab,
                          "--device-timeout", "10s", "--config", host.root + "/empty.conf"]
     var environment = host.environment
     environment["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
     environment["AWS_MAX_ATTEMPTS"] = "3"
     if let failpoint { environment["SNAPMOUNT_FAILPOINT"] = failpoint }
-    process.environment = environment
-    let output = Pipe()
-    process.standardOutput = output
-    process.standardError = output
     _ = FileManager.default.createFile(atPath: host.root + "/empty.conf", contents: Data())
-    try process.run()
-    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    TestLog.write(text)
-    return (process.terminationStatus, process.terminationReason == .uncaughtSignal, text)
+    let result = try Child.run(debugBinary, arguments, environment: environment, merged: true)
+    TestLog.write(result.stdout)
+    return (result.status, result.signaled, result.stdout)
 }
 
 /// Kill the agent with SIGKILL at every step boundary of DESIGN.md §2 — and between the

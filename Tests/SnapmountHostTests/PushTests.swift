@@ -23,7 +23,7 @@ final class SSHFleet: @unchecked Sendable {
     /// Where each instance's snapmount state lives (bind-mounted per instance).
     var state: String { root + "/state" }
     var sshConfig: String { root + "/ssh_config" }
-    private var daemons: [pid_t] = []
+    private var daemons: [Child] = []
 
     init() throws {
         root = "/var/tmp/snapmount-push-\(UUID().uuidString.prefix(8))"
@@ -83,7 +83,8 @@ final class SSHFleet: @unchecked Sendable {
             """.write(toFile: configuration, atomically: true, encoding: .utf8)
         let release = mounted ? "mount --bind \(directory(address)) \(self.release)" : "umount \(self.release)"
         let script = "\(release) && mount --bind \(stateDirectory(address)) \(state) && exec /usr/sbin/sshd -D -e -f \(configuration)"
-        daemons.append(try spawnDaemon("/usr/bin/unshare", ["--mount", "--propagation", "private", "/bin/sh", "-c", script]))
+        daemons.append(try Child("/usr/bin/unshare", ["--mount", "--propagation", "private", "/bin/sh", "-c", script],
+                                 environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"]))
         let key = try String(contentsOfFile: root + "/keys/host.pub", encoding: .utf8).split(separator: " ").prefix(2).joined(separator: " ")
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: root + "/known_hosts"))
         handle.seekToEndOfFile()
@@ -99,32 +100,12 @@ final class SSHFleet: @unchecked Sendable {
 
     func stop() {
         for daemon in daemons {
-            kill(daemon, SIGTERM)
-            var status: Int32 = 0
-            waitpid(daemon, &status, 0)
+            daemon.signal(SIGTERM)
+            daemon.wait()
         }
         try? Images.sh("umount", ["-l", release])
         try? FileManager.default.removeItem(atPath: root)
     }
-}
-
-/// A daemon started with posix_spawn, output to /dev/null: Foundation's Process copies the
-/// environment while other tests' threads may be changing it.
-private func spawnDaemon(_ path: String, _ arguments: [String]) throws -> pid_t {
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-    let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
-    let variables: [String] = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
-    let envp: [UnsafeMutablePointer<CChar>?] = variables.map { strdup($0) } + [nil]
-    defer { for pointer in argv + envp { free(pointer) } }
-    var pid: pid_t = 0
-    let result = posix_spawn(&pid, path, &actions, nil, argv, envp)
-    guard result == 0 else { throw HarnessError.command("posix_spawn \(path): \(String(cString: strerror(result)))") }
-    return pid
 }
 
 private func canConnect(_ address: String, _ port: Int) -> Bool {

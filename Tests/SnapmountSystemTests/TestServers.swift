@@ -111,7 +111,7 @@ final class TLSTestServer: @unchecked Sendable {
     let port: Int
     let certificate: String
     let directory: URL
-    private let process: Process
+    private let process: Child
 
     /// - Parameters:
     ///   - subjectAltName: what the certificate vouches for, e.g. `IP:127.0.0.1`.
@@ -122,16 +122,11 @@ final class TLSTestServer: @unchecked Sendable {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         certificate = directory.appendingPathComponent("cert.pem").path
         let key = directory.appendingPathComponent("key.pem").path
-        let request = Process()
-        request.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-        request.arguments = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", certificate,
-                             "-days", "1", "-subj", "/CN=snapmount-test", "-addext", "subjectAltName=\(subjectAltName)"]
-        request.standardError = FileHandle.nullDevice
-        try request.run()
-        request.waitUntilExit()
-        guard request.terminationStatus == 0 else { throw TestServerError.openssl("req failed") }
+        let request = try Child.run("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", certificate,
+                                                         "-days", "1", "-subj", "/CN=snapmount-test", "-addext", "subjectAltName=\(subjectAltName)"],
+                                    environment: Child.inherited)
+        guard request.status == 0 else { throw TestServerError.openssl("req failed: \(request.stderr)") }
 
-        process = Process()
         if let redirectTo {
             let script = """
                 import http.server, ssl, sys
@@ -145,21 +140,15 @@ final class TLSTestServer: @unchecked Sendable {
                 print(f"ACCEPT 127.0.0.1:{server.server_address[1]}", flush=True)
                 server.serve_forever()
                 """
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-            process.arguments = ["-c", script, certificate, key, redirectTo]
+            process = try Child("/usr/bin/python3", ["-c", script, certificate, key, redirectTo], environment: Child.inherited, capture: .outputOnly)
         } else {
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-            process.arguments = ["s_server", "-accept", "127.0.0.1:0", "-cert", certificate, "-key", key, "-www"]
+            process = try Child("/usr/bin/openssl", ["s_server", "-accept", "127.0.0.1:0", "-cert", certificate, "-key", key, "-www"],
+                                environment: Child.inherited, capture: .outputOnly)
         }
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
         var text = ""
         var found: Int?
         while found == nil {
-            let data = output.fileHandleForReading.availableData
-            guard !data.isEmpty else { throw TestServerError.openssl("s_server exited: \(text)") }
+            guard let data = process.readSome() else { throw TestServerError.openssl("s_server exited: \(text)") }
             text += String(decoding: data, as: UTF8.self)
             if let line = text.split(separator: "\n").first(where: { $0.hasPrefix("ACCEPT ") }),
                let colon = line.lastIndex(of: ":") {
@@ -170,9 +159,7 @@ final class TLSTestServer: @unchecked Sendable {
     }
 
     deinit {
-        // Foundation's waitUntilExit can hang on Linux; a bounded poll of isRunning does not.
-        kill(process.processIdentifier, SIGKILL)
-        for _ in 0..<200 where process.isRunning { usleep(10_000) }
+        process.stop()
         try? FileManager.default.removeItem(at: directory)
     }
 }
