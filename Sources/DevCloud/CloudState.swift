@@ -281,8 +281,7 @@ public actor CloudState {
         guard let form = QueryParameters.parse(formEncoded: String(decoding: request.body, as: UTF8.self)) else {
             return error("MalformedQueryString", "The request body is not form-encoded.", 400, id, action: "?", parameters: [:])
         }
-        var parameters: [String: String] = [:]
-        for item in form.items where item.name != "Action" && item.name != "Version" { parameters[item.name] = item.value }
+        let parameters = Self.actionParameters(form)
         let action = form["Action"] ?? ""
         let dryRun = parameters["DryRun"] == "true"
         func fail(_ code: String, _ message: String, _ status: Int, key: String? = nil) -> Answer {
@@ -338,6 +337,13 @@ public actor CloudState {
         case .failure(let rejection):
             return fail(rejection.code, rejection.message, rejection.status, key: key)
         }
+    }
+
+    /// A Query request's parameters other than Action and Version, by name.
+    private static func actionParameters(_ form: QueryParameters) -> [String: String] {
+        var parameters: [String: String] = [:]
+        for item in form.items where item.name != "Action" && item.name != "Version" { parameters[item.name] = item.value }
+        return parameters
     }
 
     private func error(_ code: String, _ message: String, _ status: Int, _ id: String, action: String,
@@ -950,8 +956,7 @@ public actor CloudState {
     func autoScaling(_ request: ReceivedRequest, fault: FaultKind?) -> Answer {
         let id = requestID()
         let form = QueryParameters.parse(formEncoded: String(decoding: request.body, as: UTF8.self))
-        var parameters: [String: String] = [:]
-        for item in form?.items ?? [] where item.name != "Action" && item.name != "Version" { parameters[item.name] = item.value }
+        let parameters = form.map(Self.actionParameters) ?? [:]
         let action = form?["Action"] ?? ""
         func fail(_ code: String, _ message: String, _ status: Int, key: String? = nil) -> Answer {
             record("autoscaling", action, parameters, outcome: code, accessKeyID: key)

@@ -183,9 +183,8 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         let rows = reports.values.sorted { ($0.member.group, $0.address, $0.member.instance.text) < ($1.member.group, $1.address, $1.member.instance.text) }
         lastReports = rows
         terminal?("\r\u{1b}[K")
-        let failures = rows.compactMap { row -> (host: String, instance: InstanceID, reason: String)? in
-            if case .failed(let reason) = row.outcome { return (row.address, row.member.instance, reason) }
-            return nil
+        let failures = rows.compactMap { row in
+            row.outcome.failure.map { (host: row.address, instance: row.member.instance, reason: $0) }
         }
         if !failures.isEmpty { throw PushError.hostsFailed(failures, of: rows.count) }
         return rows
@@ -213,17 +212,16 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
     // MARK: Cloud
 
     private func publishedSnapshot(_ session: CloudSession) throws -> SnapshotID {
-        do {
-            switch options.published {
-            case .file(let path):
+        switch options.published {
+        case .file(let path):
+            do {
                 return try SnapshotSourceBody.parse(try readFile(path.text, limit: 4096), url: path.text)
-            case .ssm(let name):
-                return try SnapshotSourceBody.parse(Array(try session.ssm.parameter(name).utf8), url: "ssm:" + name)
+            } catch {
+                throw PushError.publishedUnreadable(path.text, "\(error)")
             }
-        } catch let error as SSMCallError {
-            throw error
-        } catch {
-            throw PushError.publishedUnreadable(options.published.description, "\(error)")
+        case .ssm(let name):
+            // Read as the boot side reads an ssm: source (the owner plays no part for SSM).
+            return try session.publishedID(.ssm(name: name), owner: .selfAccount)
         }
     }
 
@@ -261,14 +259,13 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
 
     // MARK: Hosts
 
-    static let unreachable = "unreachable"
     private static let notMountedStatus: Int32 = 99
 
     /// A launching instance not reachable yet, still within `--launch-wait`: tried again in
     /// the next round rather than counted.
     private static func isWaiting(_ row: HostReport, _ waitable: Set<InstanceID>) -> Bool {
-        guard case .failed(let reason) = row.outcome else { return false }
-        return reason.hasPrefix(unreachable) && waitable.contains(row.member.instance)
+        guard case .unreachable = row.outcome else { return false }
+        return waitable.contains(row.member.instance)
     }
 
     private func pushRound(_ members: [GroupMember], instances: [InstanceID: EC2Instance], snapshot: SnapshotID,
@@ -301,37 +298,12 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         case "stopped", "stopping": return .booting
         default: break
         }
-        guard let address = instance.privateAddress else {
-            return .failed(Self.unreachable + ": the instance has no private address yet")
-        }
+        guard let address = instance.privateAddress else { return .unreachable("the instance has no private address yet") }
         let destination = options.user + "@" + address
         let directory = options.directory.text
 
         // The guard: only into a mounted release, never into the directory it is mounted on.
-        var guardResult: ProcessResult?
-        for attempt in 1...max(1, options.attempts) {
-            if StopSignal.received != nil { return .failed("stopped before it was pushed to") }
-            do {
-                let result = try runner.run(sshProgram, sshWords + [destination, "mountpoint -q \(shellQuoted(directory)) || exit \(Self.notMountedStatus)"],
-                                            timeout: .seconds(60))
-                guardResult = result
-                if result.status != 255 { break }
-            } catch {
-                return .failed("ssh: \(error)")
-            }
-            if attempt < options.attempts, member.phase != .launching { clock.sleep(for: options.retryDelay) } else { break }
-        }
-        guard let guardResult else { return .failed("ssh did not run") }
-        switch guardResult.status {
-        case 0: break
-        case 255: return .failed(Self.unreachable + ": " + lastLine(guardResult.output, or: "ssh could not connect"))
-        case Self.notMountedStatus:
-            // Its boot has not mounted the release yet, so it will mount the published one.
-            if member.phase == .launching { return .booting }
-            return .failed("\(directory) is not a mount point there (the release is not mounted: see snapmount status on the host)")
-        default:
-            return .failed("the mount check failed (exit \(guardResult.status)): " + lastLine(guardResult.output, or: "no output"))
-        }
+        if let ended = checkMount(member, destination, directory) { return ended }
 
         // The sync; the remote side checks the mount again itself, as it starts.
         var arguments = ["-az", "--delete", "--stats", "-e", ([sshProgram] + sshWords).joined(separator: " "),
@@ -352,6 +324,38 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         let summary = RsyncSummary.parse(result.output) ?? RsyncSummary(bytesSent: 0, filesTransferred: 0)
         if mode == .check { return .wouldPush(summary) }
         return .pushed(summary, recorded: record(destination, volume: volume, snapshot: snapshot))
+    }
+
+    /// `mountpoint -q` over ssh: `nil` when the destination is a mounted release, otherwise
+    /// how this host's push ends. A connection failure (ssh's 255) is tried `attempts` times,
+    /// except on a launching instance, which is tried again in the next round instead.
+    private func checkMount(_ member: GroupMember, _ destination: String, _ directory: String) -> PushOutcome? {
+        var attempt = 1
+        while true {
+            if StopSignal.received != nil { return .failed("stopped before it was pushed to") }
+            let result: ProcessResult
+            do {
+                result = try runner.run(sshProgram, sshWords + [destination, "mountpoint -q \(shellQuoted(directory)) || exit \(Self.notMountedStatus)"],
+                                        timeout: .seconds(60))
+            } catch {
+                return .failed("ssh: \(error)")
+            }
+            switch result.status {
+            case 0:
+                return nil
+            case 255 where member.phase != .launching && attempt < options.attempts:
+                clock.sleep(for: options.retryDelay)
+                attempt += 1
+            case 255:
+                return .unreachable(lastLine(result.output, or: "ssh could not connect"))
+            case Self.notMountedStatus:
+                // Its boot has not mounted the release yet, so it will mount the published one.
+                if member.phase == .launching { return .booting }
+                return .failed("\(directory) is not a mount point there (the release is not mounted: see snapmount status on the host)")
+            default:
+                return .failed("the mount check failed (exit \(result.status)): " + lastLine(result.output, or: "no output"))
+            }
+        }
     }
 
     /// Writes pushed.json on the host (temporary file, then rename): its volume now holds
@@ -396,7 +400,7 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
             "\(row.address) (\(row.member.instance)): would push \(formatBytes(summary.bytesSent)), \(summary.filesTransferred) files"
         case .booting: "\(row.address) (\(row.member.instance)): \(row.member.lifecycleState), release not mounted yet: it mounts the published one at boot"
         case .gone: "\(row.address) (\(row.member.instance)): gone"
-        case .failed(let reason): "\(row.address.isEmpty ? "-" : row.address) (\(row.member.instance)): FAILED: \(reason)"
+        case .unreachable, .failed: "\(row.address.isEmpty ? "-" : row.address) (\(row.member.instance)): FAILED: \(row.outcome.failure ?? "")"
         }
         let progress = state.withLock { progress -> Progress in
             progress.done += 1

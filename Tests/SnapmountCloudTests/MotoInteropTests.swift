@@ -21,6 +21,15 @@ enum Moto {
 
     static var enabled: Bool { available || ProcessInfo.processInfo.environment["CI"] == "true" }
 
+    /// A moto server; `nil` (recorded as an issue: CI must run these) when moto is missing.
+    static func server() throws -> MotoServer? {
+        guard available else {
+            Issue.record("moto is not installed, and CI must run this (make deps installs moto[server])")
+            return nil
+        }
+        return try MotoServer()
+    }
+
     /// Runs a boto3 script against moto's endpoint (its first argument); returns what it
     /// printed, or throws with that when it failed.
     static func python(_ script: String, endpoint: String) throws -> String {
@@ -132,11 +141,7 @@ final class SlowPollingWatch: DeviceWatch {
 struct MotoInteropTests {
     @Test("boot, reboot and dry run against moto: mounted, one volume, no retries of answers moto writes its own way")
     func againstMoto() async throws {
-        guard Moto.available else {
-            Issue.record("moto is not installed, and CI must run this (make deps installs moto[server])")
-            return
-        }
-        let moto = try MotoServer()
+        guard let moto = try Moto.server() else { return }
         var settings = fastSettings()
         settings.instanceID = moto.instanceID
         let cloud = try await DevCloud.start(settings)
@@ -208,11 +213,7 @@ struct MotoInteropTests {
 struct MotoPushTests {
     @Test("push lists an Auto Scaling group moto made (DescribeAutoScalingGroups, DescribeInstances) and reaches every instance at its private address")
     func listsMotoGroup() async throws {
-        guard Moto.available else {
-            Issue.record("moto is not installed, and CI must run this (make deps installs moto[server])")
-            return
-        }
-        let moto = try MotoServer()
+        guard let moto = try Moto.server() else { return }
         // A group of three, as boto3 sees it: instance id → private address.
         let script = """
             import boto3, sys

@@ -152,11 +152,25 @@ public enum PushOutcome: Sendable, Equatable {
     case booting
     /// The instance left its group (or was terminated) while being pushed to.
     case gone
+    /// ssh could not reach it (or it has no address yet): a failure, unless it is still
+    /// launching and may be waited for.
+    case unreachable(String)
     case failed(String)
 
     public var isFailure: Bool {
-        if case .failed = self { return true }
-        return false
+        switch self {
+        case .unreachable, .failed: true
+        case .pushed, .wouldPush, .booting, .gone: false
+        }
+    }
+
+    /// Why it failed, for the message that names the failed hosts.
+    public var failure: String? {
+        switch self {
+        case .unreachable(let reason): "unreachable: " + reason
+        case .failed(let reason): reason
+        case .pushed, .wouldPush, .booting, .gone: nil
+        }
     }
 
     /// The table's RESULT column.
@@ -166,7 +180,7 @@ public enum PushOutcome: Sendable, Equatable {
         case .wouldPush: "would push"
         case .booting: "booting"
         case .gone: "gone"
-        case .failed: "FAILED"
+        case .unreachable, .failed: "FAILED"
         }
     }
 }
