@@ -38,6 +38,9 @@ public actor CloudState {
     private var roleCredentials: [String: [RoleCredentials]] = [:]
     /// The instances this cloud serves; the settings' instance first.
     private var instances: [String: DevInstance] = [:]
+    /// Instances Auto Scaling lists but EC2 does not know yet (eventual consistency just
+    /// after a launch): DescribeInstances answers InvalidInstanceID.NotFound for them.
+    private var unknownToEC2: Set<String> = []
     private var roleLifetime: Duration
     private var snapshots: [String: DevSnapshot] = [:]
     private var volumes: [String: DevVolume] = [:]
@@ -58,6 +61,8 @@ public actor CloudState {
     private var snapshotsStarted: [String: ContinuousClock.Instant] = [:]
     /// SSM Parameter Store: name → value, version.
     private var parameters: [String: (value: String, version: Int)] = [:]
+    /// Every value each parameter had, oldest first (GetParameterHistory).
+    private var parameterHistory: [String: [String]] = [:]
     /// Snapshots created from now on end in `error` instead of `completed`.
     private var snapshotsFail = false
     private var failingSnapshots: Set<String> = []
@@ -85,14 +90,18 @@ public actor CloudState {
     /// A volume made from `snapshot` and attached to `instance` as snapmount's boot leaves it
     /// (tagged with the instance and snapshot): for tests and demos of the release side.
     @discardableResult
-    public func addReleaseVolume(instance: String, snapshot: String, device: String = "/dev/sdf") -> String {
+    public func addReleaseVolume(instance: String, snapshot: String, device: String = "/dev/sdf", mountPoint: String? = nil) -> String {
         let id = "vol-" + randomHex(17)
         volumes[id] = DevVolume(id: id, sizeGiB: snapshots[snapshot]?.sizeGiB ?? 1, availabilityZone: instances[instance]?.availabilityZone ?? settings.availabilityZone,
                                 state: "in-use", snapshotID: snapshot, volumeType: "gp3", iops: 3000, throughput: 125, encrypted: false, kmsKeyID: nil,
-                                tags: ["snapmount:instance-id": instance, "snapmount:snapshot-id": snapshot],
+                                tags: ["snapmount:instance-id": instance, "snapmount:snapshot-id": snapshot].merging(mountPoint.map { ["snapmount:mount-point": $0] } ?? [:]) { $1 },
                                 attachment: DevAttachment(instanceID: instance, device: device, state: "attached", deleteOnTermination: true),
                                 clientToken: nil)
         return id
+    }
+    /// Whether EC2's DescribeInstances knows the instance yet (Auto Scaling may list it first).
+    public func setKnownToEC2(_ id: String, _ known: Bool) {
+        if known { unknownToEC2.remove(id) } else { unknownToEC2.insert(id) }
     }
     /// Changes an instance's Auto Scaling lifecycle state (`Pending`, `InService`, `Terminating`…).
     public func setLifecycleState(_ id: String, _ state: String) { instances[id]?.lifecycleState = state }
@@ -116,6 +125,7 @@ public actor CloudState {
     public func setSnapshotsFail(_ value: Bool) { snapshotsFail = value }
     public func setParameter(_ name: String, _ value: String) {
         parameters[name] = (value, (parameters[name]?.version ?? 0) + 1)
+        parameterHistory[name, default: []].append(value)
     }
     public func parameter(_ name: String) -> String? { parameters[name]?.value }
     public func onSnapshot(_ hook: @escaping @Sendable (_ volumeID: String, _ snapshotID: String) async -> String?) { imageHook = hook }
@@ -137,6 +147,8 @@ public actor CloudState {
     /// As if IMDS restarted: every session token stops working.
     public func forgetIMDSTokens() { imdsTokens = [:] }
     public func clearCallLog() { calls = [] }
+    /// Sets a tag on a volume, as CreateTags would (tests: what a push left behind).
+    public func tagVolume(_ id: String, _ key: String, _ value: String) { volumes[id]?.tags[key] = value }
     public func volumeTable() -> [DevVolume] {
         volumes.keys.sorted().compactMap { refreshed($0) }
     }
@@ -884,12 +896,21 @@ public actor CloudState {
         guard !resources.isEmpty else {
             return .failure(Rejection(code: "MissingParameter", message: "The request must contain the parameter ResourceId"))
         }
-        for id in resources where volumes[id] == nil {
-            return .failure(Rejection(code: "InvalidVolume.NotFound", message: "The volume '\(id)' does not exist."))
+        for id in resources where volumes[id] == nil && snapshots[id] == nil {
+            let kind = id.hasPrefix("snap-") ? ("InvalidSnapshot.NotFound", "snapshot") : ("InvalidVolume.NotFound", "volume")
+            return .failure(Rejection(code: kind.0, message: "The \(kind.1) '\(id)' does not exist."))
         }
         var index = 1
         while let key = parameters["Tag.\(index).Key"] {
-            for id in resources { volumes[id]?.tags[key] = parameters["Tag.\(index).Value"] ?? "" }
+            for id in resources {
+                let value = parameters["Tag.\(index).Value"] ?? ""
+                if volumes[id] != nil {
+                    volumes[id]?.tags[key] = value
+                } else if var snapshot = snapshots[id] {
+                    snapshot.tags = (snapshot.tags ?? [:]).merging([key: value]) { $1 }
+                    snapshots[id] = snapshot
+                }
+            }
             index += 1
         }
         return .success(emptyOutput)
@@ -920,10 +941,16 @@ public actor CloudState {
 
     private func describeInstances(_ parameters: [String: String]) -> Result<String, Rejection> {
         let ids = list(parameters, "InstanceId")
-        for id in ids where instances[id] == nil {
+        for id in ids where instances[id] == nil || unknownToEC2.contains(id) {
             return .failure(Rejection(code: "InvalidInstanceID.NotFound", message: "The instance ID '\(id)' does not exist"))
         }
-        let selected = (ids.isEmpty ? instances.keys.sorted() : ids).compactMap { instances[$0] }
+        let fields: [String: (DevInstance) -> String?] = ["instance-id": { $0.id }, "instance-state-name": { $0.state ?? "running" }]
+        let selected: [DevInstance]
+        switch filtered((ids.isEmpty ? instances.keys.sorted() : ids).compactMap { instances[$0] }.filter { !unknownToEC2.contains($0.id) },
+                        parameters, tags: { _ in [:] }, fields: fields) {
+        case .success(let found): selected = found
+        case .failure(let rejection): return .failure(rejection)
+        }
         let items = selected.map { instance -> String in
             let mappings = volumes.values.compactMap { volume -> (String, DevVolume, DevAttachment)? in
                 guard let attachment = volume.attachment, attachment.instanceID == instance.id else { return nil }
@@ -1036,6 +1063,19 @@ public actor CloudState {
             let value = String(data: (try? JSONSerialization.data(withJSONObject: [parameter.value], options: [])) ?? Data(), encoding: .utf8)?
                 .dropFirst().dropLast() ?? "\"\""
             answer = "{\"Parameter\":{\"Name\":\"\(name)\",\"Type\":\"String\",\"Value\":\(value),\"Version\":\(parameter.version),\"DataType\":\"text\"}}"
+        case "GetParameterHistory":
+            let values = parameterHistory[name] ?? []
+            guard !values.isEmpty else { return fail("ParameterNotFound", "", key: key) }
+            // Pages of MaxResults (at most 50), as SSM pages them.
+            let size = min(50, max(1, json["MaxResults"] as? Int ?? 50))
+            let start = (json["NextToken"] as? String).flatMap(Int.init) ?? 0
+            let page = values.enumerated().dropFirst(start).prefix(size)
+            let items = page.map { index, value in
+                let quoted = String(data: (try? JSONSerialization.data(withJSONObject: [value], options: [])) ?? Data(), encoding: .utf8)?.dropFirst().dropLast() ?? "\"\""
+                return "{\"Name\":\"\(name)\",\"Type\":\"String\",\"Value\":\(quoted),\"Version\":\(index + 1)}"
+            }
+            let next = start + size < values.count ? ",\"NextToken\":\"\(start + size)\"" : ""
+            answer = "{\"Parameters\":[\(items.joined(separator: ","))]\(next)}"
         case "PutParameter":
             guard let value = json["Value"] as? String else { return fail("ValidationException", "Value must not be null", key: key) }
             if parameters[name] != nil, json["Overwrite"] as? Bool != true {

@@ -18,10 +18,12 @@ public enum HostError: SnapmountError, Equatable {
     case deviceNotPresent(VolumeID, seen: [String])
     case state(String)
     case retiringMounted(VolumeID, mountPoint: String)
+    /// The release stayed busy (EBUSY) until the run's deadline: the old one is still mounted.
+    case mountBusy(String, holders: [MountHolder])
 
     public var exitStatus: ExitStatus {
         switch self {
-        case .lockTimeout, .deviceNotPresent: .timedOut
+        case .lockTimeout, .deviceNotPresent, .mountBusy: .timedOut
         case .otherMounted, .refusedContent, .fsckFailed, .retiringMounted: .dataRefused
         case .fsckNotFinished(_, let status, _): FsckOutcome(status: status) == .notChecked ? .timedOut : .internalError
         case .mkfsFailed, .state: .internalError
@@ -46,6 +48,10 @@ public enum HostError: SnapmountError, Equatable {
             "no block device for \(volume) now; seen: " + (seen.isEmpty ? "none" : seen.joined(separator: ", "))
         case .state(let detail):
             "cannot write the state file: \(detail)"
+        case .mountBusy(let mountPoint, let holders):
+            "\(mountPoint) stayed busy until the run's deadline, so the release published meanwhile is not mounted yet (the one mounted stays): "
+                + (holders.isEmpty ? "no process found holding it" : "held by " + holders.map(\.description).joined(separator: ", "))
+                + "; order those services after snapmount.service (RequiresMountsFor=\(mountPoint)), or stop them, and run snapmount again"
         case .retiringMounted(let volume, let mountPoint):
             "\(volume), this instance's volume of another release, is mounted at \(mountPoint); unmount it, then run snapmount again to move to the release the source names"
         }
@@ -58,6 +64,12 @@ public enum FlowOutcome: Sendable, Equatable {
     case alreadyMounted(mountPoint: String, device: String)
     /// Check mode: the checklist is complete; the status is that of its first ✗.
     case checked(ExitStatus)
+
+    /// The record, when the run mounted the release: `try #require(outcome.mountedRecord)`.
+    public var mountedRecord: MountRecord? {
+        if case .mounted(let record) = self { return record }
+        return nil
+    }
 }
 
 /// The boot flow of DESIGN.md §2: one short list of named steps, each timed, each
@@ -136,10 +148,12 @@ public final class BootFlow {
             try mount(device, filesystem)
         }
         Failpoint.hit("after-mount")
-        if mode == .apply, round < Self.convergeRounds, let session, let snapshot, let published = publishedNow(session),
+        // The release source is what publish snapshots: it is what it is, whatever is published.
+        if mode == .apply, round < Self.convergeRounds, volume?.volume?.isReleaseSource != true, let session, let snapshot,
+           let published = publishedNow(session),
            published != snapshot.id {
             logger.notice("the source now names \(published), not \(snapshot.id): a release was published during this boot; moving to it before the application starts (round \(round + 1))")
-            try host.mounter.unmount(resolvedPath(configuration.mountPoint.text))
+            try unmountBusyAware(resolvedPath(configuration.mountPoint.text))
             return nil
         }
         // In apply mode every value is there: a step that could not produce one threw.
@@ -254,24 +268,26 @@ public final class BootFlow {
     /// Step 5: this instance's volume for the snapshot, reused or created, available.
     private func ensureVolume(_ session: CloudSession, _ snapshot: EC2Snapshot) throws -> StepResult<VolumeOutcome> {
         let identity = session.identity
+        let wanted = snapshot.releaseIdentity
+        let mountPoint = configuration.mountPoint.text
         let request = VolumeRequest(availabilityZone: identity.availabilityZone, snapshot: snapshot.id, instance: identity.instanceID,
-                                    settings: configuration.volume)
-        // A push that brought this instance's volume up to the published release spares a swap.
-        let pushed = PushedRecord.load(host.pushedPath)
-        let upToDate = pushed.flatMap { $0.snapshot == snapshot.id.text ? VolumeID($0.volume) : nil }
-        let (reuse, retire) = VolumeDecisions.sort(try session.volumes.ourVolumes(), snapshot: snapshot.id, instance: identity.instanceID,
-                                                   upToDate: upToDate)
+                                    settings: configuration.volume, mountPoint: mountPoint, release: wanted)
+        // What each volume holds decides: its identity tag, which a push keeps true.
+        let (reuse, retire) = VolumeDecisions.sort(try session.volumes.ourVolumes(mountPoint: mountPoint), wanted: wanted,
+                                                   instance: identity.instanceID)
         for old in retire where mode == .apply {
             try refuseIfMounted(old)
             try session.volumes.retire(old)
         }
         let retired = retire.isEmpty ? ""
-            : (mode == .apply ? "retired " : "would retire ") + retire.map { "\($0.id) (\($0.snapshotID?.text ?? "another release"))" }.joined(separator: ", ") + "; "
+            : (mode == .apply ? "retired " : "would retire ") + retire.map { "\($0.id) (\($0.heldRelease.map(\.text) ?? "no known release"))" }.joined(separator: ", ") + "; "
         let outcome = try session.volumes.ensureVolume(request, mode: mode, existing: reuse)
         let detail: String
         switch outcome {
+        case .existing(let volume) where volume.isReleaseSource:
+            detail = (mode == .check ? "would mount" : "mounting") + " \(volume.id) as it is (\(volume.state)): the release source, which publish snapshots; never retired"
         case .existing(let volume):
-            detail = (mode == .check ? "would reuse" : "reusing") + " \(volume.id) (\(volume.state))"
+            detail = (mode == .check ? "would reuse" : "reusing") + " \(volume.id) (\(volume.state), holds \(wanted))"
         case .created(let volume):
             detail = "created \(volume.id) from \(snapshot.id) in \(identity.availabilityZone)"
         case .wouldCreate:
@@ -290,6 +306,28 @@ public final class BootFlow {
         guard let device = host.devices.find(volume.id, sizeGiB: volume.sizeGiB, attachedAs: name) else { return }
         if let entry = try host.mounter.mounts().first(where: { $0.device == device.device.number }) {
             throw HostError.retiringMounted(volume.id, mountPoint: entry.mountPoint)
+        }
+    }
+
+    /// The unmount before moving to a newer release. A mount that is busy (EBUSY: a push's
+    /// rsync, a service not ordered after snapmount) is tried again, with a growing pause,
+    /// within the run's deadline; each try names the processes holding it. Still busy at the
+    /// deadline: 75, the release mounted as it was.
+    private func unmountBusyAware(_ path: String) throws {
+        var pause = Duration.milliseconds(250)
+        while true {
+            do throws(MountError) {
+                try host.mounter.unmount(path)
+                return
+            } catch {
+                guard case .unmountFailed(_, EBUSY) = error else { throw error }
+                let holders = mountHolders(path, proc: host.procDirectory)
+                guard clock.allows(pause) else { throw HostError.mountBusy(path, holders: holders) }
+                let held = holders.isEmpty ? "" : ", held by " + holders.map(\.description).joined(separator: ", ")
+                logger.warning("\(path) is busy\(held); trying the unmount again in \(DurationText.format(pause))")
+                clock.sleep(for: pause)
+                pause = min(pause * 2, .seconds(5))
+            }
         }
     }
 
@@ -474,9 +512,11 @@ public final class BootFlow {
     /// Step 11: the record `snapmount status` reads.
     private func writeRecord(_ session: CloudSession, _ snapshot: EC2Snapshot, _ volume: EC2Volume,
                              _ device: ProvenDevice) throws -> StepResult<MountRecord> {
-        let record = MountRecord(instance: session.identity.instanceID.text, snapshot: snapshot.id.text, volume: volume.id.text,
-                                 device: device.path, mountPoint: configuration.mountPoint.text, completedAt: clock.now().iso8601,
-                                 timings: timings)
+        // The release source holds what it holds (its last publish, and what was staged since).
+        let held = volume.isReleaseSource ? volume.heldRelease : snapshot.releaseIdentity
+        let record = MountRecord(instance: session.identity.instanceID.text, snapshot: held == snapshot.releaseIdentity ? snapshot.id.text : nil,
+                                 volume: volume.id.text, device: device.path, mountPoint: configuration.mountPoint.text,
+                                 completedAt: clock.now().iso8601, timings: timings, release: held?.text)
         do {
             try record.save(to: host.recordDirectory, path: host.recordPath)
         } catch {
@@ -496,7 +536,7 @@ public final class BootFlow {
         let same = old?.volume == volume
         let record = MountRecord(instance: same ? old?.instance : nil, snapshot: same ? old?.snapshot : nil, volume: volume, device: device,
                                  mountPoint: configuration.mountPoint.text, completedAt: same ? old?.completedAt ?? "" : clock.now().iso8601,
-                                 timings: same ? old?.timings ?? [] : [])
+                                 timings: same ? old?.timings ?? [] : [], release: same ? old?.release : nil)
         guard record != old else { return }
         do {
             try record.save(to: host.recordDirectory, path: host.recordPath)

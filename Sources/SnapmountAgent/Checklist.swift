@@ -15,7 +15,7 @@ public enum FlowMode: Sendable, Equatable {
 /// takes lock, identity, credentials, volume and snapshot).
 public enum FlowStep: String, Sendable, CaseIterable {
     case lock, check, identity, credentials, snapshot, volume, attach, device, filesystem, fstab, mount, report
-    case wait, publish, prune
+    case manifest, wait, mark, publish, prune
 }
 
 /// One line of the checklist: what a step found or did, or why it was not done.

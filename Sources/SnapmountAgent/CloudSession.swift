@@ -106,14 +106,15 @@ public final class CloudSession {
 
     /// `tag:KEY=VALUE`: of the snapshots the allowed owner has with that tag, the newest
     /// completed one. (`snapshot-owner = any` is refused with a tag source: anyone can make
-    /// a public snapshot with any tag.)
+    /// a public snapshot with any tag.) A snapshot publish made but never marked as a release
+    /// — a failed round's late snapshot, a publish that died — is never chosen.
     private func newestTagged(_ key: String, _ value: String, owner: SnapshotOwner) throws -> EC2Snapshot {
         let ownerText: String = switch owner {
         case .selfAccount, .any: "self"
         case .account(let id): id
         }
         let found = try ec2.describeSnapshots(owner: ownerText, filters: [("tag:\(key)", [value]), ("status", ["completed"])])
-        guard let newest = found.filter({ $0.state == .completed && $0.tags[key] == value })
+        guard let newest = found.filter({ $0.state == .completed && $0.tags[key] == value && !$0.isUnpublishedAttempt })
             .max(by: { ($0.startTime ?? UTCTimestamp(secondsSinceEpoch: 0), $0.id.text) < ($1.startTime ?? UTCTimestamp(secondsSinceEpoch: 0), $1.id.text) })
         else { throw SnapshotSourceError.noneTagged(source: "tag:\(key)=\(value)", owner: ownerText) }
         return newest

@@ -15,6 +15,8 @@ public struct HostEdges: Sendable {
     public var recordDirectory: String
     /// How long a second run waits for the first one's lock (within the run's deadline).
     public var lockTimeout: Duration = .seconds(600)
+    /// Where the processes are listed (who holds a busy mount): `/proc`.
+    public var procDirectory = "/proc"
 
     public init(devices: any BlockDeviceSource, prober: any BlockProber, runner: any CommandRunner, mounter: any Mounter,
                 lockDirectory: String, recordDirectory: String) {
@@ -36,9 +38,6 @@ public struct HostEdges: Sendable {
 
     public var lockPath: String { lockDirectory + "/lock" }
     public var recordPath: String { recordDirectory + "/state.json" }
-    /// What `snapmount push` (or a deployment's own rsync) last brought this instance's
-    /// files up to: ``PushedRecord``.
-    public var pushedPath: String { recordDirectory + "/pushed.json" }
 
     /// Present while snapmount formats this volume: a run that finds it knows the device
     /// holds nothing but its own interrupted mkfs, and formats it again.
@@ -52,6 +51,9 @@ public struct MountRecord: Sendable, Equatable {
     public var instance: String?
     /// `nil` when not known here: `snapmount status` asks EC2 for the volume's own snapshot.
     public var snapshot: String?
+    /// The release the volume held when it was mounted (its identity); a push may change it
+    /// since, so `status` reads the manifest on the mounted filesystem first.
+    public var release: String?
     public var volume: String
     public var device: String
     public var mountPoint: String
@@ -60,9 +62,10 @@ public struct MountRecord: Sendable, Equatable {
     public var timings: [(step: String, milliseconds: Int64)]
 
     public init(instance: String?, snapshot: String?, volume: String, device: String, mountPoint: String, completedAt: String,
-                timings: [(step: String, milliseconds: Int64)]) {
+                timings: [(step: String, milliseconds: Int64)], release: String? = nil) {
         self.instance = instance
         self.snapshot = snapshot
+        self.release = release
         self.volume = volume
         self.device = device
         self.mountPoint = mountPoint
@@ -77,7 +80,7 @@ public struct MountRecord: Sendable, Equatable {
     public var json: JSONValue {
         func optional(_ value: String?) -> JSONValue { value.map(JSONValue.string) ?? .null }
         return .object([
-            ("instance", optional(instance)), ("snapshot", optional(snapshot)), ("volume", .string(volume)),
+            ("instance", optional(instance)), ("snapshot", optional(snapshot)), ("release", optional(release)), ("volume", .string(volume)),
             ("device", .string(device)), ("mountPoint", .string(mountPoint)), ("completedAt", .string(completedAt)),
             ("timingsMs", .object(timings.map { ($0.step, .number(String($0.milliseconds))) })),
             ("version", .string(SnapmountVersion.current)),
@@ -94,7 +97,8 @@ public struct MountRecord: Sendable, Equatable {
             }
         }
         self.init(instance: json["instance"]?.string, snapshot: json["snapshot"]?.string.flatMap { SnapshotID($0)?.text }, volume: volume,
-                  device: device, mountPoint: mountPoint, completedAt: json["completedAt"]?.string ?? "", timings: timings)
+                  device: device, mountPoint: mountPoint, completedAt: json["completedAt"]?.string ?? "", timings: timings,
+                  release: json["release"]?.string.flatMap { ReleaseID($0)?.text })
     }
 
     public static func load(_ path: String) -> MountRecord? {
@@ -106,32 +110,5 @@ public struct MountRecord: Sendable, Equatable {
     public func save(to directory: String, path: String) throws(SystemCallError) {
         try makeDirectories(directory, mode: 0o755)
         try AtomicFile.replace(path, with: Array((json.pretty() + "\n").utf8))
-    }
-}
-
-/// What a push brought this instance's release volume up to (`/var/lib/snapmount/pushed.json`,
-/// written by the deployment after it synced the files): the volume, and the snapshot whose
-/// files it now holds. A boot whose source names that snapshot keeps the volume instead of
-/// swapping it for one made from the snapshot.
-public struct PushedRecord: Sendable, Equatable {
-    public var volume: String
-    public var snapshot: String
-    public var pushedAt: String
-
-    public init(volume: String, snapshot: String, pushedAt: String) {
-        self.volume = volume
-        self.snapshot = snapshot
-        self.pushedAt = pushedAt
-    }
-
-    public var json: JSONValue {
-        .object([("volume", .string(volume)), ("snapshot", .string(snapshot)), ("pushedAt", .string(pushedAt))])
-    }
-
-    public static func load(_ path: String) -> PushedRecord? {
-        guard let bytes = try? readFile(path, limit: 64 * 1024), let json = try? parseJSON(bytes),
-              let volume = json["volume"]?.string.flatMap(VolumeID.init), let snapshot = json["snapshot"]?.string.flatMap(SnapshotID.init)
-        else { return nil }
-        return PushedRecord(volume: volume.text, snapshot: snapshot.text, pushedAt: json["pushedAt"]?.string ?? "")
     }
 }

@@ -19,6 +19,9 @@ public enum PublishError: SnapmountError, Equatable {
     case snapshotVanished(SnapshotID)
     case notCompleted(SnapshotID, progress: String, after: Duration)
     case output(path: String, SystemCallError)
+    case manifest(path: String, SystemCallError)
+    /// `--keep` below what a rollback needs, or outputs whose ids cannot be read.
+    case unsafeKeep(String)
 
     public var exitStatus: ExitStatus {
         switch self {
@@ -26,6 +29,8 @@ public enum PublishError: SnapmountError, Equatable {
         case .freeze(let error), .output(_, let error):
             [EPERM, EACCES, EROFS].contains(error.errno) ? .permissionDenied : error.errno == EOPNOTSUPP ? .configuration : .internalError
         case .thaw: .internalError
+        case .manifest(_, let error): [EPERM, EACCES, EROFS].contains(error.errno) ? .permissionDenied : .internalError
+        case .unsafeKeep: .configuration
         case .snapshotFailed, .snapshotVanished: .unavailable
         case .notCompleted: .timedOut
         }
@@ -53,6 +58,10 @@ public enum PublishError: SnapmountError, Equatable {
             "snapshot \(id) is still pending at \(progress) after \(DurationText.format(after)); the published id is unchanged (run publish again later, or raise --timeout)"
         case .output(let path, let error):
             "cannot write \(path): \(error); the published id is unchanged"
+        case .manifest(let path, let error):
+            "cannot write the release manifest \(path): \(error); nothing was snapshotted"
+        case .unsafeKeep(let reason):
+            "--keep: \(reason)"
         }
     }
 }
@@ -85,6 +94,12 @@ public enum PublishOutcome: Sendable, Equatable {
     case published(SnapshotID, previous: SnapshotID?, deleted: [SnapshotID])
     /// Check mode: the checklist is complete; the status is that of its first ✗.
     case checked(ExitStatus)
+
+    /// The id published, when it was: `try #require(outcome.publishedID)`.
+    public var publishedID: SnapshotID? {
+        if case .published(let id, _, _) = self { return id }
+        return nil
+    }
 }
 
 /// `snapmount publish`: the release server's half of the article's workflow, as named steps
@@ -121,7 +136,7 @@ public final class PublishFlow {
         steps = StepRecorder(mode: mode, clock: clock, logger: logger)
     }
 
-    public var lockPath: String { host.lockDirectory + "/publish.lock" }
+    public var lockPath: String { host.lockDirectory + "/" + releaseLockName }
 
     public func run() throws -> PublishOutcome {
         let started = clock.monotonic()
@@ -134,9 +149,18 @@ public final class PublishFlow {
             return .done(credentials, session.credentials.sourceDescription)
         }
         let volume = try steps.run(.volume, needs: both(session, credentials)) { session, _ in try findVolume(session) }
-        let snapshot = try steps.run(.snapshot, needs: both(session, volume)) { session, volume in try takeSnapshot(session, volume) }
+        let manifest = try steps.run(.manifest, needs: volume) { volume in try writeManifest(volume) }
+        // Whatever ends the run from here, a failed round's snapshot that appears late is
+        // looked for once more (and the next publish sweeps what is left).
+        defer { if let session, let volume { sweepStrays(session, volume, keeping: nil, quiet: true) } }
+        let snapshot = try steps.run(.snapshot, needs: both(session, both(volume, manifest))) { session, volumeAndManifest in
+            try takeSnapshot(session, volumeAndManifest.0, volumeAndManifest.1)
+        }
         let completed = try steps.run(.wait, needs: both(session, snapshot), otherwise: "no snapshot to wait for") { session, snapshot in
             try waitCompleted(session, snapshot)
+        }
+        try steps.run(.mark, needs: both(session, completed), otherwise: "no snapshot to mark") { session, completed in
+            try mark(session, completed, volume: volume)
         }
         let previous = try steps.run(.publish, needs: session) { session in try publish(session, completed) }
         let deleted = try steps.run(.prune, needs: session) { session in
@@ -197,18 +221,48 @@ public final class PublishFlow {
             let elsewhere = volume.attachments.first.map { "attached to \($0.instanceID)" } ?? String(describing: volume.state)
             throw PublishError.notAttachedHere(id, instance: instance, attachedTo: elsewhere)
         }
-        return .done(volume, "\(mountPoint) is \(entry.type) on \(volume.id) (\(volume.sizeGiB) GiB)")
+        // The volume publish snapshots is the release source: no boot anywhere retires it,
+        // and this server's own boot (the same mount point) mounts it as it is.
+        let roleTags = [VolumeTag(key: ReleaseTags.role, value: ReleaseTags.sourceRole),
+                        VolumeTag(key: VolumeRequest.instanceTag, value: instance.text),
+                        VolumeTag(key: ReleaseTags.mountPoint, value: mountPoint)]
+        let tagged = roleTags.allSatisfy { volume.tags[$0.key] == $0.value }
+        if !tagged {
+            if mode == .apply {
+                try session.ec2.createTags([volume.id.text], roleTags)
+            } else if case .denied(let error) = try session.ec2.dryRun("CreateTags", session.ec2.createTagsParameters([volume.id.text], roleTags)) {
+                throw EC2CallError.service(error)
+            }
+        }
+        let role = tagged ? "the release source" : mode == .apply ? "tagged as the release source" : "would tag it as the release source (DryRunOperation)"
+        return .done(volume, "\(mountPoint) is \(entry.type) on \(volume.id) (\(volume.sizeGiB) GiB); \(role)")
+    }
+
+    /// The release's identity, written into the filesystem before it is frozen: the snapshot
+    /// carries it in its bytes, and in its tags.
+    private func writeManifest(_ volume: EC2Volume) throws -> StepResult<ReleaseManifest> {
+        let root = options.mountPoint.text
+        let now = clock.now()
+        let manifest = ReleaseManifest(id: ReleaseID.new(at: now, random: randomHexDigits(8)), release: options.release, createdAt: now.iso8601)
+        let path = ReleaseManifest.path(in: root)
+        guard mode == .apply else {
+            guard access(root, W_OK) == 0 else { throw PublishError.manifest(path: path, SystemCallError("access", root, errno: errno)) }
+            return .done(manifest, "would write \(path) naming a new release identity")
+        }
+        do throws(SystemCallError) { try manifest.save(in: root) } catch { throw PublishError.manifest(path: path, error) }
+        return .done(manifest, "\(path) names \(manifest.id)")
     }
 
     /// Freeze, CreateSnapshot, thaw — the thaw as soon as the call returns, whatever it
     /// returned, and the call bounded by `freezeLimit`. A round that failed gives back any
     /// snapshot it made after all (its answer lost: it may hold writes made after the thaw)
     /// and, when the failure is worth it, freezes again.
-    private func takeSnapshot(_ session: CloudSession, _ volume: EC2Volume) throws -> StepResult<EC2Snapshot> {
+    private func takeSnapshot(_ session: CloudSession, _ volume: EC2Volume, _ manifest: ReleaseManifest) throws -> StepResult<EC2Snapshot> {
         let mountPoint = options.mountPoint.text
         guard mode == .apply else {
             do throws(SystemCallError) { try freezer.check(mountPoint) } catch { throw PublishError.freeze(error) }
-            let request = SnapshotRequest(volume: volume.id, release: options.release, mountPoint: mountPoint, time: clock.now(), attemptID: "dry-run")
+            let request = SnapshotRequest(volume: volume.id, release: options.release, mountPoint: mountPoint, time: clock.now(), attemptID: "dry-run",
+                                          identity: manifest.id)
             switch try session.ec2.dryRun("CreateSnapshot", request.parameters) {
             case .permitted:
                 return StepResult(value: nil, mark: .ok,
@@ -216,10 +270,13 @@ public final class PublishFlow {
             case .denied(let error): throw EC2CallError.service(error)
             }
         }
+        // What an earlier publish of this volume left unmarked (a round's late snapshot, a
+        // publish that died) is no release: deleted before this one begins.
+        let swept = sweepStrays(session, volume, keeping: nil, quiet: false)
         var round = 1
         while true {
             let request = SnapshotRequest(volume: volume.id, release: options.release, mountPoint: mountPoint, time: clock.now(),
-                                          attemptID: String((0..<16).map { _ in "0123456789abcdef".randomElement()! }))
+                                          attemptID: randomHexDigits(16), identity: manifest.id)
             let frozen = clock.monotonic()
             do throws(SystemCallError) { try freezer.freeze(mountPoint) } catch { throw PublishError.freeze(error) }
             let result: Result<EC2Snapshot, EC2CallError>
@@ -235,8 +292,10 @@ public final class PublishFlow {
             let held = clock.monotonic() - frozen
             switch result {
             case .success(let snapshot):
+                current = snapshot.id
                 logger.info("\(mountPoint) was frozen for \(DurationText.format(.milliseconds(held.wholeMilliseconds))) while EC2 took \(snapshot.id)")
-                return .done(snapshot, "\(snapshot.id) of \(volume.id), \(mountPoint) frozen for \(DurationText.format(.milliseconds(held.wholeMilliseconds)))")
+                let sweep = swept.isEmpty ? "" : "; deleted \(swept.count) unpublished snapshot(s) an earlier publish left (\(swept.map(\.text).joined(separator: ", ")))"
+                return .done(snapshot, "\(snapshot.id) of \(volume.id), \(mountPoint) frozen for \(DurationText.format(.milliseconds(held.wholeMilliseconds)))" + sweep)
             case .failure(let error):
                 try giveBackStray(session, request)
                 let delay = error.isThrottling ? session.ec2.retryPolicy.throttleBackoff(random: clock.random())
@@ -256,6 +315,52 @@ public final class PublishFlow {
             logger.warning("CreateSnapshot made \(stray.id) although its answer failed; deleting it: it may hold writes made after the thaw")
             try session.ec2.deleteSnapshot(stray.id)
         }
+    }
+
+    /// The snapshots publish made of this volume and never marked as a release: deleted
+    /// (best effort; the next publish looks again). `keeping`: the one this run is still
+    /// waiting for or marking. Returns those deleted.
+    @discardableResult
+    private func sweepStrays(_ session: CloudSession, _ volume: EC2Volume, keeping: SnapshotID?, quiet: Bool) -> [SnapshotID] {
+        guard mode == .apply else { return [] }
+        let found: [EC2Snapshot]
+        do {
+            found = try session.ec2.describeSnapshots(filters: [("tag:\(SnapshotRequest.sourceVolumeTag)", [volume.id.text]),
+                                                                ("tag-key", [SnapshotRequest.attemptTag])])
+        } catch {
+            if !quiet { logger.warning("cannot look for unpublished snapshots of \(volume.id) (\(error)); the next publish looks again") }
+            return []
+        }
+        var deleted: [SnapshotID] = []
+        for stray in found where stray.isUnpublishedAttempt && stray.id != keeping && stray.id != current {
+            do {
+                try session.ec2.deleteSnapshot(stray.id)
+                logger.warning("deleted \(stray.id): a snapshot publish made of \(volume.id) and never published (a failed round's late snapshot, or a publish that died)")
+                deleted.append(stray.id)
+            } catch {
+                logger.warning("cannot delete the unpublished snapshot \(stray.id) (\(error)); the next publish tries again")
+            }
+        }
+        return deleted
+    }
+
+    /// The snapshot of this run, once taken: never swept.
+    private var current: SnapshotID?
+
+    /// Completed: now it is a release. The mark (the release tag, and the output it is
+    /// published to) is what `tag:` sources, `--keep` and the strays' sweep read; the
+    /// release server's volume records which release it last published.
+    private func mark(_ session: CloudSession, _ snapshot: EC2Snapshot, volume: EC2Volume?) throws -> StepResult<Void> {
+        let tags = [VolumeTag(key: SnapshotRequest.releaseTag, value: options.release), VolumeTag(key: ReleaseTags.output, value: options.target.description)]
+        try session.ec2.createTags([snapshot.id.text], tags)
+        if let volume {
+            do {
+                try session.ec2.createTags([volume.id.text], [VolumeTag(key: ReleaseTags.releaseID, value: snapshot.releaseIdentity.text)])
+            } catch {
+                logger.warning("cannot record on \(volume.id) that it was published as \(snapshot.releaseIdentity): \(error)")
+            }
+        }
+        return .done((), "\(snapshot.id) marked as release \(options.release) (\(snapshot.releaseIdentity)), published to \(options.target)")
     }
 
     /// Until `completed`, with a progress line; `error` ends publish with the published id
@@ -327,23 +432,63 @@ public final class PublishFlow {
         }
     }
 
-    /// `--keep N`: the release's older snapshots that publish made, beyond the N newest;
-    /// never the current or the previous one.
+    /// `--keep N`: of the release's snapshots published to this output, those beyond the N
+    /// newest — never one that any output of the release names now or as its previous id
+    /// (every output its snapshots were published to is read first; one that cannot be read
+    /// keeps everything), never one still pending.
     private func prune(_ session: CloudSession, current: SnapshotID?, previous: SnapshotID?) throws -> StepResult<[SnapshotID]> {
         guard let keep = options.keep else { return .skipped("keeping every snapshot (no --keep)") }
         let ours = try session.ec2.describeSnapshots(filters: [("tag:\(SnapshotRequest.releaseTag)", [options.release])])
-        let doomed = SnapshotRetention.toDelete(ours, keep: keep, release: options.release, protected: Set([current, previous].compactMap { $0 }))
+        let outputs = Set(ours.compactMap { $0.tags[ReleaseTags.output] }).subtracting([options.target.description])
+        var named = Set([current, previous].compactMap { $0 })
+        for output in outputs.sorted() {
+            guard let target = try? PublishTarget(parsing: output) else {
+                return .done([], "kept every snapshot: a snapshot of \(options.release) names the output \(output.quotedForMessage()), which is not one")
+            }
+            do {
+                named.formUnion(try namedIDs(session, target))
+            } catch {
+                logger.warning("--keep: cannot read \(output), where \(options.release) is published too (\(error)); keeping every snapshot")
+                return .done([], "kept every snapshot: cannot read \(output), which another publish of \(options.release) writes (\(error))")
+            }
+        }
+        let candidates = ours.filter { ($0.tags[ReleaseTags.output] ?? options.target.description) == options.target.description }
+        let doomed = SnapshotRetention.toDelete(candidates, keep: keep, release: options.release, protected: named)
+        let others = outputs.isEmpty ? "" : ", none that \(outputs.sorted().joined(separator: ", ")) names"
         guard mode == .apply else {
-            guard let first = doomed.first else { return .done([], "nothing to delete: \(ours.count) snapshots of \(options.release), keeping \(keep)") }
+            guard let first = doomed.first else { return .done([], "nothing to delete: \(candidates.count) snapshots of \(options.release) published to \(options.target), keeping \(keep)\(others)") }
             switch try session.ec2.dryRun("DeleteSnapshot", ["SnapshotId": first.id.text]) {
             case .permitted: return .done([], "would delete \(doomed.count) (\(doomed.map(\.id.text).joined(separator: ", "))) (DryRunOperation)")
             case .denied(let error): throw EC2CallError.service(error)
             }
         }
         for snapshot in doomed { try session.ec2.deleteSnapshot(snapshot.id) }
-        let detail = doomed.isEmpty ? "nothing to delete (keeping \(keep))" : "deleted \(doomed.map(\.id.text).joined(separator: ", ")) (keeping \(keep))"
+        let detail = doomed.isEmpty ? "nothing to delete (keeping \(keep)\(others))" : "deleted \(doomed.map(\.id.text).joined(separator: ", ")) (keeping \(keep)\(others))"
         if !doomed.isEmpty { logger.info("\(detail)") }
         return .done(doomed.map(\.id), detail)
+    }
+
+    /// The ids an output names: a file's id and its `.prev`; an SSM parameter's value and the
+    /// value before it.
+    private func namedIDs(_ session: CloudSession, _ target: PublishTarget) throws -> Set<SnapshotID> {
+        switch target {
+        case .file(let path):
+            var ids: Set<SnapshotID> = []
+            for file in [path.text, path.text + ".prev"] {
+                let bytes: [UInt8]
+                do throws(SystemCallError) {
+                    bytes = try readFile(file, limit: 4096)
+                } catch {
+                    // No .prev yet is fine; no file at all is not.
+                    if file == path.text || error.errno != ENOENT { throw error }
+                    continue
+                }
+                ids.insert(try SnapshotSourceBody.parse(bytes, url: file))
+            }
+            return ids
+        case .ssm(let name):
+            return Set(try session.ssm.history(name).compactMap { SnapshotID($0.value.trimmingWhitespace()) }.suffix(2))
+        }
     }
 }
 

@@ -8,6 +8,10 @@ public enum PushError: SnapmountError, Equatable {
     case noSuchGroups([String])
     case sourceNotMounted(String)
     case publishedUnreadable(String, String)
+    /// The release here has no manifest: not a release publish made.
+    case noManifest(String)
+    /// The release here is not the one `--published` names.
+    case notThePublishedRelease(directory: String, holds: ReleaseID, published: ReleaseID, snapshot: SnapshotID)
     /// Some hosts did not get the release; the table names them too.
     case hostsFailed([(host: String, instance: InstanceID, reason: String)], of: Int)
     /// Instances kept appearing: the set never settled within the rounds allowed.
@@ -18,7 +22,7 @@ public enum PushError: SnapmountError, Equatable {
 
     public var exitStatus: ExitStatus {
         switch self {
-        case .noSuchGroups, .sourceNotMounted: .configuration
+        case .noSuchGroups, .sourceNotMounted, .noManifest, .notThePublishedRelease: .configuration
         case .publishedUnreadable: .unavailable
         case .hostsFailed: .unavailable
         case .notStable, .stopped: .timedOut
@@ -32,14 +36,18 @@ public enum PushError: SnapmountError, Equatable {
         case .sourceNotMounted(let directory):
             "\(directory) is not a mount point here: with rsync --delete, every instance's release would become a copy of that directory; mount the release volume there, or name its mount point with --mount-point"
         case .publishedUnreadable(let target, let reason):
-            "cannot read the published snapshot id from \(target): \(reason) (run snapmount publish first; push records which release it pushed)"
+            "cannot read the published snapshot id from \(target): \(reason) (run snapmount publish first: push sends only the published release)"
+        case .noManifest(let directory):
+            "\(directory) holds no release manifest (\(ReleaseManifest.relativePath)): it is not a release snapmount publish made, and pushing it with --delete would replace every instance's release with it; run snapmount publish first"
+        case .notThePublishedRelease(let directory, let holds, let published, let snapshot):
+            "\(directory) holds release \(holds), but the published release is \(published) (\(snapshot)); push sends only the published release: publish this one first, or — after a rollback — let the instances converge to \(snapshot) at their next boot"
         case .hostsFailed(let failures, let total):
             "push failed on \(failures.count) of \(total) hosts: "
                 + failures.map { "\($0.host) (\($0.instance)): \($0.reason)" }.joined(separator: "; ")
         case .notStable(let rounds, let pending):
-            "the groups' instances did not settle after \(rounds) rounds (\(pending) still new or still booting); run push again"
+            "new instances kept joining the groups for \(rounds) rounds (\(pending) not pushed yet); run push again"
         case .stopped(let signal):
-            "stopped by signal \(signal); hosts already pushed keep the new files, the others the old ones"
+            "stopped by signal \(signal); hosts already pushed hold the new release, the others the old one, and any host stopped mid-sync holds no known release (its next boot heals it)"
         }
     }
 }
@@ -50,20 +58,26 @@ public struct PushOptions: Sendable {
     public var groups: [String]
     /// The release's directory here, and where it is mounted on every instance.
     public var directory: AbsolutePath
-    /// Where `snapmount publish` wrote the id: recorded on each host as what it now holds.
+    /// Where `snapmount publish` wrote the id: the release here must be that one.
     public var published: PublishTarget
     /// Hosts synced at once.
     public var parallel = 8
-    /// The ssh command and its options, as words (rsync's `-e`, without quoting).
+    /// The ssh command and its options, as words.
     public var ssh: [String] = ["ssh"]
     public var user = "root"
-    /// Where snapmount keeps its state on the instances: pushed.json goes there.
-    public var remoteStateDirectory = "/var/lib/snapmount"
+    /// Host keys, known per instance id (ssh's `HostKeyAlias`): a new instance is accepted
+    /// on first contact, a changed key for the same instance refused, and an address that
+    /// another instance used before is no conflict.
+    public var knownHosts = "/var/lib/snapmount/known_hosts"
+    /// Where the release-side lock lives (publish, push and rollback exclude each other).
+    public var lockDirectory = "/run/snapmount"
+    public var lockTimeout: Duration = .seconds(600)
     /// The longest one host's rsync may take.
     public var hostTimeout: Duration = .seconds(30 * 60)
-    /// How long an instance still launching may stay unreachable before it counts as failed.
+    /// How long an instance still launching (or not yet known to EC2) may stay unreachable
+    /// before it counts as failed.
     public var launchWait: Duration = .seconds(600)
-    /// Listings of the groups, at most: each one after the last host of the one before.
+    /// Listings of the groups that find new instances, at most.
     public var rounds = 10
     /// Connection attempts per host, and the pause between them.
     public var attempts = 3
@@ -76,6 +90,12 @@ public struct PushOptions: Sendable {
         self.directory = directory
         self.published = published
     }
+
+    /// A path rsync older than 3.2.4 (RHEL 9 ships 3.2.3) hands to the remote shell as it
+    /// is: only characters no shell treats specially.
+    public static func isSafeRemotePath(_ path: String) -> Bool {
+        !path.isEmpty && path.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "/._+@-".unicodeScalars.contains($0)) }
+    }
 }
 
 /// One row of the table `snapmount push` prints.
@@ -86,10 +106,12 @@ public struct HostReport: Sendable, Equatable {
     public var duration: Duration
 }
 
-/// `snapmount push`: the release's files to every instance of the groups, over ssh with
-/// rsync, a bounded number at a time, each only into a mounted release; the groups listed
-/// again after each round until no new instance appears; `pushed.json` written on each host
-/// with the snapshot it now matches, so that its next boot keeps its volume.
+/// `snapmount push`: the published release's files to every instance of the groups, over
+/// ssh with rsync, a bounded number at a time, each only into a mounted release; the groups
+/// listed again after each round until no new instance appears. Each host's volume is marked
+/// as holding no known release before its files change, the manifest is sent last, and only
+/// then does the volume's identity tag say the new release: a sync that fails half way leaves
+/// a host that its next boot heals, never one that claims a release it does not hold.
 public final class PushFlow: @unchecked Sendable {  // run() is called once; the workers share only `state`, under its lock
     public let options: PushOptions
     private let mode: FlowMode
@@ -108,6 +130,12 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         var bytes: Int64 = 0
     }
 
+    /// The release being pushed: its manifest here, and the snapshot publish made of it.
+    private struct Release {
+        var manifest: ReleaseManifest
+        var snapshot: SnapshotID
+    }
+
     public init(options: PushOptions, mode: FlowMode, clock: any AgentClock, logger: Logger, runner: any CommandRunner,
                 mounter: any Mounter, terminal: (@Sendable (String) -> Void)? = nil, connect: @escaping () throws -> CloudSession) {
         self.mounter = mounter
@@ -120,9 +148,11 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         self.connect = connect
     }
 
-    /// Every host's row of the last run, also when it threw ``PushError/hostsFailed(_:of:)``:
-    /// the caller prints the table either way.
+    /// Every host's row of the last run, however it ended (hosts failed, a signal, groups
+    /// that never settled): the caller prints the table either way.
     public private(set) var lastReports: [HostReport] = []
+
+    public var lockPath: String { options.lockDirectory + "/" + releaseLockName }
 
     /// Pushes until the groups' set of instances is stable, and returns every host's row
     /// (sorted by group and address).
@@ -133,35 +163,47 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         guard try mounter.mounts().contains(where: { $0.mountPoint == directory }) else {
             throw PushError.sourceNotMounted(options.directory.text)
         }
+        // Publish, push and rollback exclude each other: the tree does not change under a push.
+        let lock = try takeLock()
+        defer { withExtendedLifetime(lock) {} }
         let session = try connect()
-        let snapshot = try publishedSnapshot(session)
-        logger.notice("pushing \(options.directory.text) (\(snapshot)) to the instances of \(options.groups.joined(separator: ", "))\(mode == .check ? " (dry run: rsync -n, nothing recorded)" : "")")
+        let release = try publishedRelease(session)
+        logger.notice("pushing \(options.directory.text) (release \(release.manifest.id), \(release.snapshot)) to the instances of \(options.groups.joined(separator: ", "))\(mode == .check ? " (dry run: rsync -n, nothing changed)" : "")")
         var reports: [InstanceID: HostReport] = [:]
-        var launchingSince: [InstanceID: ContinuousClock.Instant] = [:]
+        var listed: [GroupMember] = []
+        // However the push ends, the table shows every instance listed: those not reached
+        // as not pushed.
+        defer { lastReports = Self.sorted(Array(reports.values) + listed.filter { reports[$0.instance] == nil && $0.phase != .leaving }.map {
+            HostReport(member: $0, address: "", outcome: .failed("not pushed: the push ended first"), duration: .zero)
+        }) }
+        var firstSeen: [InstanceID: ContinuousClock.Instant] = [:]
         var members: [GroupMember] = []
+        var newRounds = 0
         var round = 0
         while true {
             if let signal = StopSignal.received { throw PushError.stopped(signal: signal) }
             members = try list(session)
+            listed = members
             let todo = members.filter { reports[$0.instance] == nil && $0.phase != .leaving }
             if todo.isEmpty { break }
             round += 1
-            guard round <= options.rounds else { throw PushError.notStable(rounds: options.rounds, pending: todo.count) }
+            // Only listings that find new instances count against --rounds; instances still
+            // launching are waited for up to --launch-wait instead.
+            if todo.contains(where: { firstSeen[$0.instance] == nil }) {
+                newRounds += 1
+                guard newRounds <= options.rounds else { throw PushError.notStable(rounds: options.rounds, pending: todo.count) }
+            }
             if round > 1 { logger.notice("round \(round): \(todo.count) instance(s) to push to") }
             let instances = try describe(session, todo.map(\.instance))
-            // Launching instances that may still be waited for: not reachable yet is not a failure.
-            let now = ContinuousClock.now
-            for member in todo where member.phase == .launching && launchingSince[member.instance] == nil {
-                launchingSince[member.instance] = now
-            }
+            let now = clock.monotonic()
+            for member in todo where firstSeen[member.instance] == nil { firstSeen[member.instance] = now }
+            // Not reachable yet is not a failure for an instance still launching, or one Auto
+            // Scaling lists and EC2 does not know yet: each is tried again until --launch-wait.
             let waitable = Set(todo.filter { member in
-                launchingSince[member.instance].map { now - $0 < options.launchWait } ?? false
+                (member.phase == .launching || instances[member.instance] == nil)
+                    && firstSeen[member.instance].map { now - $0 < options.launchWait } ?? false
             }.map(\.instance))
-            let rows = pushRound(todo, instances: instances, snapshot: snapshot, session: session, waitable: waitable)
-            if let signal = StopSignal.received {
-                lastReports = Array(reports.values) + rows
-                throw PushError.stopped(signal: signal)
-            }
+            let rows = pushRound(todo, instances: instances, release: release, session: session, waitable: waitable)
             var waiting = 0
             for row in rows {
                 if Self.isWaiting(row, waitable) {
@@ -170,8 +212,9 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
                     reports[row.member.instance] = row
                 }
             }
+            if let signal = StopSignal.received { throw PushError.stopped(signal: signal) }
             if waiting > 0 {
-                logger.notice("\(waiting) launching instance(s) not reachable yet; trying again in \(DurationText.format(options.launchPoll))")
+                logger.notice("\(waiting) instance(s) launching or not known to EC2 yet, not reachable yet; trying again in \(DurationText.format(options.launchPoll))")
                 clock.sleep(for: options.launchPoll)
             }
         }
@@ -180,14 +223,17 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         for (id, row) in reports where row.outcome.isFailure && !current.contains(id) {
             reports[id]?.outcome = .gone
         }
-        let rows = reports.values.sorted { ($0.member.group, $0.address, $0.member.instance.text) < ($1.member.group, $1.address, $1.member.instance.text) }
-        lastReports = rows
+        let rows = Self.sorted(Array(reports.values))
         terminal?("\r\u{1b}[K")
         let failures = rows.compactMap { row in
             row.outcome.failure.map { (host: row.address, instance: row.member.instance, reason: $0) }
         }
         if !failures.isEmpty { throw PushError.hostsFailed(failures, of: rows.count) }
         return rows
+    }
+
+    private static func sorted(_ rows: [HostReport]) -> [HostReport] {
+        rows.sorted { ($0.member.group, $0.address, $0.member.instance.text) < ($1.member.group, $1.address, $1.member.instance.text) }
     }
 
     /// The table at the end: one line per host.
@@ -209,20 +255,41 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         }.joined(separator: "\n") + "\n"
     }
 
+    private func takeLock() throws -> FileLock? {
+        guard mode == .apply else { return nil }
+        try makeDirectories(options.lockDirectory, mode: 0o755)
+        guard let lock = try FileLock.acquire(lockPath, timeout: clock.capped(options.lockTimeout), clock: clock) else {
+            throw HostError.lockTimeout(lockPath, after: options.lockTimeout)
+        }
+        return lock
+    }
+
     // MARK: Cloud
 
-    private func publishedSnapshot(_ session: CloudSession) throws -> SnapshotID {
+    /// The release here, which must be the published one: its manifest's identity is the
+    /// identity of the snapshot `--published` names.
+    private func publishedRelease(_ session: CloudSession) throws -> Release {
+        let snapshotID: SnapshotID
         switch options.published {
         case .file(let path):
             do {
-                return try SnapshotSourceBody.parse(try readFile(path.text, limit: 4096), url: path.text)
+                snapshotID = try SnapshotSourceBody.parse(try readFile(path.text, limit: 4096), url: path.text)
             } catch {
                 throw PushError.publishedUnreadable(path.text, "\(error)")
             }
         case .ssm(let name):
             // Read as the boot side reads an ssm: source (the owner plays no part for SSM).
-            return try session.publishedID(.ssm(name: name), owner: .selfAccount)
+            snapshotID = try session.publishedID(.ssm(name: name), owner: .selfAccount)
         }
+        guard let manifest = ReleaseManifest.load(in: options.directory.text) else { throw PushError.noManifest(options.directory.text) }
+        guard let snapshot = try session.ec2.describeSnapshot(snapshotID) else {
+            throw PushError.publishedUnreadable(options.published.description, "EC2 knows no snapshot \(snapshotID)")
+        }
+        guard snapshot.releaseIdentity == manifest.id else {
+            throw PushError.notThePublishedRelease(directory: options.directory.text, holds: manifest.id, published: snapshot.releaseIdentity,
+                                                   snapshot: snapshotID)
+        }
+        return Release(manifest: manifest, snapshot: snapshotID)
     }
 
     private func list(_ session: CloudSession) throws -> [GroupMember] {
@@ -233,20 +300,24 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         return options.groups.flatMap { groups[$0] ?? [] }.filter { seen.insert($0.instance).inserted }
     }
 
+    /// The instances EC2 knows, by an `instance-id` filter: an id Auto Scaling lists and EC2
+    /// does not know yet is simply absent (by id, one such would fail the whole call).
     private func describe(_ session: CloudSession, _ ids: [InstanceID]) throws -> [InstanceID: EC2Instance] {
         var byID: [InstanceID: EC2Instance] = [:]
         for instance in try session.ec2.describeInstances(ids) { byID[instance.id] = instance }
         return byID
     }
 
-    /// This round's instances' release volumes: the one snapmount volume attached to each.
+    /// This round's instances' release volumes for the mount point: the one snapmount volume
+    /// of that configuration attached to each.
     private func releaseVolumes(_ session: CloudSession, _ ids: [InstanceID]) -> [InstanceID: VolumeID] {
-        guard mode == .apply, !ids.isEmpty else { return [:] }
+        guard !ids.isEmpty else { return [:] }
         let volumes: [EC2Volume]
         do {
             volumes = try session.ec2.describeVolumes(filters: [("tag:\(VolumeRequest.instanceTag)", ids.map(\.text))])
+                .filter { $0.belongs(to: options.directory.text) }
         } catch {
-            logger.warning("cannot list the instances' release volumes (\(error)); pushed.json is not written this round")
+            logger.warning("cannot list the instances' release volumes (\(error)); no host can be pushed to this round")
             return [:]
         }
         var result: [InstanceID: VolumeID] = [:]
@@ -261,29 +332,30 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
 
     private static let notMountedStatus: Int32 = 99
 
-    /// A launching instance not reachable yet, still within `--launch-wait`: tried again in
-    /// the next round rather than counted.
+    /// An instance not reachable yet, still within `--launch-wait`: tried again in the next
+    /// round rather than counted.
     private static func isWaiting(_ row: HostReport, _ waitable: Set<InstanceID>) -> Bool {
         guard case .unreachable = row.outcome else { return false }
         return waitable.contains(row.member.instance)
     }
 
-    private func pushRound(_ members: [GroupMember], instances: [InstanceID: EC2Instance], snapshot: SnapshotID,
+    private func pushRound(_ members: [GroupMember], instances: [InstanceID: EC2Instance], release: Release,
                            session: CloudSession, waitable: Set<InstanceID>) -> [HostReport] {
         let volumes = releaseVolumes(session, members.map(\.instance))
+        let tagger = VolumeTagger(ec2: session.ec2)
         state.withLock { $0.total += members.count }
         let rows = Mutex<[HostReport]>([])
         forEachConcurrently(members.count, limit: options.parallel) { index in
             let member = members[index]
-            let started = ContinuousClock.now
+            let started = self.clock.monotonic()
             let instance = instances[member.instance]
             let address = instance?.privateAddress ?? ""
-            let outcome = self.push(member, instance: instance, volume: volumes[member.instance], snapshot: snapshot)
-            let row = HostReport(member: member, address: address, outcome: outcome, duration: ContinuousClock.now - started)
+            let outcome = self.push(member, instance: instance, volume: volumes[member.instance], release: release, tagger: tagger)
+            let row = HostReport(member: member, address: address, outcome: outcome, duration: self.clock.monotonic() - started)
             rows.withLock { $0.append(row) }
             if Self.isWaiting(row, waitable) {
                 self.state.withLock { $0.total -= 1 }
-                self.logger.notice("\(address) (\(member.instance)): \(member.lifecycleState), not reachable yet; tried again in the next round")
+                self.logger.notice("\(address.isEmpty ? "-" : address) (\(member.instance)): \(member.lifecycleState), not reachable yet; tried again in the next round (\(row.outcome.failure ?? ""))")
             } else {
                 self.report(row)
             }
@@ -291,51 +363,87 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         return rows.withLock { $0 }
     }
 
-    private func push(_ member: GroupMember, instance: EC2Instance?, volume: VolumeID?, snapshot: SnapshotID) -> PushOutcome {
-        guard let instance else { return .gone }
+    private func push(_ member: GroupMember, instance: EC2Instance?, volume: VolumeID?, release: Release, tagger: VolumeTagger) -> PushOutcome {
+        guard let instance else { return .unreachable("EC2 does not list the instance (yet)") }
         switch instance.state {
-        case "terminated", "shutting-down": return .gone
-        case "stopped", "stopping": return .booting
-        default: break
+        case .terminated, .shuttingDown: return .gone
+        case .stopped, .stopping: return .booting
+        case .pending, .running, .other: break
         }
         guard let address = instance.privateAddress else { return .unreachable("the instance has no private address yet") }
-        let destination = options.user + "@" + address
+        let host = RemoteHost(destination: options.user + "@" + address, instance: member.instance)
         let directory = options.directory.text
 
         // The guard: only into a mounted release, never into the directory it is mounted on.
-        if let ended = checkMount(member, destination, directory) { return ended }
+        if let ended = checkMount(member, host, directory) { return ended }
+        guard let volume else {
+            return .failed("cannot tell which volume holds its release (none, or more than one, attached with snapmount's tags for \(directory)); nothing sent")
+        }
+        if mode == .apply {
+            // Before any file changes: the volume holds no known release until the manifest is there.
+            do {
+                try tagger.mark(volume, holding: ReleaseID.unknownTag)
+            } catch {
+                return .failed("cannot mark \(volume) as changing (\(error)); nothing sent")
+            }
+        }
+        // Everything but the manifest (the remote one goes first: --delete-before, excluded),
+        // then the manifest alone. The remote side checks the mount again itself, as it starts.
+        let tree = rsync(host, ["--delete", "--delete-before", "--delete-excluded", "--exclude", "/" + ReleaseManifest.directory + "/",
+                                directory + "/", host.destination + ":" + directory + "/"])
+        guard case .success(let summary) = tree else { return tree.failure }
+        if mode == .check { return .wouldPush(summary) }
+        let manifest = rsync(host, ["-R", directory + "/./" + ReleaseManifest.directory, host.destination + ":" + directory + "/"])
+        guard case .success(let last) = manifest else { return manifest.failure }
+        let sent = RsyncSummary(bytesSent: summary.bytesSent + last.bytesSent, filesTransferred: summary.filesTransferred + last.filesTransferred)
+        do {
+            try tagger.mark(volume, holding: release.manifest.id.text)
+            return .pushed(sent, recorded: true)
+        } catch {
+            logger.warning("\(host.destination): pushed, but \(volume)'s identity tag still says \(ReleaseID.unknownTag) (\(error)); its next boot replaces the volume with one from \(release.snapshot)")
+            return .pushed(sent, recorded: false)
+        }
+    }
 
-        // The sync; the remote side checks the mount again itself, as it starts.
-        var arguments = ["-az", "--delete", "--stats", "-e", ([sshProgram] + sshWords).joined(separator: " "),
-                         "--rsync-path", "mountpoint -q \(shellQuoted(directory)) && rsync"]
-        if mode == .check { arguments.append("--dry-run") }
-        arguments += [directory + "/", destination + ":" + directory + "/"]
+    private enum SyncResult {
+        case success(RsyncSummary)
+        case failure(PushOutcome)
+
+        var failure: PushOutcome {
+            if case .failure(let outcome) = self { return outcome }
+            return .failed("rsync")
+        }
+    }
+
+    private func rsync(_ host: RemoteHost, _ arguments: [String]) -> SyncResult {
+        var arguments = ["-az", "--stats", "-e", ShellWords.rsyncCommand([sshProgram] + sshWords(host)),
+                         "--rsync-path", "mountpoint -q \(ShellWords.shellQuoted(options.directory.text)) && rsync"] + arguments
+        if mode == .check { arguments.insert("--dry-run", at: 0) }
         let result: ProcessResult
         do {
             result = try runner.run("rsync", arguments, timeout: options.hostTimeout)
         } catch {
-            return .failed("rsync: \(error)")
+            return .failure(.failed("rsync: \(error); the host holds no known release until it is pushed again or boots"))
         }
         // 24: files vanished on the sending side while it ran; the rest arrived.
         guard result.status == 0 || result.status == 24 else {
             let what = result.status == 255 || result.status == 12 || result.status == 10 ? "the connection failed" : "rsync failed"
-            return .failed("\(what) (rsync exit \(result.status)): " + lastLine(result.output, or: "no output"))
+            let after = mode == .apply ? "; the host holds no known release until it is pushed again or boots" : ""
+            return .failure(.failed("\(what) (rsync exit \(result.status)): " + lastLine(result.output, or: "no output") + after))
         }
-        let summary = RsyncSummary.parse(result.output) ?? RsyncSummary(bytesSent: 0, filesTransferred: 0)
-        if mode == .check { return .wouldPush(summary) }
-        return .pushed(summary, recorded: record(destination, volume: volume, snapshot: snapshot))
+        return .success(RsyncSummary.parse(result.output) ?? RsyncSummary(bytesSent: 0, filesTransferred: 0))
     }
 
     /// `mountpoint -q` over ssh: `nil` when the destination is a mounted release, otherwise
     /// how this host's push ends. A connection failure (ssh's 255) is tried `attempts` times,
     /// except on a launching instance, which is tried again in the next round instead.
-    private func checkMount(_ member: GroupMember, _ destination: String, _ directory: String) -> PushOutcome? {
+    private func checkMount(_ member: GroupMember, _ host: RemoteHost, _ directory: String) -> PushOutcome? {
         var attempt = 1
         while true {
             if StopSignal.received != nil { return .failed("stopped before it was pushed to") }
             let result: ProcessResult
             do {
-                result = try runner.run(sshProgram, sshWords + [destination, "mountpoint -q \(shellQuoted(directory)) || exit \(Self.notMountedStatus)"],
+                result = try runner.run(sshProgram, sshWords(host) + [host.destination, "mountpoint -q \(ShellWords.shellQuoted(directory)) || exit \(Self.notMountedStatus)"],
                                         timeout: .seconds(60))
             } catch {
                 return .failed("ssh: \(error)")
@@ -343,6 +451,9 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
             switch result.status {
             case 0:
                 return nil
+            case 255 where Self.isHostKeyRefusal(result.output):
+                return .failed("ssh refused the host key: " + lastLine(result.output, or: "host key verification failed")
+                               + " (a changed key for \(member.instance) in \(options.knownHosts): if the instance was rebuilt, remove its line with ssh-keygen -R \(member.instance) -f \(options.knownHosts))")
             case 255 where member.phase != .launching && attempt < options.attempts:
                 clock.sleep(for: options.retryDelay)
                 attempt += 1
@@ -358,44 +469,25 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         }
     }
 
-    /// Writes pushed.json on the host (temporary file, then rename): its volume now holds
-    /// the files of `snapshot`. Without one known release volume nothing is written, and its
-    /// next boot swaps the volume for one made from the snapshot (same files, more time).
-    private func record(_ destination: String, volume: VolumeID?, snapshot: SnapshotID) -> Bool {
-        guard let volume else {
-            logger.warning("\(destination): no single release volume attached, so pushed.json is not written")
-            return false
-        }
-        let record = PushedRecord(volume: volume.text, snapshot: snapshot.text, pushedAt: clock.now().iso8601)
-        let directory = shellQuoted(options.remoteStateDirectory)
-        let temporary = shellQuoted(options.remoteStateDirectory + "/.pushed.json.tmp")
-        let script = "umask 022 && mkdir -p \(directory) && printf '%s\\n' \(shellQuoted(record.json.pretty())) > \(temporary)"
-            + " && mv -f \(temporary) \(shellQuoted(options.remoteStateDirectory + "/pushed.json"))"
-        do {
-            let result = try runner.run(sshProgram, sshWords + [destination, script], timeout: .seconds(60))
-            guard result.status == 0 else {
-                logger.warning("\(destination): pushed, but pushed.json was not written: \(lastLine(result.output, or: "exit \(result.status)"))")
-                return false
-            }
-            return true
-        } catch {
-            logger.warning("\(destination): pushed, but pushed.json was not written: \(error)")
-            return false
-        }
+    static func isHostKeyRefusal(_ output: String) -> Bool {
+        output.contains("Host key verification failed") || output.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
     }
 
     private var sshProgram: String { options.ssh.first ?? "ssh" }
 
-    /// The ssh options: the operator's, then batch mode (never a password prompt) and a
-    /// connection bound.
-    private var sshWords: [String] {
-        Array(options.ssh.dropFirst()) + ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+    /// The ssh options: the operator's (ssh takes the first value it is given, so these
+    /// win), then batch mode (never a password prompt), a connection bound, and the host-key
+    /// policy: keys known per instance id in ``PushOptions/knownHosts``, new ones accepted.
+    private func sshWords(_ host: RemoteHost) -> [String] {
+        Array(options.ssh.dropFirst()) + ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+                                          "-o", "HostKeyAlias=\(host.instance)", "-o", "StrictHostKeyChecking=accept-new",
+                                          "-o", "UserKnownHostsFile=\(options.knownHosts)", "-o", "CheckHostIP=no"]
     }
 
     private func report(_ row: HostReport) {
         let line: String = switch row.outcome {
         case .pushed(let summary, let recorded):
-            "\(row.address) (\(row.member.instance)): pushed \(formatBytes(summary.bytesSent)), \(summary.filesTransferred) files in \(DurationText.format(row.duration))\(recorded ? "" : ", pushed.json not written")"
+            "\(row.address) (\(row.member.instance)): pushed \(formatBytes(summary.bytesSent)), \(summary.filesTransferred) files in \(DurationText.format(row.duration))\(recorded ? "" : ", its volume's identity not recorded")"
         case .wouldPush(let summary):
             "\(row.address) (\(row.member.instance)): would push \(formatBytes(summary.bytesSent)), \(summary.filesTransferred) files"
         case .booting: "\(row.address) (\(row.member.instance)): \(row.member.lifecycleState), release not mounted yet: it mounts the published one at boot"
@@ -413,10 +505,29 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
     }
 }
 
-/// `'text'` for a POSIX shell: the remote commands run through the login shell.
-func shellQuoted(_ text: String) -> String {
-    "'" + text.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''") + "'"
+/// Sets a volume's identity tag from the push's worker threads, one call at a time: the EC2
+/// client (its retry quota, its clock-skew estimate) is not made to be shared between threads.
+private final class VolumeTagger: @unchecked Sendable {
+    private let ec2: EC2Client
+    private let lock = Mutex(())
+
+    init(ec2: EC2Client) { self.ec2 = ec2 }
+
+    func mark(_ volume: VolumeID, holding release: String) throws(EC2CallError) {
+        try lock.withLock { _ throws(EC2CallError) in
+            try ec2.createTags([volume.text], [VolumeTag(key: ReleaseTags.releaseID, value: release)])
+        }
+    }
 }
+
+/// One instance as push reaches it: the ssh destination, and the instance whose host key it must present.
+private struct RemoteHost {
+    var destination: String
+    var instance: InstanceID
+}
+
+/// The lock file of the release side, in the lock directory: publish, push and rollback take it.
+public let releaseLockName = "publish.lock"
 
 private func lastLine(_ output: String, or fallback: String) -> String {
     let lines = output.split(separator: "\n").map { String($0).trimmingWhitespace() }.filter { !$0.isEmpty }

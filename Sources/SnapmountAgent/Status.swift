@@ -13,17 +13,26 @@ public enum ReleaseComparison: String, Sendable, Equatable {
     case different
 }
 
-/// `snapmount status`: what is mounted, from which volume and snapshot, and whether the
-/// source now names another one. The record is read first (it survives a reboot); when it
-/// does not know the snapshot, the volume's own `SnapshotId` is asked of EC2.
+/// `snapmount status`: what is mounted, which release it holds, from which snapshot, and
+/// whether the source now names another one. What the mounted filesystem holds is read from
+/// its manifest (a push may have changed it since the boot); the record (it survives a
+/// reboot) tells the rest; what neither knows is asked of EC2 (the volume's identity tag and
+/// its own `SnapshotId`).
 public struct StatusReport: Sendable, Equatable {
     public var mountPoint: String
     public var mounted: Bool
     public var device: String?
     public var volume: String?
     public var snapshot: String?
-    /// Where `snapshot` came from: `record`, or `EC2` (the volume's SnapshotId).
+    /// Where `snapshot` came from: `record`, or `EC2` (the volume's SnapshotId, or the
+    /// snapshot of the release it holds).
     public var snapshotOrigin: String?
+    /// The release the mounted filesystem holds (its identity), and where that was read:
+    /// `manifest` (on the filesystem), `record`, or `EC2` (the volume's identity tag).
+    public var release: String?
+    public var releaseOrigin: String?
+    /// The identity of the release the source names, when it had to be asked.
+    public var sourceRelease: String?
     public var mountedAt: String?
     public var sourceSnapshot: String?
     public var sourceError: String?
@@ -61,12 +70,25 @@ public struct StatusReport: Sendable, Equatable {
             report.device = device.map { "\(host.devices.devDirectory)/\($0.name)" } ?? entry.source
             report.volume = device?.serial.flatMap(VolumeID.fromNVMeSerial)?.text
         }
+        let manifest = report.mounted ? ReleaseManifest.load(in: configuration.mountPoint.text) : nil
+        if let manifest {
+            report.release = manifest.id.text
+            report.releaseOrigin = "manifest"
+        }
         if report.mounted, let record = MountRecord.load(host.recordPath), record.mountPoint == configuration.mountPoint.text,
            report.volume == nil ? record.device == report.device : record.volume == report.volume {
             report.volume = record.volume
-            report.snapshot = record.snapshot
-            report.snapshotOrigin = record.snapshot == nil ? nil : "record"
             report.mountedAt = record.completedAt.isEmpty ? nil : record.completedAt
+            // The record's snapshot is what the volume held at boot; a push since changed it.
+            if manifest == nil || record.release == manifest?.id.text {
+                report.snapshot = record.snapshot
+                report.snapshotOrigin = record.snapshot == nil ? nil : "record"
+                // A record from before identities: the snapshot is the release.
+                if report.release == nil, let release = record.release ?? record.snapshot {
+                    report.release = release
+                    report.releaseOrigin = "record"
+                }
+            }
         }
 
         let http: HTTPClient
@@ -98,25 +120,37 @@ public struct StatusReport: Sendable, Equatable {
         if let snapshot = report.snapshot, let published = report.sourceSnapshot {
             report.comparison = snapshot == published ? .same : .different
         }
-        // EC2 tells what the machine cannot: the volume's snapshot, and which snapshot is newer.
+        // EC2 tells what the machine cannot: the release the volume holds and its snapshot,
+        // the published release's identity, and which of two is newer.
         let needsSnapshot = report.mounted && report.snapshot == nil && report.volume != nil
         guard needsSnapshot || report.comparison == .different else { return report }
         do {
             let session = try connected()
-            if needsSnapshot, let volume = report.volume.flatMap(VolumeID.init) {
-                report.snapshot = try session.ec2.describeVolumes(ids: [volume]).first?.snapshotID?.text
+            if needsSnapshot, let id = report.volume.flatMap(VolumeID.init), let volume = try session.ec2.describeVolumes(ids: [id]).first {
+                if report.release == nil {
+                    report.release = volume.heldRelease?.text
+                    report.releaseOrigin = report.release == nil ? nil : "EC2"
+                }
+                let held = report.release.flatMap(ReleaseID.init)
+                if held == nil || held == volume.snapshotID.map(ReleaseID.init(snapshot:)) || volume.tags[VolumeRequest.snapshotTag] == nil {
+                    report.snapshot = held == nil ? nil : volume.snapshotID?.text
+                } else if let held {
+                    report.snapshot = try session.snapshot(holding: held)?.id.text
+                }
                 report.snapshotOrigin = report.snapshot == nil ? nil : "EC2"
             }
-            guard let snapshot = report.snapshot.flatMap(SnapshotID.init), let published = report.sourceSnapshot.flatMap(SnapshotID.init) else {
-                return report
-            }
-            guard snapshot != published else {
+            guard let published = report.sourceSnapshot.flatMap(SnapshotID.init) else { return report }
+            let publishedSnapshot = try session.ec2.describeSnapshot(published)
+            if let publishedSnapshot { report.sourceRelease = publishedSnapshot.releaseIdentity.text }
+            let heldRelease = report.release.flatMap(ReleaseID.init) ?? report.snapshot.flatMap(SnapshotID.init).map(ReleaseID.init(snapshot:))
+            guard let heldRelease else { return report }
+            if let publishedSnapshot, publishedSnapshot.releaseIdentity == heldRelease {
                 report.comparison = .same
                 return report
             }
             report.comparison = .different
-            if let mine = try session.ec2.describeSnapshot(snapshot)?.startTime, let theirs = try session.ec2.describeSnapshot(published)?.startTime,
-               mine != theirs {
+            let mine = try report.snapshot.flatMap(SnapshotID.init).flatMap { try session.ec2.describeSnapshot($0) }
+            if let mine = mine?.startTime, let theirs = publishedSnapshot?.startTime, mine != theirs {
                 report.comparison = theirs > mine ? .newer : .older
             }
         } catch {
@@ -131,6 +165,15 @@ public struct StatusReport: Sendable, Equatable {
             lines.append("mounted:   \(mountPoint) from \(device ?? "?")" + (volume.map { " (\($0))" } ?? ""))
         } else {
             lines.append("mounted:   no — \(mountPoint) is not mounted")
+        }
+        if mounted {
+            switch (release, releaseOrigin) {
+            case (let release?, "manifest"?): lines.append("release:   \(release)")
+            case (let release?, "EC2"?): lines.append("release:   \(release) (the volume's identity tag, from EC2; no manifest on the filesystem)")
+            case (let release?, _): lines.append("release:   \(release) (from the record; no manifest on the filesystem)")
+            case (nil, _) where cloudError != nil: lines.append("release:   unknown (no manifest, and EC2 could not tell)")
+            case (nil, _): lines.append("release:   no known release (no manifest, and the volume's identity tag says none: a push that did not finish; the next boot heals it)")
+            }
         }
         if let snapshot {
             let origin = snapshotOrigin == "EC2" ? " (the volume's snapshot, from EC2; no record of this mount)" : ""
@@ -156,7 +199,8 @@ public struct StatusReport: Sendable, Equatable {
         func optional(_ value: String?) -> JSONValue { value.map(JSONValue.string) ?? .null }
         return .object([
             ("mountPoint", .string(mountPoint)), ("mounted", .bool(mounted)), ("device", optional(device)),
-            ("volume", optional(volume)), ("snapshot", optional(snapshot)), ("snapshotOrigin", optional(snapshotOrigin)),
+            ("volume", optional(volume)), ("release", optional(release)), ("releaseOrigin", optional(releaseOrigin)),
+            ("snapshot", optional(snapshot)), ("snapshotOrigin", optional(snapshotOrigin)), ("sourceRelease", optional(sourceRelease)),
             ("mountedAt", optional(mountedAt)), ("sourceSnapshot", optional(sourceSnapshot)), ("sourceError", optional(sourceError)),
             ("comparison", optional(comparison?.rawValue)), ("newerPublished", newerPublished.map(JSONValue.bool) ?? .null),
             ("cloudError", optional(cloudError)),

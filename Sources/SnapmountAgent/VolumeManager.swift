@@ -197,7 +197,7 @@ public final class VolumeManager {
             return created ? .created(volume) : .existing(volume)
         } catch {
             // Made for this instance — by this run or an earlier one — and unusable: given back.
-            if !error.isElsewhere { _ = clock.withGrace(Self.rollBackGrace) { rollBack(found.id, neverAttached: created) } }
+            if !error.isElsewhere, !found.isReleaseSource { _ = clock.withGrace(Self.rollBackGrace) { rollBack(found.id, neverAttached: created) } }
             throw error
         }
     }
@@ -249,7 +249,7 @@ public final class VolumeManager {
             }
             return .attached(attachment)
         } catch {
-            if mode == .apply, !error.isElsewhere { _ = clock.withGrace(Self.rollBackGrace) { rollBack(volume.id) } }
+            if mode == .apply, !error.isElsewhere, !volume.isReleaseSource { _ = clock.withGrace(Self.rollBackGrace) { rollBack(volume.id) } }
             throw error
         }
     }
@@ -345,20 +345,25 @@ public final class VolumeManager {
         }
     }
 
-    /// This instance's volumes, by their instance tag: one DescribeVolumes, which the volume
-    /// step sorts into the one to reuse and those of other releases to retire.
-    public func ourVolumes() throws(VolumeError) -> [EC2Volume] {
+    /// This instance's volumes for the configuration of `mountPoint`, by their instance tag:
+    /// one DescribeVolumes, which the volume step sorts into the one to reuse and those of
+    /// other releases to retire. Another configuration's volumes are never among them.
+    public func ourVolumes(mountPoint: String = AbsolutePath.defaultMountPoint) throws(VolumeError) -> [EC2Volume] {
         do {
             return try ec2.describeVolumes(filters: [("tag:\(VolumeRequest.instanceTag)", [identity.instanceID.text])])
+                .filter { $0.belongs(to: mountPoint) }
         } catch {
             throw .ec2(error)
         }
     }
 
-    /// A volume of this instance made from another release than the one the source names:
-    /// detached and deleted before the release's own volume is attached.
+    /// A volume of this instance that holds another release than the one the source names
+    /// (or none known): detached and deleted before the release's own volume is attached.
+    /// Never the release server's source volume.
     public func retire(_ volume: EC2Volume) throws(VolumeError) {
-        logger.notice("retiring \(volume.id), made from \(volume.snapshotID?.text ?? "another snapshot"): the source names another release")
+        guard !volume.isReleaseSource else { return }
+        let held = volume.heldRelease.map { "holds \($0)" } ?? "holds no known release"
+        logger.notice("retiring \(volume.id), which \(held): the source names another release")
         if let problem = rollBack(volume.id) { throw .cannotRetire(volume.id, problem) }
     }
 
@@ -372,7 +377,7 @@ public final class VolumeManager {
         } catch {
             throw .ec2(error)
         }
-        return VolumeDecisions.reusable(candidates, for: request.instance)
+        return VolumeDecisions.reusable(candidates.filter { $0.belongs(to: request.mountPoint) }, for: request.instance)
     }
 
     /// Waits (bounded) until the volume is `available` — or already attached to us.
@@ -499,7 +504,8 @@ public final class VolumeManager {
                 // what fails, the volume (ours: found by its tags, or made by this run) may be
                 // attached here: detach it blind, and let DeleteVolume wait for the detach.
                 let volume = try? ec2.describeVolumes(ids: [id]).first
-                if let volume, volume.tags[VolumeRequest.instanceTag] != identity.instanceID.text { return nil }
+                // Not this instance's, or the release server's source: never given back.
+                if let volume, volume.tags[VolumeRequest.instanceTag] != identity.instanceID.text || volume.isReleaseSource { return nil }
                 if let other = volume?.attachments.first(where: { $0.instanceID != identity.instanceID }) {
                     throw .attachedElsewhere(id, instance: other.instanceID)
                 }

@@ -190,3 +190,8 @@ public enum StopSignal {
 public func forbidCoreDumps() throws(SystemCallError) {
     try systemCall("prctl", "PR_SET_DUMPABLE") { clinux_forbid_core_dumps() }
 }
+
+/// `count` random lowercase hex digits (the system's generator): attempt ids, release identities.
+public func randomHexDigits(_ count: Int) -> String {
+    String((0..<count).map { _ in "0123456789abcdef".randomElement() ?? "0" })
+}

@@ -16,9 +16,11 @@ extension Snapmount {
             commandName: "push",
             abstract: "Push the release's files to the running instances of Auto Scaling groups (rsync over ssh).",
             discussion: """
-                Run on the release server after snapmount publish. Each host gets \
-                rsync -az --delete into its mounted release, and a record of the snapshot it \
-                now matches. Lists the groups again until no new instance appears; exits 69 \
+                Run on the release server after snapmount publish: the release here must be \
+                the published one (its manifest). Each host's volume is marked as holding no \
+                known release, gets rsync -az --delete into its mounted release, the manifest \
+                last, and then the new release's identity tag. Host keys are known per \
+                instance id. Lists the groups again until no new instance appears; exits 69 \
                 naming the hosts that failed. See snapmount(8), PUSH.
                 """
         )
@@ -29,20 +31,20 @@ extension Snapmount {
         @Option(help: ArgumentHelp("The release's directory here, and where it is mounted on the instances.", valueName: "path"))
         var mountPoint = "/release"
 
-        @Option(help: ArgumentHelp("Where publish wrote the id (its --output): recorded on each host as what it now holds.", valueName: "path|ssm:/name"))
+        @Option(help: ArgumentHelp("Where publish wrote the id (its --output): the release here must be that one.", valueName: "path|ssm:/name"))
         var published: String
 
         @Option(help: ArgumentHelp("Hosts synced at once.", valueName: "n"))
         var parallel = 8
 
-        @Option(help: ArgumentHelp("The ssh command and its options, words separated by spaces (as rsync -e).", valueName: "command"))
-        var ssh = "ssh"
+        @Option(help: ArgumentHelp("The ssh command and its options, quoted as for a shell.", valueName: "command"))
+        var ssh = CommandWords(words: ["ssh"])
 
         @Option(help: ArgumentHelp("The user to log in as on the instances.", valueName: "name"))
         var user = "root"
 
-        @Option(help: ArgumentHelp("Where snapmount keeps its state on the instances.", valueName: "path"))
-        var remoteStateDir = "/var/lib/snapmount"
+        @Option(help: ArgumentHelp("The instances' host keys, known by instance id; a new instance is accepted on first contact.", valueName: "path"))
+        var knownHosts = "/var/lib/snapmount/known_hosts"
 
         @Option(help: ArgumentHelp("The longest one host's sync may take.", valueName: "duration"))
         var hostTimeout = "30m"
@@ -59,10 +61,12 @@ extension Snapmount {
                 throw ValidationError("--group \(group.quotedForMessage()) is not an Auto Scaling group name (1 to 255 characters, no control characters)")
             }
             try OptionCheck.absolutePath("--mount-point", mountPoint)
-            try OptionCheck.absolutePath("--remote-state-dir", remoteStateDir)
+            guard PushOptions.isSafeRemotePath(mountPoint) else {
+                throw ValidationError("--mount-point \(mountPoint.quotedForMessage()) has characters a remote shell would read (rsync before 3.2.4 passes the path through it); use letters, digits and / . _ + @ -")
+            }
+            try OptionCheck.absolutePath("--known-hosts", knownHosts)
             do throws(InvalidValue) { _ = try PublishTarget(parsing: published) } catch { throw ValidationError("--published \(published.quotedForMessage()) \(error.problem); expected \(error.expected)") }
             guard (1...64).contains(parallel) else { throw ValidationError("--parallel must be from 1 to 64") }
-            guard !sshWords.isEmpty else { throw ValidationError("--ssh must name a command") }
             guard !user.isEmpty, user.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }), user.first != "-" else {
                 throw ValidationError("--user \(user.quotedForMessage()) is not a user name (letters, digits, . _ -)")
             }
@@ -70,15 +74,14 @@ extension Snapmount {
             _ = try OptionCheck.duration("--launch-wait", launchWait, in: .seconds(0)...Duration.seconds(3600))
         }
 
-        private var sshWords: [String] { ssh.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init) }
-
         func run() throws {
             let (logger, environment) = try Diagnostics.start()
             var options = PushOptions(groups: groups, directory: try AbsolutePath(parsing: mountPoint), published: try PublishTarget(parsing: published))
             options.parallel = parallel
-            options.ssh = sshWords
+            options.ssh = ssh.words
             options.user = user
-            options.remoteStateDirectory = remoteStateDir
+            options.knownHosts = knownHosts
+            options.lockDirectory = environment.lockDirectory
             options.hostTimeout = try DurationText.parse(hostTimeout)
             options.launchWait = try DurationText.parse(launchWait)
             StopSignal.catchSignals()
@@ -100,4 +103,18 @@ extension Snapmount {
             }
         }
     }
+}
+
+/// A command and its arguments given as one option, read once (``ShellWords``).
+struct CommandWords: ExpressibleByArgument {
+    var words: [String]
+
+    init(words: [String]) { self.words = words }
+
+    init?(argument: String) {
+        guard let words = try? ShellWords.split(argument), !words.isEmpty else { return nil }
+        self.words = words
+    }
+
+    var defaultValueDescription: String { words.joined(separator: " ") }
 }

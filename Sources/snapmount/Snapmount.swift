@@ -19,7 +19,7 @@ struct Snapmount: ParsableCommand {
             78 configuration error. See snapmount(8).
             """,
         version: "snapmount \(SnapmountVersion.current) (\(LibraryVersions.summary))",
-        subcommands: [RunCommand.self, StatusCommand.self, ConfigCommand.self, PublishCommand.self, PushCommand.self],
+        subcommands: [RunCommand.self, StatusCommand.self, ConfigCommand.self, PublishCommand.self, PushCommand.self, RollbackCommand.self],
         defaultSubcommand: RunCommand.self
     )
 }

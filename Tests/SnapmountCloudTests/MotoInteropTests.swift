@@ -211,9 +211,12 @@ struct MotoInteropTests {
 
 @Suite("Interoperability: push's listing against moto", .serialized, .enabled(if: Moto.enabled, "needs moto[server] (make deps installs it)"))
 struct MotoPushTests {
-    @Test("push lists an Auto Scaling group moto made (DescribeAutoScalingGroups, DescribeInstances) and reaches every instance at its private address")
+    @Test("push lists an Auto Scaling group moto made (DescribeAutoScalingGroups, DescribeInstances by filter) and reaches every instance at its private address; moto takes its CreateTags")
     func listsMotoGroup() async throws {
         guard let moto = try Moto.server() else { return }
+        let root = NSTemporaryDirectory() + "snapmount-moto-push-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: root + "/release", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
         // A group of three, as boto3 sees it: instance id → private address.
         let script = """
             import boto3, sys
@@ -227,6 +230,10 @@ struct MotoPushTests {
             for reservation in ec2.describe_instances(InstanceIds=ids)["Reservations"]:
                 for instance in reservation["Instances"]:
                     print(instance["InstanceId"], instance["PrivateIpAddress"])
+                    # The release volume its boot made, tagged as snapmount tags it.
+                    tags = [{"Key": "snapmount:instance-id", "Value": instance["InstanceId"]}, {"Key": "snapmount:mount-point", "Value": "\(root)/release"}]
+                    volume = ec2.create_volume(Size=1, AvailabilityZone="eu-west-1a", TagSpecifications=[{"ResourceType": "volume", "Tags": tags}])
+                    ec2.attach_volume(VolumeId=volume["VolumeId"], InstanceId=instance["InstanceId"], Device="/dev/sdf")
             """
         let text = try Moto.python(script, endpoint: moto.endpoint)
         let expected = Dictionary(uniqueKeysWithValues: text.split(separator: "\n").map { line in
@@ -238,28 +245,30 @@ struct MotoPushTests {
         var settings = fastSettings()
         settings.instanceID = moto.instanceID
         let cloud = try await DevCloud.start(settings)
-        let root = NSTemporaryDirectory() + "snapmount-moto-push-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: root + "/release", withIntermediateDirectories: true)
         try (moto.snapshotID + "\n").write(toFile: root + "/snap.txt", atomically: true, encoding: .utf8)
-        defer { try? FileManager.default.removeItem(atPath: root) }
+        // A snapshot without an identity tag is its own release.
+        try ReleaseManifest(id: ReleaseID(snapshot: try #require(SnapshotID(moto.snapshotID))), release: "web", createdAt: "").save(in: root + "/release")
         // IMDS from DevCloud; EC2 and Auto Scaling are moto's.
         let environment = try AgentEnvironment(cloud.environment.merging([
             "AWS_ENDPOINT_URL_EC2": moto.endpoint, "AWS_ENDPOINT_URL_AUTO_SCALING": moto.endpoint,
             "AWS_ACCESS_KEY_ID": "AKIAMOTO", "AWS_SECRET_ACCESS_KEY": "moto",
         ]) { _, new in new })
-        let options = PushOptions(groups: ["web"], directory: try AbsolutePath(parsing: root + "/release"),
+        var options = PushOptions(groups: ["web"], directory: try AbsolutePath(parsing: root + "/release"),
                                   published: try PublishTarget(parsing: root + "/snap.txt"))
+        options.lockDirectory = root
+        let frozen = options
         let remote = ScriptedRemote()
         let mounter = TableMounter(devices: TableDevices(), mounted: [
             MountInfo(device: "259:1", mountPoint: resolvedPath(root + "/release"), type: "ext4", source: "/dev/nvme1n1"),
         ])
         let rows = try await onThread {
-            try PushFlow(options: options, mode: .apply, clock: SystemClock(), logger: quietLogger, runner: remote, mounter: mounter) {
+            try PushFlow(options: frozen, mode: .apply, clock: SystemClock(), logger: quietLogger, runner: remote, mounter: mounter) {
                 try CloudSession.connect(environment: environment, logger: quietLogger, tuning: fastTuning())
             }.run()
         }
         #expect(Dictionary(uniqueKeysWithValues: rows.map { ($0.member.instance.text, $0.address) }) == expected)
         #expect(Set(remote.synced) == Set(expected.values))
+        #expect(rows.allSatisfy { $0.outcome == .pushed(RsyncSummary(bytesSent: 1234, filesTransferred: 4), recorded: true) }, "\(rows)")
         await stopCloud(cloud)
         withExtendedLifetime(moto) {}
     }

@@ -53,7 +53,7 @@ struct PublishTests {
                 Issue.record("\(outcome)")
                 return
             }
-            #expect(checklist.map(\.step) == [.lock, .identity, .credentials, .volume, .snapshot, .wait, .publish, .prune])
+            #expect(checklist.map(\.step) == [.lock, .identity, .credentials, .volume, .manifest, .snapshot, .wait, .mark, .publish, .prune])
             #expect(checklist.allSatisfy { $0.mark != .failed })
             #expect(previous?.text == releaseSnapshot)
             #expect(deleted.isEmpty)
@@ -79,6 +79,12 @@ struct PublishTests {
             #expect(snapshot.volumeID == volume.id)
             #expect(snapshot.tags?[SnapshotRequest.releaseTag] == "release")
             #expect(snapshot.tags?[SnapshotRequest.sourceVolumeTag] == volume.id)
+            // The identity: in the filesystem (written before the freeze), on the snapshot, on the source volume.
+            let manifest = try #require(ReleaseManifest.load(in: host.mountPoint))
+            #expect(snapshot.tags?[ReleaseTags.releaseID] == manifest.id.text)
+            #expect(snapshot.tags?[ReleaseTags.output] == host.publishedFile)
+            #expect(volume.tags[ReleaseTags.releaseID] == manifest.id.text)
+            #expect(volume.tags[ReleaseTags.role] == ReleaseTags.sourceRole)
             #expect(snapshot.description?.hasPrefix("snapmount publish of release (\(host.mountPoint) on \(volume.id)) at ") == true)
             // The wait polled, then stopped.
             #expect(await Self.calls(host, "DescribeSnapshots").count >= 1)
@@ -164,12 +170,14 @@ struct PublishTests {
             let freezer = RecordingFreezer()
             let (outcome, checklist) = try await host.publish(.check, keep: 3, freezer: freezer)
             #expect(outcome == .checked(.success), "\(checklist.map(\.line))")
-            #expect(checklist.map(\.mark) == [.ok, .ok, .ok, .ok, .ok, .notApplicable, .ok, .ok], "\(checklist.map(\.line))")
+            // lock, identity, credentials, volume, manifest, snapshot, wait —, mark —, publish, prune
+            #expect(checklist.map(\.mark) == [.ok, .ok, .ok, .ok, .ok, .ok, .notApplicable, .notApplicable, .ok, .ok], "\(checklist.map(\.line))")
             #expect(checklist.first { $0.step == .snapshot }?.detail.contains("(DryRunOperation)") == true)
             #expect(freezer.spans.isEmpty)
             let calls = await host.cloud.state.callLog()
             #expect(calls.filter { $0.isMutating && !$0.dryRun }.isEmpty)
-            #expect(calls.filter(\.dryRun).map(\.action) == ["CreateSnapshot"])
+            // Tagging the volume as the release source is checked too.
+            #expect(calls.filter(\.dryRun).map(\.action) == ["CreateTags", "CreateSnapshot"])
             #expect(Self.text(host.publishedFile) == releaseSnapshot + "\n")
             #expect(await host.cloud.state.snapshotTable().count == 1)
         }
@@ -178,7 +186,7 @@ struct PublishTests {
     @Test("dry run where IAM denies CreateSnapshot: ✗ snapshot, exit 77")
     func dryRunDenied() async throws {
         try await Self.releaseServer { host in
-            await host.cloud.state.setPermissions(["DescribeVolumes", "DescribeSnapshots"])
+            await host.cloud.state.setPermissions(["DescribeVolumes", "DescribeSnapshots", "CreateTags"])
             let (outcome, checklist) = try await host.publish(.check, freezer: RecordingFreezer())
             #expect(outcome == .checked(.permissionDenied), "\(checklist.map(\.line))")
             #expect(checklist.first { $0.step == .snapshot }?.mark == .failed)
@@ -209,6 +217,64 @@ struct PublishTests {
             #expect(left.isSuperset(of: [id.text, "snap-00000000000000001", "snap-00000000000000003", "snap-00000000000000004",
                                          "snap-00000000000000005", "snap-00000000000000006", releaseSnapshot]))
             #expect(!left.contains("snap-00000000000000002"))
+        }
+    }
+
+    @Test("--keep never deletes what another output publishes: one prod publish, three staging publishes with --keep 2 — prod's snapshot stays")
+    func keepSparesOtherOutputs() async throws {
+        try await Self.releaseServer { host in
+            let prod = host.root + "/www/prod-snap.txt"
+            try (releaseSnapshot + "\n").write(toFile: prod, atomically: true, encoding: .utf8)
+            let prodID = try #require(try await host.publish(output: prod, freezer: RecordingFreezer()).outcome.publishedID)
+            var staging: [SnapshotID] = []
+            for _ in 0..<3 {
+                staging.append(try #require(try await host.publish(keep: 2, freezer: RecordingFreezer()).outcome.publishedID))
+            }
+            let left = Set(await host.cloud.state.snapshotTable().map(\.id))
+            #expect(left.contains(prodID.text), "the snapshot prod's snap.txt names")
+            #expect(left.contains(staging[2].text) && left.contains(staging[1].text), "staging's current and previous")
+            #expect(!left.contains(staging[0].text), "staging's oldest, beyond --keep 2")
+        }
+    }
+
+    @Test("--keep: an output another publish of the release writes cannot be read — nothing is deleted, and the step says why")
+    func keepUnreadableOutput() async throws {
+        try await Self.releaseServer { host in
+            let prod = host.root + "/www/prod-snap.txt"
+            try (releaseSnapshot + "\n").write(toFile: prod, atomically: true, encoding: .utf8)
+            _ = try #require(try await host.publish(output: prod, freezer: RecordingFreezer()).outcome.publishedID)
+            try FileManager.default.removeItem(atPath: prod)
+            for _ in 0..<3 { _ = try await host.publish(keep: 2, freezer: RecordingFreezer()) }
+            let (_, checklist) = try await host.publish(keep: 2, freezer: RecordingFreezer())
+            let prune = try #require(checklist.first { $0.step == .prune })
+            #expect(prune.detail.hasPrefix("kept every snapshot: cannot read \(prod)"), "\(prune.detail)")
+            #expect(await Self.calls(host, "DeleteSnapshot").isEmpty)
+        }
+    }
+
+    @Test("strays: a snapshot publish made and never marked (a round that failed late, a publish that died) is deleted by the next publish, never chosen by a tag: source")
+    func straysSweptAndNeverChosen() async throws {
+        try await Self.releaseServer { host in
+            let volume = try #require(await host.cloud.state.volumeTable().first { $0.attachment != nil })
+            // What a dead publish left: completed, tagged by its attempt, never marked.
+            await host.cloud.state.addSnapshot(DevSnapshot(id: "snap-0000000000000aaa1", startTime: "2026-12-02T10:00:00.000Z", volumeID: volume.id,
+                                                           tags: [SnapshotRequest.attemptTag: "dead", SnapshotRequest.sourceVolumeTag: volume.id,
+                                                                  ReleaseTags.releaseID: "rel-20261202T100000Z-deaddead"]))
+            // A tag: source never takes it, although it is the only one with the tag.
+            let environment = try AgentEnvironment(host.cloud.environment)
+            let error = await #expect(throws: SnapshotSourceError.self) {
+                try await onThread {
+                    try CloudSession.connect(environment: environment, logger: quietLogger, tuning: fastTuning())
+                        .publishedID(.tag(key: ReleaseTags.releaseID, value: "rel-20261202T100000Z-deaddead"), owner: .selfAccount)
+                }
+            }
+            #expect(error != nil)
+            // The next publish deletes it before it snapshots, and says so.
+            let (outcome, checklist) = try await host.publish(freezer: RecordingFreezer())
+            _ = try #require(outcome.publishedID)
+            #expect(await host.cloud.state.snapshot("snap-0000000000000aaa1") == nil)
+            let line = try #require(checklist.first { $0.step == .snapshot })
+            #expect(line.detail.contains("deleted 1 unpublished snapshot(s) an earlier publish left (snap-0000000000000aaa1)"), "\(line.detail)")
         }
     }
 

@@ -12,19 +12,34 @@ import Testing
 final class ScriptedRemote: CommandRunner, @unchecked Sendable {
     private let lock = NSLock()
     private var guards: [String: [Int32]]
+    private let rsyncFailures: [String: Int32]
+    private var log: [(address: String, step: String)] = []
     private(set) var synced: [String] = []
 
-    init(guards: [String: [Int32]] = [:]) { self.guards = guards }
+    init(guards: [String: [Int32]] = [:], rsyncFailures: [String: Int32] = [:]) {
+        self.guards = guards
+        self.rsyncFailures = rsyncFailures
+    }
+
+    /// What each host was sent, in order: `mountpoint`, `tree`, `manifest`.
+    func steps(for address: String) -> [String] { lock.withLock { log.filter { $0.address == address }.map(\.step) } }
 
     func run(_ program: String, _ arguments: [String], timeout: Duration?) throws(ProcessRunError) -> ProcessResult {
         lock.withLock {
             let destination = arguments.last { $0.contains("@") } ?? ""
             let address = String(destination.split(separator: "@").last?.split(separator: ":").first ?? "")
             if program == "rsync" {
-                synced.append(address)
-                return ProcessResult(status: 0, output: "Number of regular files transferred: 3\nTotal bytes sent: 1,234\n")
+                let manifest = arguments.contains("-R")
+                log.append((address, manifest ? "manifest" : "tree"))
+                if !manifest { synced.append(address) }
+                if let status = rsyncFailures[address] {
+                    return ProcessResult(status: status, output: "rsync: some files could not be transferred (code \(status))")
+                }
+                return ProcessResult(status: 0, output: manifest ? "Number of regular files transferred: 1\nTotal bytes sent: 0\n"
+                                         : "Number of regular files transferred: 3\nTotal bytes sent: 1,234\n")
             }
             if arguments.last?.hasPrefix("mountpoint") == true {
+                log.append((address, "mountpoint"))
                 var queue = guards[address] ?? [0]
                 let status = queue.count > 1 ? queue.removeFirst() : queue[0]
                 guards[address] = queue
@@ -49,6 +64,7 @@ struct PushListingTests {
         try FileManager.default.createDirectory(atPath: directory + "/release", withIntermediateDirectories: true)
         try (releaseSnapshot + "\n").write(toFile: directory + "/snap.txt", atomically: true, encoding: .utf8)
         do {
+            try await stageRelease(Self.release, in: directory + "/release", cloud: cloud)
             try await body(Setup(cloud: cloud, directory: directory, published: directory + "/snap.txt"))
         } catch {
             await stopCloud(cloud)
@@ -59,9 +75,14 @@ struct PushListingTests {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    static func add(_ cloud: DevCloud, _ last: Int, group: String = "web", lifecycle: String = "InService") async {
+    static let release = "rel-20261201T100000Z-0a0a0a0a"
+
+    /// An instance of the group, with the release volume its boot made.
+    static func add(_ setup: Setup, _ last: Int, group: String = "web", lifecycle: String = "InService") async {
+        let cloud = setup.cloud
         await cloud.state.addInstance(DevInstance(id: instanceID(last), availabilityZone: "eu-west-1a", roleName: nil,
                                                   privateAddress: "10.0.1.\(last)", group: group, lifecycleState: lifecycle))
+        await cloud.state.addReleaseVolume(instance: instanceID(last), snapshot: "snap-0aaaaaaaaaaaaaaa1", mountPoint: setup.directory + "/release")
     }
 
     static func instanceID(_ last: Int) -> String { "i-" + String(repeating: "0", count: 17 - String(last).count) + String(last) }
@@ -72,6 +93,7 @@ struct PushListingTests {
                                   published: try PublishTarget(parsing: setup.published))
         options.retryDelay = .milliseconds(10)
         options.launchPoll = .milliseconds(50)
+        options.lockDirectory = setup.directory
         configure(&options)
         let frozen = options
         let environment = try AgentEnvironment(setup.cloud.environment)
@@ -94,9 +116,9 @@ struct PushListingTests {
     func pagesAndGroups() async throws {
         try await Self.withCloud { setup in
             await setup.cloud.state.setGroupPageSize(1)
-            for last in 1...3 { await Self.add(setup.cloud, last, group: "web") }
-            await Self.add(setup.cloud, 4, group: "api")
-            await Self.add(setup.cloud, 5, group: "batch")
+            for last in 1...3 { await Self.add(setup, last, group: "web") }
+            await Self.add(setup, 4, group: "api")
+            await Self.add(setup, 5, group: "batch")
             await setup.cloud.state.addFault(Fault(target: "autoscaling:DescribeAutoScalingGroups", kind: .throttle, trigger: .nthCall(1)))
             let remote = ScriptedRemote()
             let (rows, error) = try await Self.push(setup, groups: ["web", "api", "batch"], remote: remote)
@@ -113,7 +135,7 @@ struct PushListingTests {
     @Test("a group Auto Scaling does not know is 78 naming it; a role without autoscaling:DescribeAutoScalingGroups is 77 saying so")
     func listingRefusals() async throws {
         try await Self.withCloud { setup in
-            await Self.add(setup.cloud, 1)
+            await Self.add(setup, 1)
             let (_, unknown) = try await Self.push(setup, groups: ["web", "wbe"])
             #expect(unknown.map { ExitStatus(for: $0) } == .configuration)
             #expect("\(unknown.map { "\($0)" } ?? "")".contains("\"wbe\""))
@@ -128,7 +150,7 @@ struct PushListingTests {
     @Test("a launching instance not reachable yet is tried again in the next round and pushed; past --launch-wait it fails")
     func launching() async throws {
         try await Self.withCloud { setup in
-            await Self.add(setup.cloud, 1, lifecycle: "Pending:Wait")
+            await Self.add(setup, 1, lifecycle: "Pending:Wait")
             let lines = CapturedLines()
             let (rows, error) = try await Self.push(setup, remote: ScriptedRemote(guards: ["10.0.1.1": [255, 255, 0]]),
                                                     logger: capturingLogger(lines, level: .info))
@@ -150,8 +172,8 @@ struct PushListingTests {
     @Test("a host that failed and left its group meanwhile is gone, not failed; a terminated instance is gone; a stopped one converges at its start")
     func leaving() async throws {
         try await Self.withCloud { setup in
-            await Self.add(setup.cloud, 1)
-            await Self.add(setup.cloud, 2)
+            await Self.add(setup, 1)
+            await Self.add(setup, 2)
             await setup.cloud.state.addInstance(DevInstance(id: Self.instanceID(3), availabilityZone: "eu-west-1a", roleName: nil,
                                                             privateAddress: "10.0.1.3", group: "web", state: "terminated"))
             await setup.cloud.state.addInstance(DevInstance(id: Self.instanceID(4), availabilityZone: "eu-west-1a", roleName: nil,
@@ -176,19 +198,121 @@ struct PushListingTests {
         }
     }
 
-    @Test("an instance that stays launching and unreachable: push stops after its rounds (75); no published id: 69 naming where it looked")
-    func unsettledAndUnpublished() async throws {
+    @Test("an instance that stays launching and unreachable is waited for up to --launch-wait, not --rounds; then it fails (69), in the table")
+    func launchWaitHonoured() async throws {
         try await Self.withCloud { setup in
-            await Self.add(setup.cloud, 1)
-            await Self.add(setup.cloud, 2, lifecycle: "Pending")
-            let (_, error) = try await Self.push(setup, remote: ScriptedRemote(guards: ["10.0.1.2": [255]])) { $0.rounds = 3 }
-            #expect(error.map { ExitStatus(for: $0) } == .timedOut, "\(String(describing: error))")
-            #expect("\(error.map { "\($0)" } ?? "")".contains("after 3 rounds"))
+            await Self.add(setup, 1)
+            await Self.add(setup, 2, lifecycle: "Pending")
+            let (rows, error) = try await Self.push(setup, remote: ScriptedRemote(guards: ["10.0.1.2": [255]])) {
+                $0.rounds = 3
+                $0.launchWait = .seconds(1)
+            }
+            #expect(error.map { ExitStatus(for: $0) } == .unavailable, "\(String(describing: error))")
+            #expect("\(error.map { "\($0)" } ?? "")".contains("10.0.1.2"))
+            let listings = await setup.cloud.state.callLog().filter { $0.action == "DescribeAutoScalingGroups" }.count
+            #expect(listings > 3, "waiting rounds are not settle rounds: \(listings) listings")
+            #expect(rows.count == 2 && rows.contains { $0.address == "10.0.1.2" && $0.outcome.isFailure })
+        }
+    }
 
+    @Test("new instances joining every round: 75 after --rounds listings that found new ones, and the table still shows every host")
+    func neverSettles() async throws {
+        try await Self.withCloud { setup in
+            await Self.add(setup, 1)
+            let state = setup.cloud.state
+            let joining = Task {
+                var added = 1
+                while added < 8 {
+                    let listings = await state.callLog().filter { $0.action == "DescribeAutoScalingGroups" }.count
+                    if listings >= added {
+                        added += 1
+                        await Self.add(setup, added)
+                    }
+                    try await Task.sleep(for: .milliseconds(5))
+                }
+            }
+            let (rows, error) = try await Self.push(setup) { $0.rounds = 3 }
+            joining.cancel()
+            #expect(error.map { ExitStatus(for: $0) } == .timedOut, "\(String(describing: error))")
+            #expect("\(error.map { "\($0)" } ?? "")".contains("for 3 rounds"))
+            #expect(rows.count >= 4, "\(rows)")
+            #expect(rows.contains { if case .pushed = $0.outcome { true } else { false } })
+        }
+    }
+
+    @Test("an instance Auto Scaling lists before EC2 knows it: waited for, then pushed; the others are not held up or failed")
+    func notKnownToEC2Yet() async throws {
+        try await Self.withCloud { setup in
+            await Self.add(setup, 1)
+            await Self.add(setup, 2)
+            await setup.cloud.state.setKnownToEC2(Self.instanceID(2), false)
+            let state = setup.cloud.state
+            let known = Task {
+                while await state.callLog().filter({ $0.action == "DescribeInstances" }).count < 2 {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+                await state.setKnownToEC2(Self.instanceID(2), true)
+            }
+            let remote = ScriptedRemote()
+            let (rows, error) = try await Self.push(setup, remote: remote)
+            _ = await known.result
+            #expect(error == nil, "\(String(describing: error))")
+            #expect(rows.count == 2 && rows.allSatisfy { if case .pushed = $0.outcome { true } else { false } }, "\(rows)")
+            let calls = await state.callLog().filter { $0.action == "DescribeInstances" }
+            #expect(!calls.contains { $0.outcome == "InvalidInstanceID.NotFound" }, "asked by filter, never by an id EC2 does not know")
+        }
+    }
+
+    @Test("no published id: 69 naming where it looked")
+    func unpublished() async throws {
+        try await Self.withCloud { setup in
+            await Self.add(setup, 1)
             try FileManager.default.removeItem(atPath: setup.published)
             let (_, unpublished) = try await Self.push(setup)
             #expect(unpublished.map { ExitStatus(for: $0) } == .unavailable)
             #expect("\(unpublished.map { "\($0)" } ?? "")".contains(setup.published))
+        }
+    }
+
+    @Test("the release here is not the published one: no manifest (an empty tree) or another release — 78 naming both, nothing sent")
+    func onlyThePublishedRelease() async throws {
+        try await Self.withCloud { setup in
+            await Self.add(setup, 1)
+            try FileManager.default.removeItem(atPath: setup.directory + "/release/.snapmount")
+            let remote = ScriptedRemote()
+            let (_, empty) = try await Self.push(setup, remote: remote)
+            let emptyError = try #require(empty as? PushError)
+            #expect(emptyError.exitStatus == .configuration)
+            #expect(emptyError.description.contains("holds no release manifest"), "\(emptyError)")
+
+            let other = "rel-20261202T100000Z-0b0b0b0b"
+            try ReleaseManifest(id: try #require(ReleaseID(other)), release: "release", createdAt: "").save(in: setup.directory + "/release")
+            let (_, mismatch) = try await Self.push(setup, remote: remote)
+            let mismatchError = try #require(mismatch as? PushError)
+            #expect(mismatchError.exitStatus == .configuration)
+            #expect(mismatchError.description.contains(other) && mismatchError.description.contains(Self.release)
+                    && mismatchError.description.contains(releaseSnapshot), "\(mismatchError)")
+            #expect(remote.synced.isEmpty)
+        }
+    }
+
+    @Test("each host's volume: marked unknown before its files change, the new identity only after the manifest; a sync that fails leaves it unknown")
+    func identityTagsFollowTheBytes() async throws {
+        try await Self.withCloud { setup in
+            await Self.add(setup, 1)
+            await Self.add(setup, 2)
+            let remote = ScriptedRemote(rsyncFailures: ["10.0.1.2": 23])
+            let (rows, error) = try await Self.push(setup, remote: remote)
+            #expect(error.map { ExitStatus(for: $0) } == .unavailable)
+            let volumes = await setup.cloud.state.volumeTable()
+            let held = Dictionary(uniqueKeysWithValues: volumes.compactMap { volume in volume.attachment.map { ($0.instanceID, volume.tags[ReleaseTags.releaseID]) } })
+            #expect(held[Self.instanceID(1)] == Self.release)
+            #expect(held[Self.instanceID(2)] == ReleaseID.unknownTag)
+            #expect(rows.first { $0.address == "10.0.1.2" }?.outcome.failure?.contains("holds no known release") == true)
+            // The order on the pushed host: marked, the tree, the manifest, the identity.
+            #expect(remote.steps(for: "10.0.1.1") == ["mountpoint", "tree", "manifest"], "\(remote.steps(for: "10.0.1.1"))")
+            let tags = await setup.cloud.state.callLog().filter { $0.action == "CreateTags" }.map { $0.parameters["Tag.1.Value"] ?? "" }
+            #expect(tags.filter { $0 == ReleaseID.unknownTag }.count == 2 && tags.filter { $0 == Self.release }.count == 1, "\(tags)")
         }
     }
 }

@@ -47,7 +47,7 @@ struct SimulatedFlowTests {
             #expect(outcome == .checked(.success), "\(Self.lines(checklist))")
             #expect(checklist.allSatisfy { $0.mark != .failed })
             let detail = { (step: FlowStep) in checklist.first { $0.step == step }?.detail ?? "" }
-            #expect(detail(.volume) == "would reuse \(record.volume) (in-use)")
+            #expect(detail(.volume) == "would reuse \(record.volume) (in-use, holds \(releaseSnapshot))")
             #expect(detail(.attach) == "\(record.volume) is attached at /dev/sdf; DeleteOnTermination set")
             #expect(detail(.device) == "\(record.volume) is \(record.device)")
             #expect(detail(.filesystem) == "ext4 filesystem labelled \"code_release\"; would fsck it")

@@ -198,7 +198,7 @@ struct TrustAndTimeTests {
             _ = try await onThread {
                 let session = try CloudSession.connect(environment: environment, logger: quietLogger, tuning: fastTuning())
                 let request = VolumeRequest(availabilityZone: session.identity.availabilityZone, snapshot: try #require(SnapshotID(releaseSnapshot)),
-                                            instance: session.identity.instanceID, settings: VolumeSettings())
+                                            instance: session.identity.instanceID, settings: VolumeSettings(), mountPoint: host.mountPoint)
                 return try session.ec2.createVolume(request).id
             }
             await host.cloud.state.setPermissions(["DescribeSnapshots", "DescribeVolumes", "CreateVolume", "ModifyInstanceAttribute",
@@ -235,7 +235,7 @@ struct TrustAndTimeTests {
             _ = try await onThread {
                 let session = try CloudSession.connect(environment: environment, logger: quietLogger, tuning: fastTuning())
                 let request = VolumeRequest(availabilityZone: session.identity.availabilityZone, snapshot: try #require(SnapshotID(releaseSnapshot)),
-                                            instance: session.identity.instanceID, settings: VolumeSettings())
+                                            instance: session.identity.instanceID, settings: VolumeSettings(), mountPoint: host.mountPoint)
                 return try session.volumes.waitAvailable(try session.ec2.createVolume(request).id).id
             }
             await host.cloud.state.addFault(Fault(target: "AttachVolume", kind: .http500, trigger: .always))

@@ -266,7 +266,11 @@ struct VolumeRequestTests {
         #expect(parameters["TagSpecification.1.ResourceType"] == "volume")
         #expect(parameters["TagSpecification.1.Tag.1.Key"] == "snapmount:instance-id")
         #expect(parameters["TagSpecification.1.Tag.2.Value"] == "snap-0123456789abcdef0")
-        #expect(parameters["TagSpecification.1.Tag.3.Key"] == "team")
+        #expect(parameters["TagSpecification.1.Tag.3.Key"] == "snapmount:mount-point")
+        #expect(parameters["TagSpecification.1.Tag.3.Value"] == "/release")
+        #expect(parameters["TagSpecification.1.Tag.4.Key"] == "snapmount:release-id")
+        #expect(parameters["TagSpecification.1.Tag.4.Value"] == "snap-0123456789abcdef0", "a snapshot without an identity: its id")
+        #expect(parameters["TagSpecification.1.Tag.5.Key"] == "team")
     }
 
     @Test("identity document")

@@ -9,19 +9,21 @@ struct PublishModelTests {
                     tags: release.map { [SnapshotRequest.releaseTag: $0] } ?? [:])
     }
 
-    @Test("CreateSnapshot's parameters: the volume, a description, the four tags on the snapshot")
+    @Test("CreateSnapshot's parameters: the volume, a description, four tags on the snapshot — never the release mark, which comes once it is completed")
     func request() throws {
         let request = SnapshotRequest(volume: try #require(VolumeID("vol-0123456789abcdef0")), release: "web", mountPoint: "/release",
-                                      time: try #require(UTCTimestamp(year: 2026, month: 11, day: 28, hour: 12)), attemptID: "abc")
+                                      time: try #require(UTCTimestamp(year: 2026, month: 11, day: 28, hour: 12)), attemptID: "abc",
+                                      identity: try #require(ReleaseID("rel-20261128T120000Z-0123abcd")))
         let parameters = request.parameters
         #expect(parameters["VolumeId"] == "vol-0123456789abcdef0")
         #expect(parameters["Description"] == "snapmount publish of web (/release on vol-0123456789abcdef0) at 2026-11-28T12:00:00Z")
         #expect(parameters["TagSpecification.1.ResourceType"] == "snapshot")
-        #expect(parameters["TagSpecification.1.Tag.1.Key"] == "snapmount:release")
-        #expect(parameters["TagSpecification.1.Tag.1.Value"] == "web")
-        #expect(parameters["TagSpecification.1.Tag.4.Key"] == "snapmount:publish-attempt")
-        #expect(parameters["TagSpecification.1.Tag.4.Value"] == "abc")
+        let keys = (1...4).compactMap { parameters["TagSpecification.1.Tag.\($0).Key"] }
+        #expect(keys == ["snapmount:published-at", "snapmount:source-volume", "snapmount:publish-attempt", "snapmount:release-id"])
+        #expect(parameters["TagSpecification.1.Tag.3.Value"] == "abc")
+        #expect(parameters["TagSpecification.1.Tag.4.Value"] == "rel-20261128T120000Z-0123abcd")
         #expect(parameters["TagSpecification.1.Tag.5.Key"] == nil)
+        #expect(!keys.contains(SnapshotRequest.releaseTag), "the release tag is the mark publish adds after completion")
     }
 
     @Test("release names", arguments: [("web", true), ("web-2026.11 / blue", true), ("", false), ("a\nb", false), ("x;y", false),

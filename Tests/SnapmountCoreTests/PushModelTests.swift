@@ -64,8 +64,8 @@ struct PushModelTests {
         let (instances, token) = try EC2Decoder.instances(Array(body.utf8))
         #expect(token == "t2")
         #expect(instances == [
-            EC2Instance(id: InstanceID("i-0123456789abcdef1")!, state: "running", privateAddress: "10.0.1.5"),
-            EC2Instance(id: InstanceID("i-0123456789abcdef2")!, state: "pending", privateAddress: nil),
+            EC2Instance(id: InstanceID("i-0123456789abcdef1")!, state: .running, privateAddress: "10.0.1.5"),
+            EC2Instance(id: InstanceID("i-0123456789abcdef2")!, state: .pending, privateAddress: nil),
         ])
     }
 

@@ -304,7 +304,7 @@ struct BootFlowTests {
             let volume = try await onThread { () -> String in
                 let session = try CloudSession.connect(environment: environment, logger: quietLogger, tuning: fastTuning())
                 let request = VolumeRequest(availabilityZone: session.identity.availabilityZone, snapshot: try #require(SnapshotID(releaseSnapshot)),
-                                            instance: session.identity.instanceID, settings: VolumeSettings())
+                                            instance: session.identity.instanceID, settings: VolumeSettings(), mountPoint: host.mountPoint)
                 let created = try session.ec2.createVolume(request)
                 return try session.volumes.waitAvailable(created.id).id.text
             }
@@ -312,7 +312,7 @@ struct BootFlowTests {
             await host.cloud.state.clearCallLog()
             let (outcome, items) = try await host.runFlow(.check)
             let volumeLine = try #require(items.first { $0.step == .volume })
-            #expect(volumeLine.detail == "would reuse \(volume) (available)")
+            #expect(volumeLine.detail == "would reuse \(volume) (available, holds \(releaseSnapshot))")
             let attach = try #require(items.first { $0.step == .attach })
             #expect(attach.mark == .failed)
             #expect(attach.detail.hasSuffix("lacks ec2:AttachVolume"), "\(attach.detail)")

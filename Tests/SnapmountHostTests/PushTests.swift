@@ -23,7 +23,9 @@ final class SSHFleet: @unchecked Sendable {
     /// Where each instance's snapmount state lives (bind-mounted per instance).
     var state: String { root + "/state" }
     var sshConfig: String { root + "/ssh_config" }
-    private var daemons: [Child] = []
+    /// Where push keeps the instances' host keys (its --known-hosts).
+    var knownHosts: String { root + "/push_known_hosts" }
+    private var daemons: [(address: String, child: Child)] = []
 
     init() throws {
         root = "/var/tmp/snapmount-push-\(UUID().uuidString.prefix(8))"
@@ -55,8 +57,33 @@ final class SSHFleet: @unchecked Sendable {
     func directory(_ address: String) -> String { root + "/hosts/" + address }
     func stateDirectory(_ address: String) -> String { root + "/hosts/" + address + "-state" }
 
+    /// A host key of its own (and, with `signedFor`, a certificate from this fleet's CA naming
+    /// that principal): the path of its private key.
+    func hostKey(_ name: String, signedFor principal: String? = nil) throws -> String {
+        let key = root + "/keys/" + name
+        try Images.sh("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", key, "-C", name])
+        if let principal {
+            if !FileManager.default.fileExists(atPath: root + "/keys/ca") {
+                try Images.sh("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", root + "/keys/ca", "-C", "snapmount-test-ca"])
+            }
+            try Images.sh("ssh-keygen", ["-q", "-s", root + "/keys/ca", "-I", name, "-h", "-n", principal, key + ".pub"])
+        }
+        return key
+    }
+
+    /// Stops the sshd on `address`.
+    func stop(_ address: String) {
+        for daemon in daemons where daemon.address == address {
+            daemon.child.signal(SIGTERM)
+            daemon.child.wait()
+        }
+        daemons.removeAll { $0.address == address }
+    }
+
     /// Starts an sshd on `address`; `mounted`: its release directory is a mount point.
-    func start(_ address: String, mounted: Bool, files: [String: String]) throws {
+    /// `readOnly`: a subdirectory of its release that is mounted read-only (a sync into it fails half way).
+    func start(_ address: String, mounted: Bool, files: [String: String], hostKey: String? = nil, readOnly: String? = nil) throws {
+        let hostKey = hostKey ?? root + "/keys/host"
         for directory in [directory(address), stateDirectory(address)] {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
@@ -70,7 +97,8 @@ final class SSHFleet: @unchecked Sendable {
         let configuration = root + "/sshd-\(address).conf"
         try """
             ListenAddress \(address):\(port)
-            HostKey \(root)/keys/host
+            HostKey \(hostKey)
+            \(FileManager.default.fileExists(atPath: hostKey + "-cert.pub") ? "HostCertificate \(hostKey)-cert.pub" : "")
             AuthorizedKeysFile \(root)/keys/authorized_keys
             PermitRootLogin prohibit-password
             PasswordAuthentication no
@@ -81,11 +109,15 @@ final class SSHFleet: @unchecked Sendable {
             LogLevel ERROR
 
             """.write(toFile: configuration, atomically: true, encoding: .utf8)
-        let release = mounted ? "mount --bind \(directory(address)) \(self.release)" : "umount \(self.release)"
+        var release = mounted ? "mount --bind \(directory(address)) \(self.release)" : "umount \(self.release)"
+        if let readOnly {
+            let path = self.release + "/" + readOnly
+            release += " && mount --bind \(path) \(path) && mount -o remount,bind,ro \(path)"
+        }
         let script = "\(release) && mount --bind \(stateDirectory(address)) \(state) && exec /usr/sbin/sshd -D -e -f \(configuration)"
-        daemons.append(try Child("/usr/bin/unshare", ["--mount", "--propagation", "private", "/bin/sh", "-c", script],
-                                 environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"]))
-        let key = try String(contentsOfFile: root + "/keys/host.pub", encoding: .utf8).split(separator: " ").prefix(2).joined(separator: " ")
+        daemons.append((address, try Child("/usr/bin/unshare", ["--mount", "--propagation", "private", "/bin/sh", "-c", script],
+                                           environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"])))
+        let key = try String(contentsOfFile: hostKey + ".pub", encoding: .utf8).split(separator: " ").prefix(2).joined(separator: " ")
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: root + "/known_hosts"))
         handle.seekToEndOfFile()
         handle.write("[\(address)]:\(port) \(key)\n".data(using: .utf8)!)
@@ -100,8 +132,8 @@ final class SSHFleet: @unchecked Sendable {
 
     func stop() {
         for daemon in daemons {
-            daemon.signal(SIGTERM)
-            daemon.wait()
+            daemon.child.signal(SIGTERM)
+            daemon.child.wait()
         }
         try? Images.sh("umount", ["-l", release])
         try? FileManager.default.removeItem(atPath: root)
@@ -125,6 +157,14 @@ private func canConnect(_ address: String, _ port: Int) -> Bool {
 struct PushTests {
     static let release = ["VERSION": "release 44\n", "app/main.py": "print('release 44')\n", "app/static/logo.txt": "44\n"]
     static let old = ["VERSION": "release 43\n", "app/main.py": "print('release 43')\n", "app/removed.py": "gone in 44\n"]
+    static let identity = "rel-20261201T100000Z-44444444"
+    /// The release as it arrives: its files and its manifest.
+    static var pushed: [String: String] {
+        var files = release
+        files[ReleaseManifest.relativePath] = String(decoding: ReleaseManifest(id: ReleaseID(identity)!, release: "release",
+                                                                                createdAt: "2026-12-01T10:00:00Z").bytes, as: UTF8.self)
+        return files
+    }
 
     @Test("a fleet: pushed where mounted, booting left alone, a host that appears during the push pushed too, the unmounted and the unreachable named")
     func fleet() async throws {
@@ -140,7 +180,7 @@ struct PushTests {
             }
             let published = fleet.root + "/snap.txt"
             try (releaseSnapshot + "\n").write(toFile: published, atomically: true, encoding: .utf8)
-            await cloud.state.addSnapshot(DevSnapshot(id: releaseSnapshot, sizeGiB: 1, image: nil))
+            try await stageRelease(Self.identity, in: fleet.release, cloud: cloud)
 
             // (address, group, lifecycle, sshd: mounted / not mounted / none)
             let plan: [(String, String, String, Bool?)] = [
@@ -153,13 +193,13 @@ struct PushTests {
                 let id = instanceID(address)
                 await cloud.state.addInstance(DevInstance(id: id, availabilityZone: "eu-west-1a", roleName: nil, privateAddress: address,
                                                           group: group, lifecycleState: lifecycle))
-                if sshd == true { volumes[address] = await cloud.state.addReleaseVolume(instance: id, snapshot: "snap-0aaaaaaaaaaaaaaa1") }
+                if sshd == true { volumes[address] = await cloud.state.addReleaseVolume(instance: id, snapshot: "snap-0aaaaaaaaaaaaaaa1", mountPoint: fleet.release) }
                 if let sshd { try fleet.start(address, mounted: sshd, files: Self.old) }
             }
             // 127.0.0.8 launches while the first round runs: listed only by the second listing.
             try fleet.start("127.0.0.8", mounted: true, files: Self.old)
             let state = cloud.state
-            let volume8 = await state.addReleaseVolume(instance: instanceID("127.0.0.8"), snapshot: "snap-0aaaaaaaaaaaaaaa1")
+            let volume8 = await state.addReleaseVolume(instance: instanceID("127.0.0.8"), snapshot: "snap-0aaaaaaaaaaaaaaa1", mountPoint: fleet.release)
             let scaleOut = Task {
                 while await !state.callLog().contains(where: { $0.action == "DescribeAutoScalingGroups" }) {
                     try await Task.sleep(for: .milliseconds(20))
@@ -171,7 +211,8 @@ struct PushTests {
             var options = PushOptions(groups: ["web", "api"], directory: try AbsolutePath(parsing: fleet.release),
                                       published: try PublishTarget(parsing: published))
             options.ssh = ["ssh", "-F", fleet.sshConfig]
-            options.remoteStateDirectory = fleet.state
+            options.knownHosts = fleet.knownHosts
+            options.lockDirectory = fleet.root
             options.retryDelay = .milliseconds(200)
             options.parallel = 3
             let frozen = options
@@ -200,22 +241,22 @@ struct PushTests {
             #expect(byAddress["127.0.0.5"]?.outcome == .booting)
             #expect(byAddress["127.0.0.9"] == nil, "a terminating instance is not pushed to")
 
-            // The pushed: the new files exactly (removed.py deleted), and the record.
+            // The pushed: the new files exactly (removed.py deleted), the manifest, and the volume's identity.
+            let held = Dictionary(uniqueKeysWithValues: await cloud.state.volumeTable().map { ($0.id, $0.tags[ReleaseTags.releaseID]) })
             for address in ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.8"] {
-                guard case .pushed(let summary, recorded: true)? = byAddress[address]?.outcome else {
-                    Issue.record("\(address): \(String(describing: byAddress[address]?.outcome))")
+                let outcome = try #require(byAddress[address]?.outcome, "\(address)")
+                guard case .pushed(let summary, recorded: true) = outcome else {
+                    Issue.record("\(address): \(outcome)")
                     continue
                 }
                 #expect(summary.bytesSent > 0 && summary.filesTransferred >= 2)
-                #expect(try tree(fleet.directory(address)) == Self.release, "\(address)")
-                let record = try #require(PushedRecord.load(fleet.stateDirectory(address) + "/pushed.json"), "\(address)")
-                #expect(record.snapshot == releaseSnapshot)
-                #expect(record.volume == (address == "127.0.0.8" ? volume8 : volumes[address]))
+                #expect(try tree(fleet.directory(address)) == Self.pushed, "\(address)")
+                let volume = try #require(address == "127.0.0.8" ? volume8 : volumes[address])
+                #expect(held[volume] == .some(Self.identity), "\(address)")
             }
             // Not touched where the guard said no.
             for address in ["127.0.0.5", "127.0.0.6"] {
                 #expect(try tree(fleet.directory(address)) == Self.old, "\(address)")
-                #expect(!FileManager.default.fileExists(atPath: fleet.stateDirectory(address) + "/pushed.json"))
             }
             let listings = await cloud.state.callLog().filter { $0.action == "DescribeAutoScalingGroups" }.count
             #expect(listings >= 3, "listed until stable: a first listing, one that found 127.0.0.8, one that found nothing new")
@@ -236,13 +277,15 @@ struct PushTests {
             try "release 44\n".write(toFile: fleet.release + "/VERSION", atomically: true, encoding: .utf8)
             let published = fleet.root + "/snap.txt"
             try (releaseSnapshot + "\n").write(toFile: published, atomically: true, encoding: .utf8)
+            try await stageRelease(Self.identity, in: fleet.release, cloud: cloud)
             await cloud.state.addInstance(DevInstance(id: instanceID("127.0.0.2"), availabilityZone: "eu-west-1a", roleName: nil,
                                                       privateAddress: "127.0.0.2", group: "web"))
-            await cloud.state.addReleaseVolume(instance: instanceID("127.0.0.2"), snapshot: releaseSnapshot)
+            await cloud.state.addReleaseVolume(instance: instanceID("127.0.0.2"), snapshot: releaseSnapshot, mountPoint: fleet.release)
             try fleet.start("127.0.0.2", mounted: true, files: Self.old)
             var options = PushOptions(groups: ["web"], directory: try AbsolutePath(parsing: fleet.release), published: try PublishTarget(parsing: published))
             options.ssh = ["ssh", "-F", fleet.sshConfig]
-            options.remoteStateDirectory = fleet.state
+            options.knownHosts = fleet.knownHosts
+            options.lockDirectory = fleet.root
             let environment = try AgentEnvironment(cloud.environment)
             func push(_ options: PushOptions) async throws -> [HostReport] {
                 try await onThread {
@@ -253,19 +296,134 @@ struct PushTests {
                 }
             }
             let rows = try await push(options)
-            guard case .wouldPush(let summary)? = rows.first?.outcome else {
-                Issue.record("\(rows)")
+            let outcome = try #require(rows.first?.outcome)
+            guard case .wouldPush(let summary) = outcome else {
+                Issue.record("\(outcome)")
                 return
             }
             #expect(summary.filesTransferred >= 1)
             #expect(try tree(fleet.directory("127.0.0.2")) == Self.old)
-            #expect(!FileManager.default.fileExists(atPath: fleet.stateDirectory("127.0.0.2") + "/pushed.json"))
+            #expect(await cloud.state.callLog().filter { $0.action == "CreateTags" }.isEmpty, "a dry run marks nothing")
 
             // The release directory here unmounted: an empty directory is never pushed with --delete.
             var unmounted = options
             unmounted.directory = try AbsolutePath(parsing: fleet.root + "/hosts")
             await #expect(throws: PushError.sourceNotMounted(fleet.root + "/hosts")) { try await push(unmounted) }
             #expect(ExitStatus(for: PushError.sourceNotMounted("/x")) == .configuration)
+        } catch {
+            await stopCloud(cloud)
+            throw error
+        }
+        await stopCloud(cloud)
+    }
+}
+
+extension PushTests {
+    /// One push of the staged release to the group `web`, as the release server makes it.
+    static func push(_ fleet: SSHFleet, _ cloud: DevCloud, ssh extra: [String] = []) async throws -> (rows: [HostReport], error: (any Error)?) {
+        var options = PushOptions(groups: ["web"], directory: try AbsolutePath(parsing: fleet.release),
+                                  published: try PublishTarget(parsing: fleet.root + "/snap.txt"))
+        options.ssh = ["ssh", "-F", fleet.sshConfig] + extra
+        options.knownHosts = fleet.knownHosts
+        options.lockDirectory = fleet.root
+        options.retryDelay = .milliseconds(200)
+        let frozen = options
+        let environment = try AgentEnvironment(cloud.environment)
+        return try await onThread { () -> ([HostReport], (any Error)?) in
+            let flow = PushFlow(options: frozen, mode: .apply, clock: SystemClock(), logger: quietLogger, runner: SystemCommandRunner(),
+                                mounter: SystemMounter()) {
+                try CloudSession.connect(environment: environment, logger: quietLogger, tuning: fastTuning())
+            }
+            do {
+                return (try flow.run(), nil)
+            } catch {
+                return (flow.lastReports, error)
+            }
+        }
+    }
+
+    static func join(_ cloud: DevCloud, _ fleet: SSHFleet, _ id: String, _ address: String) async {
+        await cloud.state.addInstance(DevInstance(id: id, availabilityZone: "eu-west-1a", roleName: nil, privateAddress: address, group: "web"))
+        await cloud.state.addReleaseVolume(instance: id, snapshot: releaseSnapshot, mountPoint: fleet.release)
+    }
+
+    @Test("host keys by instance id: a new instance accepted on first contact, a changed key for it refused, its address reused by another instance no conflict, a CA-signed key accepted without any known key")
+    func hostKeyPolicy() async throws {
+        guard requireRoot("push host keys") else { return }
+        let fleet = try SSHFleet()
+        defer { fleet.stop() }
+        let cloud = try await DevCloud.start(fastSettings())
+        do {
+            try (releaseSnapshot + "\n").write(toFile: fleet.root + "/snap.txt", atomically: true, encoding: .utf8)
+            try await stageRelease(Self.identity, in: fleet.release, cloud: cloud)
+            let first = "i-0000000000000a002", second = "i-0000000000000b002"
+            await Self.join(cloud, fleet, first, "127.0.0.2")
+            try fleet.start("127.0.0.2", mounted: true, files: Self.old, hostKey: try fleet.hostKey("first"))
+
+            // 1. A new instance, nothing known: accepted, and remembered by its instance id.
+            let (accepted, acceptedError) = try await Self.push(fleet, cloud)
+            #expect(acceptedError == nil, "\(String(describing: acceptedError))")
+            #expect(accepted.first?.outcome.label == "pushed", "\(accepted)")
+            let known = try String(contentsOfFile: fleet.knownHosts, encoding: .utf8)
+            #expect(known.hasPrefix(first + " ssh-ed25519 "), "\(known)")
+            #expect(!known.contains("127.0.0.2"), "keyed by instance, not by address")
+
+            // 2. The same instance presents another key: refused, and the message says what to do.
+            fleet.stop("127.0.0.2")
+            try fleet.start("127.0.0.2", mounted: true, files: Self.old, hostKey: try fleet.hostKey("impostor"))
+            let (_, refusedError) = try await Self.push(fleet, cloud)
+            let refused = try #require(refusedError as? PushError)
+            #expect(refused.description.contains("refused the host key") && refused.description.contains("ssh-keygen -R \(first)"), "\(refused)")
+
+            // 3. The instance is replaced; its successor gets the same address (and its own key): no conflict.
+            await cloud.state.setLifecycleState(first, "Terminated")
+            await Self.join(cloud, fleet, second, "127.0.0.2")
+            let (reused, reusedError) = try await Self.push(fleet, cloud)
+            #expect(reusedError == nil, "\(String(describing: reusedError))")
+            #expect(reused.first { $0.member.instance.text == second }?.outcome.label == "pushed", "\(reused)")
+
+            // 4. A host certificate from the fleet's CA, for the instance id: accepted with no key
+            //    of its own known, even with StrictHostKeyChecking=yes.
+            let third = "i-0000000000000c003"
+            await cloud.state.setLifecycleState(second, "Terminated")
+            await Self.join(cloud, fleet, third, "127.0.0.3")
+            try fleet.start("127.0.0.3", mounted: true, files: Self.old, hostKey: try fleet.hostKey("certified", signedFor: third))
+            let ca = try String(contentsOfFile: fleet.root + "/keys/ca.pub", encoding: .utf8)
+            try ("@cert-authority * " + ca).write(toFile: fleet.knownHosts, atomically: true, encoding: .utf8)
+            let (certified, certifiedError) = try await Self.push(fleet, cloud, ssh: ["-o", "StrictHostKeyChecking=yes"])
+            #expect(certifiedError == nil, "\(String(describing: certifiedError))")
+            #expect(certified.first { $0.member.instance.text == third }?.outcome.label == "pushed", "\(certified)")
+        } catch {
+            await stopCloud(cloud)
+            throw error
+        }
+        await stopCloud(cloud)
+    }
+
+    @Test("a sync that fails half way (rsync exit 23): the host's volume says it holds no known release, and the manifest did not arrive")
+    func halfSync() async throws {
+        guard requireRoot("push half sync") else { return }
+        let fleet = try SSHFleet()
+        defer { fleet.stop() }
+        let cloud = try await DevCloud.start(fastSettings())
+        do {
+            try (releaseSnapshot + "\n").write(toFile: fleet.root + "/snap.txt", atomically: true, encoding: .utf8)
+            for (name, text) in Self.release {
+                let path = fleet.release + "/" + name
+                try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                try text.write(toFile: path, atomically: true, encoding: .utf8)
+            }
+            try await stageRelease(Self.identity, in: fleet.release, cloud: cloud)
+            let id = instanceID("127.0.0.2")
+            await Self.join(cloud, fleet, id, "127.0.0.2")
+            // Its app/ is read-only: rsync sends the rest and exits 23.
+            try fleet.start("127.0.0.2", mounted: true, files: Self.old, readOnly: "app")
+            let (rows, error) = try await Self.push(fleet, cloud)
+            let failure = try #require(error as? PushError, "\(rows)")
+            #expect(failure.description.contains("rsync exit 23") && failure.description.contains("holds no known release"), "\(failure)")
+            let volume = try #require(await cloud.state.volumeTable().first { $0.attachment?.instanceID == id })
+            #expect(volume.tags[ReleaseTags.releaseID] == ReleaseID.unknownTag)
+            #expect(!FileManager.default.fileExists(atPath: fleet.directory("127.0.0.2") + "/" + ReleaseManifest.relativePath))
         } catch {
             await stopCloud(cloud)
             throw error

@@ -133,7 +133,11 @@ public final class TableMounter: Mounter, @unchecked Sendable {
         lock.withLock { table.append(MountInfo(device: number, mountPoint: real, type: type, source: device)) }
     }
 
+    /// Set: asked before each unmount; an errno it returns fails that unmount (EBUSY: in use).
+    public var unmountFault: (@Sendable (String) -> Int32?)?
+
     public func unmount(_ mountPoint: String) throws(MountError) {
+        if let code = unmountFault?(mountPoint) { throw .unmountFailed(mountPoint: mountPoint, errno: code) }
         let removed = lock.withLock { () -> Bool in
             guard let index = table.lastIndex(where: { $0.mountPoint == mountPoint }) else { return false }
             table.remove(at: index)
@@ -240,6 +244,7 @@ public final class SimulatedHost: @unchecked Sendable {
         var edges = HostEdges(devices: devices, prober: prober, runner: runner, mounter: mounter, lockDirectory: root + "/run",
                               recordDirectory: root + "/state")
         edges.lockTimeout = .seconds(30)
+        edges.procDirectory = root + "/proc"
         return edges
     }
 
@@ -392,4 +397,17 @@ public struct PublishRunError: Error, @unchecked Sendable {
     public let checklist: [ChecklistItem]
     public var status: ExitStatus { ExitStatus(for: error) }
     public var message: String { "\(error)" }
+}
+
+extension SimulatedHost {
+    /// One run of `snapmount rollback` on this machine (the release server).
+    public func rollback(_ mode: FlowMode = .apply, output: String? = nil) async throws -> RollbackOutcome {
+        let target = try PublishTarget(parsing: output ?? publishedFile)
+        let environment = try AgentEnvironment(cloud.environment)
+        let lockDirectory = root + "/run"
+        return try await onThread {
+            let session = try CloudSession.connect(environment: environment, logger: quietLogger, tuning: fastTuning())
+            return try RollbackFlow(target: target, mode: mode, lockDirectory: lockDirectory).run(session: session, clock: SystemClock(), logger: quietLogger)
+        }
+    }
 }

@@ -155,3 +155,11 @@ public func requireRoot(_ test: String) -> Bool {
     Issue.record("\(test) needs root (loop devices, mount), and CI must run it")
     return false
 }
+
+/// A release as publish leaves it: the manifest naming `identity` in `root`, and the
+/// snapshot in DevCloud with that identity, marked as a release.
+public func stageRelease(_ identity: String, in root: String, snapshot: String = releaseSnapshot, cloud: DevCloud) async throws {
+    let id = try #require(ReleaseID(identity))
+    try ReleaseManifest(id: id, release: "release", createdAt: "2026-12-01T10:00:00Z").save(in: root)
+    await cloud.state.addSnapshot(DevSnapshot(id: snapshot, sizeGiB: 1, tags: [ReleaseTags.releaseID: identity, SnapshotRequest.releaseTag: "release"]))
+}

@@ -7,13 +7,20 @@ public struct VolumeRequest: Sendable, Equatable {
     public var settings: VolumeSettings
     /// 1, unless an earlier run's volume for the same token was deleted (see ``clientToken``).
     public var generation: Int
+    /// The configuration's mount point: only it retires the volume.
+    public var mountPoint: String
+    /// The release the snapshot's bytes are (its identity tag), copied to the volume.
+    public var release: ReleaseID
 
-    public init(availabilityZone: String, snapshot: SnapshotID, instance: InstanceID, settings: VolumeSettings, generation: Int = 1) {
+    public init(availabilityZone: String, snapshot: SnapshotID, instance: InstanceID, settings: VolumeSettings, generation: Int = 1,
+                mountPoint: String = AbsolutePath.defaultMountPoint, release: ReleaseID? = nil) {
         self.availabilityZone = availabilityZone
         self.snapshot = snapshot
         self.instance = instance
         self.settings = settings
         self.generation = generation
+        self.mountPoint = mountPoint
+        self.release = release ?? ReleaseID(snapshot: snapshot)
     }
 
     /// How many tokens a run tries before it gives up: each deleted generation costs one.
@@ -22,18 +29,21 @@ public struct VolumeRequest: Sendable, Equatable {
     public static let instanceTag = "snapmount:instance-id"
     public static let snapshotTag = "snapmount:snapshot-id"
 
-    /// Derived from instance and snapshot only, so that a rerun after a crash — even with
+    /// Derived from instance, snapshot and (when not the default) mount point only, so that a rerun after a crash — even with
     /// its memory gone — repeats the same CreateVolume and gets the same volume back. EC2
     /// keeps answering a token with its volume even once that volume is deleted (after a
     /// run gave up on it), so the next run moves on to `-g2`, `-g3`, … (at most 64 characters).
     public var clientToken: String {
-        let digest = (try? SHA256.hash("snapmount/\(instance.text)/\(snapshot.text)").hexString) ?? "\(instance.text)-\(snapshot.text)"
+        // Two configurations on one instance with the same snapshot get two volumes.
+        let place = mountPoint == AbsolutePath.defaultMountPoint ? "" : "/" + mountPoint
+        let digest = (try? SHA256.hash("snapmount/\(instance.text)/\(snapshot.text)\(place)").hexString) ?? "\(instance.text)-\(snapshot.text)"
         return "snapmount-" + String(digest.prefix(40)) + (generation > 1 ? "-g\(generation)" : "")
     }
 
-    /// Our two tags, then the configured ones.
+    /// Our tags — owner, origin, mount point, what it holds —, then the configured ones.
     public var tags: [VolumeTag] {
-        [VolumeTag(key: Self.instanceTag, value: instance.text), VolumeTag(key: Self.snapshotTag, value: snapshot.text)]
+        [VolumeTag(key: Self.instanceTag, value: instance.text), VolumeTag(key: Self.snapshotTag, value: snapshot.text),
+         VolumeTag(key: ReleaseTags.mountPoint, value: mountPoint), VolumeTag(key: ReleaseTags.releaseID, value: release.text)]
             + settings.tags
     }
 

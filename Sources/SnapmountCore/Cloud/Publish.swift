@@ -9,13 +9,16 @@ public struct SnapshotRequest: Sendable, Equatable {
     public var time: UTCTimestamp
     /// Unique to this attempt: finds the snapshot when CreateSnapshot's answer was lost.
     public var attemptID: String
+    /// The identity the manifest in the filesystem names.
+    public var identity: ReleaseID
 
-    public init(volume: VolumeID, release: String, mountPoint: String, time: UTCTimestamp, attemptID: String) {
+    public init(volume: VolumeID, release: String, mountPoint: String, time: UTCTimestamp, attemptID: String, identity: ReleaseID) {
         self.volume = volume
         self.release = release
         self.mountPoint = mountPoint
         self.time = time
         self.attemptID = attemptID
+        self.identity = identity
     }
 
     public static let releaseTag = "snapmount:release"
@@ -27,9 +30,12 @@ public struct SnapshotRequest: Sendable, Equatable {
         "snapmount publish of \(release) (\(mountPoint) on \(volume)) at \(time.iso8601)"
     }
 
+    /// The tags a snapshot is made with. Not the release tag: that is the mark publish adds
+    /// once the snapshot is completed and about to be published, so that a snapshot of a
+    /// round that failed (or of a publish that died) is never taken for a release.
     public var tags: [VolumeTag] {
-        [VolumeTag(key: Self.releaseTag, value: release), VolumeTag(key: Self.publishedAtTag, value: time.iso8601),
-         VolumeTag(key: Self.sourceVolumeTag, value: volume.text), VolumeTag(key: Self.attemptTag, value: attemptID)]
+        [VolumeTag(key: Self.publishedAtTag, value: time.iso8601), VolumeTag(key: Self.sourceVolumeTag, value: volume.text),
+         VolumeTag(key: Self.attemptTag, value: attemptID), VolumeTag(key: ReleaseTags.releaseID, value: identity.text)]
     }
 
     public var parameters: QueryParameters {

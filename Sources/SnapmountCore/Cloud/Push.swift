@@ -75,14 +75,43 @@ public enum AutoScalingDecoder {
     }
 }
 
+/// EC2's instance states (`instanceState/name`).
+public enum InstanceState: Sendable, Equatable, CustomStringConvertible {
+    case pending, running, stopping, stopped, shuttingDown, terminated
+    case other(String)
+
+    public init(_ text: String) {
+        switch text {
+        case "pending": self = .pending
+        case "running": self = .running
+        case "stopping": self = .stopping
+        case "stopped": self = .stopped
+        case "shutting-down": self = .shuttingDown
+        case "terminated": self = .terminated
+        default: self = .other(text)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .pending: "pending"
+        case .running: "running"
+        case .stopping: "stopping"
+        case .stopped: "stopped"
+        case .shuttingDown: "shutting-down"
+        case .terminated: "terminated"
+        case .other(let text): text
+        }
+    }
+}
+
 /// An instance as DescribeInstances describes it: enough to reach it.
 public struct EC2Instance: Sendable, Equatable {
     public var id: InstanceID
-    /// `pending`, `running`, `stopping`, `stopped`, `shutting-down`, `terminated`.
-    public var state: String
+    public var state: InstanceState
     public var privateAddress: String?
 
-    public init(id: InstanceID, state: String, privateAddress: String?) {
+    public init(id: InstanceID, state: InstanceState, privateAddress: String?) {
         self.id = id
         self.state = state
         self.privateAddress = privateAddress
@@ -102,7 +131,7 @@ extension EC2Decoder {
                     throw EC2DecodeError(action: action, problem: "an instance without a valid instanceId")
                 }
                 let address = item.value("privateIpAddress").flatMap { $0.isEmpty ? nil : $0 }
-                result.append(EC2Instance(id: id, state: item.child("instanceState")?.value("name") ?? "", privateAddress: address))
+                result.append(EC2Instance(id: id, state: InstanceState(item.child("instanceState")?.value("name") ?? ""), privateAddress: address))
             }
         }
         return (result, root.value("nextToken").flatMap { $0.isEmpty ? nil : $0 })

@@ -45,19 +45,18 @@ public enum VolumeDecisions {
             ?? alive.first
     }
 
-    /// This instance's volumes (found by their instance tag), sorted for a boot that wants
-    /// `snapshot`: the one to reuse — made from it, or the one a push brought up to date
-    /// with it (`upToDate`) — and those to retire: made from another snapshot, alive, and
-    /// not attached to another instance. A retired volume is detached before the new one is
-    /// attached, so that two filesystems with one label and UUID never meet.
-    public static func sort(_ ours: [EC2Volume], snapshot: SnapshotID, instance: InstanceID,
-                            upToDate: VolumeID? = nil) -> (reuse: EC2Volume?, retire: [EC2Volume]) {
-        let current = { (volume: EC2Volume) in
-            volume.tags[VolumeRequest.snapshotTag] == snapshot.text || volume.id == upToDate
-        }
-        let reuse = reusable(ours.filter(current), for: instance)
+    /// This instance's volumes for one mount point, sorted for a boot that wants the release
+    /// `wanted`: the one to reuse and those to retire. The release server's source volume
+    /// (the one publish snapshots) is reused as it is, whatever it holds now, and never
+    /// retired. Otherwise the one to reuse holds `wanted` (its identity tag, which a push
+    /// keeps true), and those to retire hold another release or none known — alive, not
+    /// attached to another instance, never a source. A retired volume is detached before the
+    /// new one is attached, so that two filesystems with one label and UUID never meet.
+    public static func sort(_ ours: [EC2Volume], wanted: ReleaseID, instance: InstanceID) -> (reuse: EC2Volume?, retire: [EC2Volume]) {
+        let sources = ours.filter { $0.isReleaseSource }
+        let reuse = reusable(sources, for: instance) ?? reusable(ours.filter { $0.heldRelease == wanted }, for: instance)
         let retire = ours.filter { volume in
-            !current(volume) && !volume.state.isGone && volume.id != reuse?.id
+            !volume.isReleaseSource && volume.heldRelease != wanted && !volume.state.isGone && volume.id != reuse?.id
                 && !volume.attachments.contains { $0.instanceID != instance }
         }
         return (reuse, retire)

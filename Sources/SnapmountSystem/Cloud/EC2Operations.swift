@@ -64,7 +64,7 @@ extension EC2Client {
     }
 
     /// An action whose output is empty: HTTP 200 is success unless it says `<return>false</return>`.
-    private func emptyOutput(_ action: String, _ parameters: QueryParameters) throws(EC2CallError) {
+    fileprivate func emptyOutput(_ action: String, _ parameters: QueryParameters) throws(EC2CallError) {
         let done = try perform(action, parameters) { (body: [UInt8]) throws(EC2DecodeError) in
             try EC2Decoder.emptyOutput(body, action: action)
         }
@@ -105,16 +105,15 @@ extension EC2Client {
         return groups
     }
 
-    /// DescribeInstances for these ids, every page.
+    /// DescribeInstances for these ids, every page, by an `instance-id` filter: an id EC2
+    /// does not know yet (Auto Scaling lists an instance before EC2's listing shows it) is
+    /// absent from the answer, where naming it would fail the whole call.
     public func describeInstances(_ ids: [InstanceID]) throws(EC2CallError) -> [EC2Instance] {
         var result: [EC2Instance] = []
         for start in stride(from: 0, to: ids.count, by: 200) {
             var token: String?
             repeat {
-                var parameters = QueryParameters()
-                for (index, id) in ids[start..<min(start + 200, ids.count)].enumerated() {
-                    parameters.append("InstanceId.\(index + 1)", id.text)
-                }
+                var parameters = ec2Filters([("instance-id", ids[start..<min(start + 200, ids.count)].map(\.text))])
                 if let token { parameters.append("NextToken", token) }
                 let page = try perform("DescribeInstances", parameters, decode: EC2Decoder.instances)
                 result += page.instances
@@ -122,5 +121,23 @@ extension EC2Client {
             } while token != nil
         }
         return result
+    }
+}
+
+/// Tags: what a volume holds, which snapshots are releases.
+extension EC2Client {
+    public func createTagsParameters(_ resources: [String], _ tags: [VolumeTag]) -> QueryParameters {
+        var parameters = QueryParameters()
+        for (index, resource) in resources.enumerated() { parameters.append("ResourceId.\(index + 1)", resource) }
+        for (index, tag) in tags.enumerated() {
+            parameters.append("Tag.\(index + 1).Key", tag.key)
+            parameters.append("Tag.\(index + 1).Value", tag.value)
+        }
+        return parameters
+    }
+
+    /// CreateTags: sets (or overwrites) these tags on the resources. Repeating it is harmless.
+    public func createTags(_ resources: [String], _ tags: [VolumeTag]) throws(EC2CallError) {
+        try emptyOutput("CreateTags", createTagsParameters(resources, tags))
     }
 }

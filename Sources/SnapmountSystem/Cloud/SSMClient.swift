@@ -76,6 +76,25 @@ public final class SSMClient {
         return value
     }
 
+    /// The parameter's versions, oldest first (GetParameterHistory, every page).
+    public func history(_ name: String) throws(SSMCallError) -> [(version: String, value: String)] {
+        var versions: [(version: String, value: String)] = []
+        var token: String?
+        repeat {
+            var body: [(key: String, value: JSONValue)] = [("Name", .string(name)), ("MaxResults", .number("50"))]
+            if let token { body.append(("NextToken", .string(token))) }
+            let answer = try call("GetParameterHistory", .object(body))
+            guard case .array(let items)? = answer["Parameters"] else { throw .unreadable(action: "GetParameterHistory", detail: "no Parameters") }
+            for item in items {
+                guard let value = item["Value"]?.string else { continue }
+                let version: String = if case .number(let number)? = item["Version"] { number } else { "" }
+                versions.append((version, value))
+            }
+            token = answer["NextToken"]?.string.flatMap { $0.isEmpty ? nil : $0 }
+        } while token != nil
+        return versions.sorted { (Int($0.version) ?? 0) < (Int($1.version) ?? 0) }
+    }
+
     /// Sets the parameter (a `String`, overwritten); returns its new version.
     @discardableResult
     public func putParameter(_ name: String, value: String, description: String) throws(SSMCallError) -> String {
