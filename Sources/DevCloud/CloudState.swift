@@ -1046,7 +1046,9 @@ public actor CloudState {
         switch verifySignature(request, service: "ssm") {
         case .success(let accessKeyID): key = accessKeyID
         case .failure(let rejection):
-            return fail(rejection.code == "SignatureDoesNotMatch" ? "InvalidSignatureException" : "UnrecognizedClientException", rejection.message, 400,
+            // SSM answers a bad or an expired signature with InvalidSignatureException.
+            let code = rejection.code == "SignatureDoesNotMatch" || rejection.code == "RequestExpired" ? "InvalidSignatureException" : "UnrecognizedClientException"
+            return fail(code, rejection.code == "RequestExpired" ? "Signature expired: the request's time is more than 5 minutes from the server's" : rejection.message, 400,
                         key: rejection.key)
         }
         guard takeToken(for: "ssm:" + action) else { return fail("ThrottlingException", "Rate exceeded", key: key) }

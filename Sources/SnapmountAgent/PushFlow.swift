@@ -308,22 +308,25 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         return byID
     }
 
-    /// This round's instances' release volumes for the mount point: the one snapmount volume
-    /// of that configuration attached to each.
+    /// This round's instances' release volumes: the one snapmount volume of this mount point
+    /// attached to each — or, where none carries this mount point, the only snapmount volume
+    /// attached (a host whose configuration names its mount point differently). More than one
+    /// candidate is no answer: that host is not pushed to.
     private func releaseVolumes(_ session: CloudSession, _ ids: [InstanceID]) -> [InstanceID: VolumeID] {
         guard !ids.isEmpty else { return [:] }
         let volumes: [EC2Volume]
         do {
             volumes = try session.ec2.describeVolumes(filters: [("tag:\(VolumeRequest.instanceTag)", ids.map(\.text))])
-                .filter { $0.belongs(to: options.directory.text) }
         } catch {
             logger.warning("cannot list the instances' release volumes (\(error)); no host can be pushed to this round")
             return [:]
         }
         var result: [InstanceID: VolumeID] = [:]
         for id in ids {
-            let attached = volumes.filter { $0.attachments.contains { $0.instanceID == id && $0.state == .attached } }
-            if attached.count == 1 { result[id] = attached[0].id }
+            let attached = volumes.filter { $0.attachments.contains { $0.instanceID == id && $0.state == .attached } && !$0.isReleaseSource }
+            let here = attached.filter { $0.belongs(to: options.directory.text) }
+            let candidates = here.isEmpty ? attached : here
+            if candidates.count == 1 { result[id] = candidates[0].id }
         }
         return result
     }

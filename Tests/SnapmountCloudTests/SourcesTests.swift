@@ -30,6 +30,22 @@ struct SourcesTests {
         }
     }
 
+    @Test("a clock two hours off: an ssm: source and EC2 both correct it from the server's Date (SSM's InvalidSignatureException, EC2's RequestExpired) and mount", arguments: [Int64(-7200), 7200])
+    func ssmClockSkew(offset: Int64) async throws {
+        try await withSimulatedHost { host in
+            await host.cloud.state.setParameter(Self.parameter, releaseSnapshot + "\n")
+            let lines = CapturedLines()
+            let (outcome, _) = try await host.run(.apply, [.source: "ssm:" + Self.parameter], clock: RecordingClock(offsetSeconds: offset),
+                                                  logger: capturingLogger(lines, level: .warning))
+            let record = try #require(outcome.mountedRecord)
+            #expect(record.snapshot == releaseSnapshot)
+            let calls = await host.cloud.state.callLog()
+            #expect(calls.filter { $0.service == "ssm" && $0.outcome == "InvalidSignatureException" }.count == 1, "\(calls.map { "\($0.service) \($0.action) \($0.outcome)" })")
+            #expect(lines.lines.filter { $0.contains("off SSM's") }.count == 1, "\(lines.lines)")
+            #expect(lines.lines.filter { $0.contains("off EC2's") }.count == 1, "\(lines.lines)")
+        }
+    }
+
     @Test("ssm: a missing parameter is 69, a value that is not one id is 69 naming it, a role without ssm:GetParameter is 77")
     func ssmFailures() async throws {
         try await withSimulatedHost { host in

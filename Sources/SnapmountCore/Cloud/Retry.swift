@@ -194,3 +194,31 @@ public struct EC2ServiceError: SnapmountError, Equatable {
         return text
     }
 }
+
+/// The correction to the local clock learnt from an AWS service's `Date` header, after an
+/// answer that says the request's time was off: definite skew errors (`RequestExpired`, …)
+/// always teach it; errors that may be skew (`InvalidSignatureException`,
+/// `SignatureDoesNotMatch`, `AuthFailure`) only when the server's clock is more than four
+/// minutes from ours. Requests are then signed at `now + seconds`.
+public struct ClockSkew: Sendable, Equatable {
+    public private(set) var seconds: Int64 = 0
+
+    public init() {}
+
+    public static let definiteCodes: Set<String> = ["RequestExpired", "RequestTimeTooSkewed", "RequestInTheFuture"]
+    public static let possibleCodes: Set<String> = ["InvalidSignatureException", "SignatureDoesNotMatch", "AuthFailure"]
+    /// Beyond this, a possible skew error is taken for one.
+    public static let threshold: Int64 = 240
+
+    /// Learns from an error answer with `code`, sent when the local clock said `now`, whose
+    /// `Date` was `serverDate`. Returns whether the correction changed: the request is worth
+    /// signing again.
+    public mutating func learn(code: String, serverDate: UTCTimestamp?, now: UTCTimestamp) -> Bool {
+        guard let serverDate, Self.definiteCodes.contains(code) || Self.possibleCodes.contains(code) else { return false }
+        let measured = serverDate.secondsSinceEpoch - now.secondsSinceEpoch
+        if Self.possibleCodes.contains(code) && abs(measured) <= Self.threshold { return false }
+        guard abs(measured - seconds) > 60 else { return false }
+        seconds = measured
+        return true
+    }
+}

@@ -86,7 +86,11 @@ public final class EC2Client {
     public var limiter: AdaptiveRateLimiter?
     private let started = ContinuousClock.now
     /// Seconds to add to the local clock, learnt from a clock-skew error.
-    public private(set) var clockCorrection: Int64 = 0
+    public var clockCorrection: Int64 { skew.seconds }
+    private var skew = ClockSkew()
+    /// The last answer taught a new clock correction: that request is worth signing again
+    /// (EC2 answers a request signed more than 5 minutes off with AuthFailure too).
+    private var correctedNow = false
 
     public init(endpoint: EC2Endpoint, region: String, credentials: CredentialsProvider, http: HTTPClient,
                 retry: RetryPolicy, clock: any AgentClock = SystemClock(), logger: Logger, service: QueryService = .ec2) {
@@ -133,7 +137,9 @@ public final class EC2Client {
                 afterTimeout = { if case .http(_, .timeout) = error { return true } else { return false } }()
             }
             let delay = failure.isThrottling ? retry.throttleBackoff(random: clock.random()) : retry.backoff(retry: attempt, random: clock.random())
-            guard Self.isRetryable(failure), attempt < maxAttempts, clock.allows(delay),
+            let corrected = correctedNow
+            correctedNow = false
+            guard Self.isRetryable(failure) || corrected, attempt < maxAttempts, clock.allows(delay),
                   let cost = quota.acquire(afterTimeout: afterTimeout)
             else {
                 if attempt > 1 { logger.debug("EC2 \(action): giving up after \(attempt) attempts") }
@@ -231,12 +237,9 @@ public final class EC2Client {
                                       requestID: "", httpStatus: response.status)
         }
         limiter?.record(throttled: service.kind == .throttling, at: seconds(since: started))
-        if service.kind == .clockSkew, let date = response.header("Date").flatMap(UTCTimestamp.init(httpDate:)) {
-            let correction = date.secondsSinceEpoch - clock.now().secondsSinceEpoch
-            if abs(correction - clockCorrection) > 60 {
-                logger.warning("the local clock is \(correction) s off EC2's; signing with EC2's time")
-                clockCorrection = correction
-            }
+        if skew.learn(code: service.code, serverDate: response.header("Date").flatMap(UTCTimestamp.init(httpDate:)), now: clock.now()) {
+            logger.warning("the local clock is \(skew.seconds) s off EC2's; signing with EC2's time")
+            correctedNow = true
         }
         return .failure(.service(service))
     }

@@ -55,6 +55,11 @@ public final class SSMClient {
     private let logger: Logger
     private let signer: SigV4Signer
     public var timeout: Duration = .seconds(20)
+    /// Seconds to add to the local clock, learnt from SSM's `Date` after a clock-skew error.
+    public var clockCorrection: Int64 { skew.seconds }
+    private var skew = ClockSkew()
+    /// The last answer taught a new clock correction: that request is worth signing again.
+    private var correctedNow = false
 
     public init(endpoint: EC2Endpoint, region: String, credentials: CredentialsProvider, http: HTTPClient, retry: RetryPolicy,
                 clock: any AgentClock = SystemClock(), logger: Logger) {
@@ -116,7 +121,9 @@ public final class SSMClient {
                 failure = error
             }
             let delay = failure.isThrottling ? retry.throttleBackoff(random: clock.random()) : retry.backoff(retry: attempt, random: clock.random())
-            guard failure.isRetryable, attempt < retry.maxAttempts, clock.allows(delay) else { throw failure }
+            let corrected = correctedNow
+            correctedNow = false
+            guard failure.isRetryable || corrected, attempt < retry.maxAttempts, clock.allows(delay) else { throw failure }
             logger.warning("SSM \(action): \(failure); retry \(attempt) of \(retry.maxAttempts - 1) in \(DurationText.format(delay))")
             clock.sleep(for: delay)
             attempt += 1
@@ -130,7 +137,7 @@ public final class SSMClient {
                        (name: "X-Amz-Target", value: "AmazonSSM.\(action)")]
         let signature: SigV4Signature
         do {
-            signature = try signer.sign(SigV4Request(method: "POST", path: "/", headers: headers, body: body), credentials: current, at: clock.now())
+            signature = try signer.sign(SigV4Request(method: "POST", path: "/", headers: headers, body: body), credentials: current, at: clock.now().adding(seconds: skew.seconds))
         } catch {
             throw .signing(error)
         }
@@ -147,6 +154,10 @@ public final class SSMClient {
             // `__type` may carry a namespace: `com.amazonaws.ssm#ParameterNotFound`.
             let type = json?["__type"]?.string.map { String($0.split(separator: "#").last ?? "") } ?? "HTTP\(response.status)"
             let message = json?["message"]?.string ?? json?["Message"]?.string ?? String(response.text.prefix(80))
+            if skew.learn(code: type, serverDate: response.header("Date").flatMap(UTCTimestamp.init(httpDate:)), now: clock.now()) {
+                logger.warning("the local clock is \(skew.seconds) s off SSM's; signing with SSM's time")
+                correctedNow = true
+            }
             throw .service(action: action, code: type, message: message, httpStatus: response.status)
         }
         guard let json else { throw .unreadable(action: action, detail: String(response.text.prefix(80)).quotedForMessage()) }
