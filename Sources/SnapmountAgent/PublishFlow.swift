@@ -279,6 +279,7 @@ public final class PublishFlow {
                                           attemptID: randomHexDigits(16), identity: manifest.id)
             let frozen = clock.monotonic()
             do throws(SystemCallError) { try freezer.freeze(mountPoint) } catch { throw PublishError.freeze(error) }
+            if round == 1, let warning = freezer.guardWarning(mountPoint) { logger.warning("\(warning)") }
             let result: Result<EC2Snapshot, EC2CallError>
             do throws(EC2CallError) {
                 result = .success(try session.ec2.createSnapshot(request, timeout: clock.capped(options.freezeLimit)))

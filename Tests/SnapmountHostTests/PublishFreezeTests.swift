@@ -135,4 +135,66 @@ struct PublishFreezeTests {
         #expect(try Self.isFrozen(mountPoint), "the guard thawed after being released")
         try Images.sh("fsfreeze", ["--unfreeze", mountPoint])
     }
+
+    /// A cgroup of the `name=systemd` hierarchy, as a service manager makes one per unit.
+    static func unitCgroup() throws -> String {
+        let hierarchy = ["/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"].first {
+            FileManager.default.fileExists(atPath: $0 + "/cgroup.procs")
+        }
+        let base = try #require(hierarchy, "no cgroup hierarchy to make a unit's cgroup in")
+        let path = base + "/snapmount-test-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
+        return path
+    }
+
+    static func members(_ cgroup: String) -> [pid_t] {
+        ((try? String(contentsOfFile: cgroup + "/cgroup.procs", encoding: .utf8)) ?? "").split(separator: "\n").compactMap { pid_t($0) }
+    }
+
+    @Test("publish killed with its whole cgroup while frozen (a unit's stop, an OOM group kill): the guard, outside that cgroup, thaws; SIGTERM to all of them: publish thaws and exits 75 with a message, never by SIGPIPE",
+          arguments: [SIGKILL, SIGTERM])
+    func cgroupKill(signal number: Int32) async throws {
+        guard requireRoot("cgroupKill") else { return }
+        try await withHost(image: try Images.release()) { host in
+            _ = try #require(try await host.run().mountedRecord)
+            // EC2 does not answer CreateSnapshot: the filesystem stays frozen up to --freeze-limit.
+            await host.cloud.state.onSnapshot { _, _ in
+                try? await Task.sleep(for: .seconds(120))
+                return nil
+            }
+            try FileManager.default.createDirectory(atPath: host.root + "/www", withIntermediateDirectories: true)
+            let cgroup = try Self.unitCgroup()
+            defer { try? FileManager.default.removeItem(atPath: cgroup) }
+            var environment = host.environment
+            environment["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
+            let command = "echo $$ > \(cgroup)/cgroup.procs && exec \(debugBinary) publish --mount-point \(host.mountPoint) --output \(host.root)/www/snap.txt --freeze-limit 10s"
+            let publish = try Child("/bin/sh", ["-c", command], environment: environment, capture: .merged)
+            var frozen = false
+            for _ in 0..<600 where !frozen {  // ends a hung test; the freeze comes within a second or two
+                try await Task.sleep(for: .milliseconds(50))
+                frozen = try Self.isFrozen(host.mountPoint)
+            }
+            try #require(frozen, "publish never froze the filesystem")
+            // What the service manager does: the signal to every process of the unit's cgroup.
+            let members = Self.members(cgroup)
+            #expect(!members.isEmpty)
+            for pid in members { kill(pid, number) }
+            let (output, _) = publish.readToEnd()
+            let (status, signaled) = publish.wait()
+            let text = String(decoding: output, as: UTF8.self)
+            TestLog.write(text)
+            var thawed = false
+            for _ in 0..<200 where !thawed {  // the guard thaws at once; this only ends a hung test
+                thawed = try !Self.isFrozen(host.mountPoint)
+                if !thawed { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(thawed, "\(host.mountPoint) stayed frozen")
+            if number == SIGTERM {
+                #expect(!signaled && status == 75, "exit \(status), signaled \(signaled): \(text)")
+                #expect(text.contains("stopped") || text.contains("signal"), "\(text)")
+            } else {
+                #expect(signaled, "publish was killed")
+            }
+        }
+    }
 }
