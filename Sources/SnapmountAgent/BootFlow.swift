@@ -176,7 +176,10 @@ public final class BootFlow {
                 return try run()
             } catch {
                 let status = ExitStatus(for: error)
-                guard mode == .apply, status == .unavailable || status == .timedOut, !(error is InterruptedError),
+                // A mount that stayed busy is not retried whole: the rerun would find the old
+                // release mounted and call it done.
+                let busy = { if case HostError.mountBusy = error { return true } else { return false } }()
+                guard mode == .apply, status == .unavailable || status == .timedOut, !(error is InterruptedError), !busy,
                       clock.interruption() == nil
                 else { throw error }
                 let pause = min(Duration.seconds(30), .seconds(2) * (1 << min(round - 1, 4)))
@@ -273,8 +276,12 @@ public final class BootFlow {
         let request = VolumeRequest(availabilityZone: identity.availabilityZone, snapshot: snapshot.id, instance: identity.instanceID,
                                     settings: configuration.volume, mountPoint: mountPoint, release: wanted)
         // What each volume holds decides: its identity tag, which a push keeps true.
-        let (reuse, retire) = VolumeDecisions.sort(try session.volumes.ourVolumes(mountPoint: mountPoint), wanted: wanted,
-                                                   instance: identity.instanceID)
+        let sourceVolume = snapshot.tags[SnapshotRequest.sourceVolumeTag].flatMap(VolumeID.init)
+        var (reuse, retire) = VolumeDecisions.sort(try session.volumes.ourVolumes(mountPoint: mountPoint, device: configuration.device.text),
+                                                   wanted: wanted, instance: identity.instanceID, sourceVolume: sourceVolume)
+        // The volume the published snapshot was taken from is the release source even before a
+        // publish tagged its role (a server upgraded from before roles): treated as one here.
+        if reuse?.id == sourceVolume { reuse?.tags[ReleaseTags.role] = ReleaseTags.sourceRole }
         for old in retire where mode == .apply {
             try refuseIfMounted(old)
             try session.volumes.retire(old)

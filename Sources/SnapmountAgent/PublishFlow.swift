@@ -20,8 +20,6 @@ public enum PublishError: SnapmountError, Equatable {
     case notCompleted(SnapshotID, progress: String, after: Duration)
     case output(path: String, SystemCallError)
     case manifest(path: String, SystemCallError)
-    /// `--keep` below what a rollback needs, or outputs whose ids cannot be read.
-    case unsafeKeep(String)
 
     public var exitStatus: ExitStatus {
         switch self {
@@ -30,7 +28,6 @@ public enum PublishError: SnapmountError, Equatable {
             [EPERM, EACCES, EROFS].contains(error.errno) ? .permissionDenied : error.errno == EOPNOTSUPP ? .configuration : .internalError
         case .thaw: .internalError
         case .manifest(_, let error): [EPERM, EACCES, EROFS].contains(error.errno) ? .permissionDenied : .internalError
-        case .unsafeKeep: .configuration
         case .snapshotFailed, .snapshotVanished: .unavailable
         case .notCompleted: .timedOut
         }
@@ -60,8 +57,6 @@ public enum PublishError: SnapmountError, Equatable {
             "cannot write \(path): \(error); the published id is unchanged"
         case .manifest(let path, let error):
             "cannot write the release manifest \(path): \(error); nothing was snapshotted"
-        case .unsafeKeep(let reason):
-            "--keep: \(reason)"
         }
     }
 }
@@ -314,7 +309,12 @@ public final class PublishFlow {
         let strays = (try? session.ec2.describeSnapshots(filters: [("tag:\(SnapshotRequest.attemptTag)", [request.attemptID])])) ?? []
         for stray in strays where stray.tags[SnapshotRequest.attemptTag] == request.attemptID {
             logger.warning("CreateSnapshot made \(stray.id) although its answer failed; deleting it: it may hold writes made after the thaw")
-            try session.ec2.deleteSnapshot(stray.id)
+            do {
+                try session.ec2.deleteSnapshot(stray.id)
+            } catch {
+                // Unmarked, it is no release; the next publish deletes it.
+                logger.warning("cannot delete \(stray.id) now (\(error)); it is never published, and the next publish deletes it")
+            }
         }
     }
 
@@ -453,7 +453,9 @@ public final class PublishFlow {
                 return .done([], "kept every snapshot: cannot read \(output), which another publish of \(options.release) writes (\(error))")
             }
         }
-        let candidates = ours.filter { ($0.tags[ReleaseTags.output] ?? options.target.description) == options.target.description }
+        // Only snapshots marked as published here: one from before outputs were tagged may be
+        // what another output names, which cannot be read from its tags.
+        let candidates = ours.filter { $0.tags[ReleaseTags.output] == options.target.description }
         let doomed = SnapshotRetention.toDelete(candidates, keep: keep, release: options.release, protected: named)
         let others = outputs.isEmpty ? "" : ", none that \(outputs.sorted().joined(separator: ", ")) names"
         guard mode == .apply else {

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 import Logging
 import SnapmountCore
 import SnapmountSystem
@@ -10,6 +15,8 @@ public enum PushError: SnapmountError, Equatable {
     case publishedUnreadable(String, String)
     /// The release here has no manifest: not a release publish made.
     case noManifest(String)
+    /// Host keys could not be pinned: ssh cannot write the known-hosts file.
+    case knownHostsUnwritable(String, String)
     /// The release here is not the one `--published` names.
     case notThePublishedRelease(directory: String, holds: ReleaseID, published: ReleaseID, snapshot: SnapshotID)
     /// Some hosts did not get the release; the table names them too.
@@ -22,7 +29,7 @@ public enum PushError: SnapmountError, Equatable {
 
     public var exitStatus: ExitStatus {
         switch self {
-        case .noSuchGroups, .sourceNotMounted, .noManifest, .notThePublishedRelease: .configuration
+        case .noSuchGroups, .sourceNotMounted, .noManifest, .notThePublishedRelease, .knownHostsUnwritable: .configuration
         case .publishedUnreadable: .unavailable
         case .hostsFailed: .unavailable
         case .notStable, .stopped: .timedOut
@@ -41,6 +48,8 @@ public enum PushError: SnapmountError, Equatable {
             "\(directory) holds no release manifest (\(ReleaseManifest.relativePath)): it is not a release snapmount publish made, and pushing it with --delete would replace every instance's release with it; run snapmount publish first"
         case .notThePublishedRelease(let directory, let holds, let published, let snapshot):
             "\(directory) holds release \(holds), but the published release is \(published) (\(snapshot)); push sends only the published release: publish this one first, or — after a rollback — let the instances converge to \(snapshot) at their next boot"
+        case .knownHostsUnwritable(let path, let reason):
+            "cannot write the known-hosts file \(path) (\(reason)): without it no host key is pinned and every contact would count as a first one; name a writable file with --known-hosts"
         case .hostsFailed(let failures, let total):
             "push failed on \(failures.count) of \(total) hosts: "
                 + failures.map { "\($0.host) (\($0.instance)): \($0.reason)" }.joined(separator: "; ")
@@ -166,6 +175,7 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         // Publish, push and rollback exclude each other: the tree does not change under a push.
         let lock = try takeLock()
         defer { withExtendedLifetime(lock) {} }
+        try prepareKnownHosts()
         let session = try connect()
         let release = try publishedRelease(session)
         logger.notice("pushing \(options.directory.text) (release \(release.manifest.id), \(release.snapshot)) to the instances of \(options.groups.joined(separator: ", "))\(mode == .check ? " (dry run: rsync -n, nothing changed)" : "")")
@@ -253,6 +263,21 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
                 index == 5 ? pair.0 : pair.0 + String(repeating: " ", count: pair.1 - pair.0.count)
             }.joined(separator: "  ")
         }.joined(separator: "\n") + "\n"
+    }
+
+    /// The host keys are pinned only if ssh can write them: the directory is made (0700) and
+    /// the file must be writable, else 78 — with accept-new, every contact would be a first one.
+    private func prepareKnownHosts() throws {
+        let path = options.knownHosts
+        let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
+        do throws(SystemCallError) {
+            if !directory.isEmpty { try makeDirectories(directory, mode: 0o700) }
+            let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw SystemCallError("open", path, errno: errno) }
+            close(fd)
+        } catch {
+            throw PushError.knownHostsUnwritable(path, "\(error)")
+        }
     }
 
     private func takeLock() throws -> FileLock? {
@@ -428,8 +453,9 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         } catch {
             return .failure(.failed("rsync: \(error); the host holds no known release until it is pushed again or boots"))
         }
-        // 24: files vanished on the sending side while it ran; the rest arrived.
-        guard result.status == 0 || result.status == 24 else {
+        // 24: files vanished on the sending side while it ran — the tree changed under the
+        // push, so the host cannot be said to hold the release (a dry run only reports).
+        guard result.status == 0 || (result.status == 24 && mode == .check) else {
             let what = result.status == 255 || result.status == 12 || result.status == 10 ? "the connection failed" : "rsync failed"
             let after = mode == .apply ? "; the host holds no known release until it is pushed again or boots" : ""
             return .failure(.failed("\(what) (rsync exit \(result.status)): " + lastLine(result.output, or: "no output") + after))

@@ -85,8 +85,9 @@ public struct RollbackFlow {
         switch target {
         case .file(let path):
             do throws(SystemCallError) {
-                try AtomicFile.replace(path.text + ".prev", with: snapshotFileBody(current))
+                // The rollback itself first: a crash between the two leaves it done.
                 try AtomicFile.replace(path.text, with: snapshotFileBody(previous))
+                try AtomicFile.replace(path.text + ".prev", with: snapshotFileBody(current))
             } catch {
                 throw PublishError.output(path: path.text, error)
             }

@@ -79,8 +79,14 @@ public struct StatusReport: Sendable, Equatable {
            report.volume == nil ? record.device == report.device : record.volume == report.volume {
             report.volume = record.volume
             report.mountedAt = record.completedAt.isEmpty ? nil : record.completedAt
-            // The record's snapshot is what the volume held at boot; a push since changed it.
-            if manifest == nil || record.release == manifest?.id.text {
+            // The record's snapshot is what the volume held at boot; a push may have changed it
+            // since. It still holds: the manifest names the recorded release, or there is no
+            // manifest and the release never had one (a snapshot publish did not make). A
+            // manifest gone since the boot is a push under way or one that failed: EC2's tag says.
+            let recordedRelease = record.release.flatMap(ReleaseID.init)
+            let stillHolds = manifest.map { $0.id == recordedRelease }
+                ?? (recordedRelease == nil || recordedRelease.map { SnapshotID($0.text) != nil } == true)
+            if stillHolds {
                 report.snapshot = record.snapshot
                 report.snapshotOrigin = record.snapshot == nil ? nil : "record"
                 // A record from before identities: the snapshot is the release.

@@ -235,8 +235,9 @@ public final class VolumeManager {
                 Failpoint.hit("after-attach-call")
                 attachment = try waitAttached(volume.id, expected: answered, signal: signal)
             }
-            // Unknown (the answer did not say) is set too, once: the call is idempotent.
-            if attachment.deleteOnTermination != true {
+            // Unknown (the answer did not say) is set too, once: the call is idempotent. Never on
+            // the release source: it must outlive any one instance of the release server.
+            if attachment.deleteOnTermination != true && !volume.isReleaseSource {
                 if mode == .check {
                     let unchecked = try requirePermission([
                         ("ModifyInstanceAttribute", ec2.deleteOnTerminationParameters(identity.instanceID, device: attachment.device)),
@@ -348,10 +349,10 @@ public final class VolumeManager {
     /// This instance's volumes for the configuration of `mountPoint`, by their instance tag:
     /// one DescribeVolumes, which the volume step sorts into the one to reuse and those of
     /// other releases to retire. Another configuration's volumes are never among them.
-    public func ourVolumes(mountPoint: String = AbsolutePath.defaultMountPoint) throws(VolumeError) -> [EC2Volume] {
+    public func ourVolumes(mountPoint: String = AbsolutePath.defaultMountPoint, device: String? = nil) throws(VolumeError) -> [EC2Volume] {
         do {
             return try ec2.describeVolumes(filters: [("tag:\(VolumeRequest.instanceTag)", [identity.instanceID.text])])
-                .filter { $0.belongs(to: mountPoint) }
+                .filter { $0.belongs(to: mountPoint, device: device) }
         } catch {
             throw .ec2(error)
         }

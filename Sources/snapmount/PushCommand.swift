@@ -43,6 +43,10 @@ extension Snapmount {
         @Option(help: ArgumentHelp("The user to log in as on the instances.", valueName: "name"))
         var user = "root"
 
+        // Accepted for scripts written for the push that kept pushed.json; the volume's identity tag replaced it.
+        @Option(help: .hidden)
+        var remoteStateDir: String?
+
         @Option(help: ArgumentHelp("The instances' host keys, known by instance id; a new instance is accepted on first contact.", valueName: "path"))
         var knownHosts = "/var/lib/snapmount/known_hosts"
 

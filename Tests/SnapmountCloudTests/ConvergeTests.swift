@@ -156,6 +156,22 @@ struct ConvergeTests {
         }
     }
 
+    @Test("a release server upgraded from before roles: the volume the published snapshot was taken from is kept as it is, DeleteOnTermination untouched")
+    func sourceBySnapshotTag() async throws {
+        try await withSimulatedHost { host in
+            let first = try #require(try await host.run().outcome.mountedRecord)
+            // What an older publish left: a snapshot of this volume, tagged with it; the volume has no role tag.
+            await host.cloud.state.addSnapshot(DevSnapshot(id: Self.newer, sizeGiB: 1, tags: [SnapshotRequest.sourceVolumeTag: first.volume]))
+            host.reboot()
+            await Self.publishNewer(host)
+            await host.cloud.state.clearCallLog()
+            let second = try #require(try await host.run().outcome.mountedRecord)
+            #expect(second.volume == first.volume)
+            let mutating = await host.cloud.state.callLog().filter { $0.service == "ec2" && $0.isMutating }.map(\.action)
+            #expect(mutating.isEmpty, "\(mutating)")
+        }
+    }
+
     @Test("two configurations on one instance (two mount points, one snapshot): two volumes, and neither retires the other's")
     func twoMountPoints() async throws {
         try await withSimulatedHost { host in

@@ -197,9 +197,10 @@ struct PublishTests {
     func keep() async throws {
         try await Self.releaseServer { host in
             let state = host.cloud.state
+            // As publish marks them: the release, and the output they were published to.
             func old(_ id: String, _ day: Int, release: String? = "release") async {
                 await state.addSnapshot(DevSnapshot(id: id, startTime: "2026-11-0\(day)T10:00:00.000Z",
-                                                    tags: release.map { [SnapshotRequest.releaseTag: $0] }))
+                                                    tags: release.map { [SnapshotRequest.releaseTag: $0, ReleaseTags.output: host.publishedFile] }))
             }
             await old("snap-00000000000000001", 1)  // the oldest, but snap.txt names it: the previous one
             await old("snap-00000000000000002", 2)
@@ -207,6 +208,9 @@ struct PublishTests {
             await old("snap-00000000000000004", 4)
             await old("snap-00000000000000005", 5, release: "other")
             await old("snap-00000000000000006", 6, release: nil)
+            // Marked by a publish from before outputs were tagged: what it was published to is unknown, so it stays.
+            await state.addSnapshot(DevSnapshot(id: "snap-00000000000000007", startTime: "2026-11-01T09:00:00.000Z",
+                                                tags: [SnapshotRequest.releaseTag: "release"]))
             try "snap-00000000000000001\n".write(toFile: host.publishedFile, atomically: true, encoding: .utf8)
             guard case .published(let id, let previous, let deleted) = try await host.publish(keep: 3, freezer: RecordingFreezer()).outcome
             else { return }
@@ -215,7 +219,7 @@ struct PublishTests {
             #expect(Set(deleted.map(\.text)) == ["snap-00000000000000002"])
             let left = Set(await state.snapshotTable().map(\.id))
             #expect(left.isSuperset(of: [id.text, "snap-00000000000000001", "snap-00000000000000003", "snap-00000000000000004",
-                                         "snap-00000000000000005", "snap-00000000000000006", releaseSnapshot]))
+                                         "snap-00000000000000005", "snap-00000000000000006", "snap-00000000000000007", releaseSnapshot]))
             #expect(!left.contains("snap-00000000000000002"))
         }
     }

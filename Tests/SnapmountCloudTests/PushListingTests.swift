@@ -301,18 +301,21 @@ struct PushListingTests {
         try await Self.withCloud { setup in
             await Self.add(setup, 1)
             await Self.add(setup, 2)
-            let remote = ScriptedRemote(rsyncFailures: ["10.0.1.2": 23])
+            await Self.add(setup, 3)
+            // 23: some files not transferred; 24: files vanished here while it ran (the tree changed).
+            let remote = ScriptedRemote(rsyncFailures: ["10.0.1.2": 23, "10.0.1.3": 24])
             let (rows, error) = try await Self.push(setup, remote: remote)
             #expect(error.map { ExitStatus(for: $0) } == .unavailable)
             let volumes = await setup.cloud.state.volumeTable()
             let held = Dictionary(uniqueKeysWithValues: volumes.compactMap { volume in volume.attachment.map { ($0.instanceID, volume.tags[ReleaseTags.releaseID]) } })
             #expect(held[Self.instanceID(1)] == Self.release)
             #expect(held[Self.instanceID(2)] == ReleaseID.unknownTag)
+            #expect(held[Self.instanceID(3)] == ReleaseID.unknownTag, "a tree that changed under the push is no release")
             #expect(rows.first { $0.address == "10.0.1.2" }?.outcome.failure?.contains("holds no known release") == true)
             // The order on the pushed host: marked, the tree, the manifest, the identity.
             #expect(remote.steps(for: "10.0.1.1") == ["mountpoint", "tree", "manifest"], "\(remote.steps(for: "10.0.1.1"))")
             let tags = await setup.cloud.state.callLog().filter { $0.action == "CreateTags" }.map { $0.parameters["Tag.1.Value"] ?? "" }
-            #expect(tags.filter { $0 == ReleaseID.unknownTag }.count == 2 && tags.filter { $0 == Self.release }.count == 1, "\(tags)")
+            #expect(tags.filter { $0 == ReleaseID.unknownTag }.count == 3 && tags.filter { $0 == Self.release }.count == 1, "\(tags)")
         }
     }
 }

@@ -97,4 +97,27 @@ struct StatusTests {
             #expect(report.text.contains("source:    snap-0123456789abcdef9 — \(words)"), "\(report.text)")
         }
     }
+
+    @Test("the truth travels with the bytes: a pushed host's status reads the manifest; after a push that failed half way it says no known release")
+    func pushedAndHalfPushed() async throws {
+        try await withSimulatedHost { host in
+            let s1 = "rel-20261201T100000Z-11111111", s2 = "rel-20261202T100000Z-22222222"
+            await host.cloud.state.addSnapshot(DevSnapshot(id: releaseSnapshot, sizeGiB: 1, tags: [ReleaseTags.releaseID: s1, SnapshotRequest.releaseTag: "release"]))
+            let record = try #require(try await host.run().outcome.mountedRecord)
+            #expect(record.release == s1)
+            // A push brought S2: its manifest, and the volume's tag.
+            try ReleaseManifest(id: try #require(ReleaseID(s2)), release: "release", createdAt: "").save(in: host.mountPoint)
+            await host.cloud.state.tagVolume(record.volume, ReleaseTags.releaseID, s2)
+            let pushed = try await Self.status(host)
+            #expect(pushed.release == s2 && pushed.releaseOrigin == "manifest")
+            #expect(pushed.snapshot == nil || pushed.snapshot != releaseSnapshot, "the boot's snapshot is not what it holds now")
+            #expect(pushed.comparison != .same, "\(pushed.text)")
+            // The next push failed half way: the manifest went first, the tag says unknown.
+            try FileManager.default.removeItem(atPath: ReleaseManifest.path(in: host.mountPoint))
+            await host.cloud.state.tagVolume(record.volume, ReleaseTags.releaseID, ReleaseID.unknownTag)
+            let half = try await Self.status(host)
+            #expect(half.release == nil, "\(half.text)")
+            #expect(half.text.contains("release:   no known release"), "\(half.text)")
+        }
+    }
 }

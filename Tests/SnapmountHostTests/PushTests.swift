@@ -208,25 +208,9 @@ struct PushTests {
                                                     privateAddress: "127.0.0.8", group: "web", lifecycleState: "InService"))
             }
 
-            var options = PushOptions(groups: ["web", "api"], directory: try AbsolutePath(parsing: fleet.release),
-                                      published: try PublishTarget(parsing: published))
-            options.ssh = ["ssh", "-F", fleet.sshConfig]
-            options.knownHosts = fleet.knownHosts
-            options.lockDirectory = fleet.root
-            options.retryDelay = .milliseconds(200)
-            options.parallel = 3
-            let frozen = options
-            let environment = try AgentEnvironment(cloud.environment)
-            let (rows, error) = try await onThread { () -> ([HostReport], (any Error)?) in
-                let flow = PushFlow(options: frozen, mode: .apply, clock: SystemClock(), logger: quietLogger, runner: SystemCommandRunner(),
-                                    mounter: SystemMounter()) {
-                    try CloudSession.connect(environment: environment, logger: quietLogger, tuning: fastTuning())
-                }
-                do {
-                    return (try flow.run(), nil)
-                } catch {
-                    return (flow.lastReports, error)
-                }
+            let (rows, error) = try await Self.push(fleet, cloud) {
+                $0.groups = ["web", "api"]
+                $0.parallel = 3
             }
             _ = await scaleOut.result
             let byAddress = Dictionary(uniqueKeysWithValues: rows.map { ($0.address, $0) })
@@ -282,20 +266,8 @@ struct PushTests {
                                                       privateAddress: "127.0.0.2", group: "web"))
             await cloud.state.addReleaseVolume(instance: instanceID("127.0.0.2"), snapshot: releaseSnapshot, mountPoint: fleet.release)
             try fleet.start("127.0.0.2", mounted: true, files: Self.old)
-            var options = PushOptions(groups: ["web"], directory: try AbsolutePath(parsing: fleet.release), published: try PublishTarget(parsing: published))
-            options.ssh = ["ssh", "-F", fleet.sshConfig]
-            options.knownHosts = fleet.knownHosts
-            options.lockDirectory = fleet.root
-            let environment = try AgentEnvironment(cloud.environment)
-            func push(_ options: PushOptions) async throws -> [HostReport] {
-                try await onThread {
-                    try PushFlow(options: options, mode: .check, clock: SystemClock(), logger: quietLogger, runner: SystemCommandRunner(),
-                                 mounter: SystemMounter()) {
-                        try CloudSession.connect(environment: environment, logger: quietLogger, tuning: fastTuning())
-                    }.run()
-                }
-            }
-            let rows = try await push(options)
+            let (rows, error) = try await Self.push(fleet, cloud, mode: .check)
+            #expect(error == nil, "\(String(describing: error))")
             let outcome = try #require(rows.first?.outcome)
             guard case .wouldPush(let summary) = outcome else {
                 Issue.record("\(outcome)")
@@ -306,9 +278,9 @@ struct PushTests {
             #expect(await cloud.state.callLog().filter { $0.action == "CreateTags" }.isEmpty, "a dry run marks nothing")
 
             // The release directory here unmounted: an empty directory is never pushed with --delete.
-            var unmounted = options
-            unmounted.directory = try AbsolutePath(parsing: fleet.root + "/hosts")
-            await #expect(throws: PushError.sourceNotMounted(fleet.root + "/hosts")) { try await push(unmounted) }
+            let unmounted = try AbsolutePath(parsing: fleet.root + "/hosts")
+            let (_, refused) = try await Self.push(fleet, cloud, mode: .check) { $0.directory = unmounted }
+            #expect(refused as? PushError == .sourceNotMounted(fleet.root + "/hosts"))
             #expect(ExitStatus(for: PushError.sourceNotMounted("/x")) == .configuration)
         } catch {
             await stopCloud(cloud)
@@ -319,18 +291,21 @@ struct PushTests {
 }
 
 extension PushTests {
-    /// One push of the staged release to the group `web`, as the release server makes it.
-    static func push(_ fleet: SSHFleet, _ cloud: DevCloud, ssh extra: [String] = []) async throws -> (rows: [HostReport], error: (any Error)?) {
+    /// One push of the staged release (published in `<root>/snap.txt`) to the group `web`, as
+    /// the release server makes it; the rows, and the error it ended with.
+    static func push(_ fleet: SSHFleet, _ cloud: DevCloud, mode: FlowMode = .apply, ssh extra: [String] = [],
+                     configure: (inout PushOptions) -> Void = { _ in }) async throws -> (rows: [HostReport], error: (any Error)?) {
         var options = PushOptions(groups: ["web"], directory: try AbsolutePath(parsing: fleet.release),
                                   published: try PublishTarget(parsing: fleet.root + "/snap.txt"))
         options.ssh = ["ssh", "-F", fleet.sshConfig] + extra
         options.knownHosts = fleet.knownHosts
         options.lockDirectory = fleet.root
         options.retryDelay = .milliseconds(200)
+        configure(&options)
         let frozen = options
         let environment = try AgentEnvironment(cloud.environment)
         return try await onThread { () -> ([HostReport], (any Error)?) in
-            let flow = PushFlow(options: frozen, mode: .apply, clock: SystemClock(), logger: quietLogger, runner: SystemCommandRunner(),
+            let flow = PushFlow(options: frozen, mode: mode, clock: SystemClock(), logger: quietLogger, runner: SystemCommandRunner(),
                                 mounter: SystemMounter()) {
                 try CloudSession.connect(environment: environment, logger: quietLogger, tuning: fastTuning())
             }

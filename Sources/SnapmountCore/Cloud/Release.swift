@@ -112,9 +112,13 @@ extension EC2Volume {
     public var isReleaseSource: Bool { tags[ReleaseTags.role] == ReleaseTags.sourceRole }
 
     /// Made by (or adopted for) the configuration of `mountPoint`. A volume made before the
-    /// mount-point tag belongs to the default mount point.
-    public func belongs(to mountPoint: String) -> Bool {
-        (tags[ReleaseTags.mountPoint] ?? AbsolutePath.defaultMountPoint) == mountPoint
+    /// mount-point tag belongs to the default mount point — and, when `device` is given, only
+    /// if it is detached or attached at that device (another configuration's is elsewhere).
+    public func belongs(to mountPoint: String, device: String? = nil) -> Bool {
+        if let tagged = tags[ReleaseTags.mountPoint] { return tagged == mountPoint }
+        guard mountPoint == AbsolutePath.defaultMountPoint else { return false }
+        guard let device, let attached = attachments.first?.device else { return true }
+        return attached == device
     }
 }
 

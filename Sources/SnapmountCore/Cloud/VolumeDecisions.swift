@@ -52,11 +52,15 @@ public enum VolumeDecisions {
     /// keeps true), and those to retire hold another release or none known — alive, not
     /// attached to another instance, never a source. A retired volume is detached before the
     /// new one is attached, so that two filesystems with one label and UUID never meet.
-    public static func sort(_ ours: [EC2Volume], wanted: ReleaseID, instance: InstanceID) -> (reuse: EC2Volume?, retire: [EC2Volume]) {
-        let sources = ours.filter { $0.isReleaseSource }
+    /// `sourceVolume`: the volume the wanted snapshot was taken from (its
+    /// `snapmount:source-volume` tag) — a source too, even before a publish tagged its role.
+    public static func sort(_ ours: [EC2Volume], wanted: ReleaseID, instance: InstanceID,
+                            sourceVolume: VolumeID? = nil) -> (reuse: EC2Volume?, retire: [EC2Volume]) {
+        let isSource = { (volume: EC2Volume) in volume.isReleaseSource || volume.id == sourceVolume }
+        let sources = ours.filter(isSource)
         let reuse = reusable(sources, for: instance) ?? reusable(ours.filter { $0.heldRelease == wanted }, for: instance)
         let retire = ours.filter { volume in
-            !volume.isReleaseSource && volume.heldRelease != wanted && !volume.state.isGone && volume.id != reuse?.id
+            !isSource(volume) && volume.heldRelease != wanted && !volume.state.isGone && volume.id != reuse?.id
                 && !volume.attachments.contains { $0.instanceID != instance }
         }
         return (reuse, retire)
