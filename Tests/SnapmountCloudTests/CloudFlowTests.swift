@@ -61,7 +61,7 @@ struct CloudFlowTests {
     @Test("a reboot reuses the volume, in both dialects: no CreateVolume, no AttachVolume, fstab unchanged", arguments: Dialect.allCases)
     func rebootReuses(dialect: Dialect) async throws {
         try await withSimulatedHost(fastSettings(dialect)) { host in
-            guard case .mounted(let first) = try await host.run().outcome else { return }
+            let first = try #require(try await host.run().outcome.mountedRecord)
             let fstab = try host.fstabText()
             host.reboot()
             await host.cloud.state.clearCallLog()

@@ -70,7 +70,7 @@ struct ConvergeTests {
     func publishedWhileStopped() async throws {
         try await withSimulatedHost { host in
             await host.cloud.state.addSnapshot(DevSnapshot(id: Self.newer, sizeGiB: 1))
-            guard case .mounted(let first) = try await host.run().outcome else { return }
+            let first = try #require(try await host.run().outcome.mountedRecord)
             host.reboot()
             await Self.publishNewer(host)
             await host.cloud.state.clearCallLog()
@@ -194,7 +194,7 @@ struct ConvergeTests {
     func dryRunSaysRetire() async throws {
         try await withSimulatedHost { host in
             await host.cloud.state.addSnapshot(DevSnapshot(id: Self.newer, sizeGiB: 1))
-            guard case .mounted(let first) = try await host.run().outcome else { return }
+            let first = try #require(try await host.run().outcome.mountedRecord)
             host.reboot()
             await Self.publishNewer(host)
             let (_, checklist) = try await host.run(.check)

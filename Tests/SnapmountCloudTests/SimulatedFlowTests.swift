@@ -40,7 +40,7 @@ struct SimulatedFlowTests {
     @Test("dry run after a reboot: it checks against the attached volume and probes its device read-only")
     func dryRunAfterReboot() async throws {
         try await withSimulatedHost { host in
-            guard case .mounted(let record) = try await host.run().outcome else { return }
+            let record = try #require(try await host.run().outcome.mountedRecord)
             host.reboot()
             await host.cloud.state.clearCallLog()
             let (outcome, checklist) = try await host.run(.check)
@@ -120,7 +120,7 @@ struct SimulatedFlowTests {
     func blankFormatted() async throws {
         try await withSimulatedHost { host in
             await host.plane.setContent(ofSnapshot: releaseSnapshot, .blank, zeroed: true)
-            guard case .mounted(let record) = try await host.run().outcome else { return }
+            let record = try #require(try await host.run().outcome.mountedRecord)
             #expect(host.runner.calls == [["mkfs.ext4", "-q", "-L", "code_release", record.device]])
             #expect(host.prober.content(of: record.device) == .filesystem(type: "ext4", label: "code_release"))
             #expect(host.prober.probed.filter { $0 == record.device }.count == 2)

@@ -21,7 +21,7 @@ struct SourcesTests {
     func ssmSource() async throws {
         try await withSimulatedHost { host in
             await host.cloud.state.setParameter(Self.parameter, releaseSnapshot + "\n")
-            guard case .mounted(let record) = try await host.run(.apply, [.source: "ssm:" + Self.parameter]).outcome else { return }
+            let record = try #require(try await host.run(.apply, [.source: "ssm:" + Self.parameter]).outcome.mountedRecord)
             #expect(record.snapshot == releaseSnapshot)
             let calls = await host.cloud.state.callLog()
             // Read twice: once to choose, once after mounting; snap.txt never.
@@ -78,7 +78,7 @@ struct SourcesTests {
             await state.addSnapshot(DevSnapshot(id: "snap-00000000000000004", ownerID: "999999999999",
                                                 startTime: "2026-11-04T10:00:00.000Z", tags: ["release": "web"]))
             await state.addSnapshot(DevSnapshot(id: "snap-00000000000000005", startTime: "2026-11-05T10:00:00.000Z", tags: ["release": "api"]))
-            guard case .mounted(let record) = try await host.run(.apply, [.source: "tag:release=web"]).outcome else { return }
+            let record = try #require(try await host.run(.apply, [.source: "tag:release=web"]).outcome.mountedRecord)
             #expect(record.snapshot == Self.newer)
             let describes = await state.callLog().filter { $0.action == "DescribeSnapshots" }
             #expect(describes.first?.parameters["Owner.1"] == "self")
@@ -100,7 +100,7 @@ struct SourcesTests {
         var settings = fastSettings()
         settings.delays.snapshot = .milliseconds(300)
         try await withSimulatedHost(settings) { host in
-            guard case .mounted = try await host.run().outcome else { return }
+            _ = try #require(try await host.run().outcome.mountedRecord)
             await host.cloud.state.setParameter(Self.parameter, releaseSnapshot)
             guard case .published(let id, let previous, _) = try await host.publish(output: "ssm:" + Self.parameter,
                                                                                       freezer: RecordingFreezer()).outcome

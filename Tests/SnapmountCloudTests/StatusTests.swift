@@ -22,7 +22,7 @@ struct StatusTests {
     @Test("a fresh boot: mounted from the volume, the snapshot from the record, up to date")
     func freshBoot() async throws {
         try await withSimulatedHost { host in
-            guard case .mounted(let record) = try await host.run().outcome else { return }
+            let record = try #require(try await host.run().outcome.mountedRecord)
             await host.cloud.state.clearCallLog()
             let report = try await Self.status(host)
             #expect(report.mounted && report.volume == record.volume && report.device == record.device)
@@ -40,10 +40,11 @@ struct StatusTests {
     @Test("after a reboot whose record is gone: the run refreshes it, and status asks EC2 for the volume's snapshot")
     func afterReboot() async throws {
         try await withSimulatedHost { host in
-            guard case .mounted(let record) = try await host.run().outcome else { return }
+            let record = try #require(try await host.run().outcome.mountedRecord)
             // An older agent kept its record in /run; systemd mounted the fstab line at boot.
             try FileManager.default.removeItem(atPath: host.root + "/state/state.json")
-            guard case .alreadyMounted = try await host.run().outcome else { return }
+            let outcome = try await host.run().outcome
+            guard case .alreadyMounted = outcome else { Issue.record("\(outcome)"); return }
             let refreshed = try #require(MountRecord.load(host.root + "/state/state.json"))
             #expect(refreshed.volume == record.volume && refreshed.snapshot == nil)
             let report = try await Self.status(host)

@@ -46,7 +46,7 @@ struct TrustAndTimeTests {
     func reusedElsewhere() async throws {
         try await withSimulatedHost { host in
             await host.plane.setXen()
-            guard case .mounted(let first) = try await host.run(.apply, [.device: "/dev/sdg"]).outcome else { return }
+            let first = try #require(try await host.run(.apply, [.device: "/dev/sdg"]).outcome.mountedRecord)
             #expect(first.device.hasSuffix("/xvdg"))
             host.reboot()
             // The configuration now names /dev/sdf; the volume stays attached at /dev/sdg.
@@ -66,9 +66,11 @@ struct TrustAndTimeTests {
             let devices = host.devices
             // The device is listed, but opening it fails as a detached one does.
             await host.cloud.state.onAttachment { event in
-                guard case .attached(let volume, _, _) = event else { return }
-                devices.add(BlockDevice(name: "nvme1n1", serial: volume.id.replacingOccurrences(of: "-", with: ""),
-                                        sizeBytes: UInt64(volume.sizeGiB) << 30, number: "259:1"))
+                // Only attachments present a device; other events change nothing here.
+                if case .attached(let volume, _, _) = event {
+                    devices.add(BlockDevice(name: "nvme1n1", serial: volume.id.replacingOccurrences(of: "-", with: ""),
+                                            sizeBytes: UInt64(volume.sizeGiB) << 30, number: "259:1"))
+                }
             }
             _ = prober
             let error = try await host.runError()
@@ -183,7 +185,7 @@ struct TrustAndTimeTests {
             #expect(FileManager.default.fileExists(atPath: host.root + "/state/formatting-\(volume)"))
             host.runner.script("mkfs.ext4", status: 0)
             host.reboot()
-            guard case .mounted = try await host.run().outcome else { return }
+            _ = try #require(try await host.run().outcome.mountedRecord)
             #expect(!FileManager.default.fileExists(atPath: host.root + "/state/formatting-\(volume)"))
         }
     }
@@ -275,7 +277,7 @@ struct TrustAndTimeTests {
             try FileManager.default.createDirectory(atPath: host.mountPoint, withIntermediateDirectories: true)
             let link = host.root + "/current"
             try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: host.mountPoint)
-            guard case .mounted = try await host.run(.apply, [.mountPoint: link]).outcome else { return }
+            _ = try #require(try await host.run(.apply, [.mountPoint: link]).outcome.mountedRecord)
             await host.cloud.state.clearCallLog()
             guard case .alreadyMounted = try await host.run(.apply, [.mountPoint: link]).outcome else {
                 Issue.record("the second run did not see the release mounted through the link")
@@ -354,7 +356,7 @@ struct InitializationRateTests {
     @Test("initialization-rate goes to CreateVolume as VolumeInitializationRate; DevCloud checks the range as EC2 does")
     func initializationRate() async throws {
         try await withSimulatedHost { host in
-            guard case .mounted = try await host.run(.apply, [.initializationRate: "200"]).outcome else { return }
+            _ = try #require(try await host.run(.apply, [.initializationRate: "200"]).outcome.mountedRecord)
             let create = await host.cloud.state.callLog().first { $0.action == "CreateVolume" }
             #expect(create?.parameters["VolumeInitializationRate"] == "200")
         }

@@ -73,7 +73,10 @@ struct FstabTests {
             _ = try Self.ensure("# x\n" + existing + "\n")
         } catch let error as FstabError {
             #expect(error.exitStatus == .dataRefused)
-            guard case .conflict(let line, let shown, let wanted) = error else { return }
+            guard case .conflict(let line, let shown, let wanted) = error else {
+                Issue.record("not a conflict: \(error)")
+                return
+            }
             #expect(line == 2)
             #expect(shown == existing)
             #expect(wanted == (try? Self.entry.line))

@@ -49,7 +49,7 @@ struct BootFlowTests {
     func reboot() async throws {
         guard requireRoot("reboot") else { return }
         try await withHost(image: try Images.release()) { host in
-            guard case .mounted(let first) = try await host.run() else { return }
+            let first = try #require(try await host.run().mountedRecord)
             let fstab = try host.fstabText()
             host.unmount()
             try? FileManager.default.removeItem(atPath: host.root + "/state")  // /run is a tmpfs

@@ -10,6 +10,14 @@ import Testing
 import Glibc
 #endif
 
+/// Closed until a test opens it.
+final class Gate: @unchecked Sendable {
+    private let lock = NSLock()
+    private var opened = false
+    func open() { lock.withLock { opened = true } }
+    var isOpen: Bool { lock.withLock { opened } }
+}
+
 /// A writer that appends a line every 20 ms and records when each write(2) returned.
 final class TimedWriter: @unchecked Sendable {
     private let lock = NSLock()
@@ -157,10 +165,16 @@ struct PublishFreezeTests {
         guard requireRoot("cgroupKill") else { return }
         try await withHost(image: try Images.release()) { host in
             _ = try #require(try await host.run().mountedRecord)
-            // EC2 does not answer CreateSnapshot: the filesystem stays frozen up to --freeze-limit.
+            // EC2 does not answer CreateSnapshot (until the test is done: DevCloud must not stop
+            // with a request in flight): the filesystem stays frozen up to --freeze-limit.
+            let answered = Gate()
             await host.cloud.state.onSnapshot { _, _ in
-                try? await Task.sleep(for: .seconds(120))
+                for _ in 0..<2400 where !answered.isOpen { try? await Task.sleep(for: .milliseconds(50)) }
                 return nil
+            }
+            defer {
+                answered.open()
+                usleep(300_000)  // the held request answers before the cloud stops
             }
             try FileManager.default.createDirectory(atPath: host.root + "/www", withIntermediateDirectories: true)
             let cgroup = try Self.unitCgroup()
