@@ -183,10 +183,19 @@ struct PublishFreezeTests {
             environment["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
             let command = "echo $$ > \(cgroup)/cgroup.procs && exec \(debugBinary) publish --mount-point \(host.mountPoint) --output \(host.root)/www/snap.txt --freeze-limit 10s"
             let publish = try Child("/bin/sh", ["-c", command], environment: environment, capture: .merged)
+            // Frozen: a write blocks. (Probing with a freeze of our own would race with publish's.)
+            var writers: [Child] = []
+            defer {
+                // Never left frozen by a failing test: the blocked writers end with the thaw.
+                _ = try? SystemCommandRunner().run("fsfreeze", ["--unfreeze", host.mountPoint])
+                for writer in writers { writer.wait() }
+            }
             var frozen = false
             for _ in 0..<600 where !frozen {  // ends a hung test; the freeze comes within a second or two
                 try await Task.sleep(for: .milliseconds(50))
-                frozen = try Self.isFrozen(host.mountPoint)
+                let writer = try Child("/bin/sh", ["-c", "echo probe >> \(host.mountPoint)/probe"], environment: ["PATH": "/usr/bin:/bin"])
+                frozen = writer.wait(upTo: .milliseconds(500)) == nil
+                if frozen { writers.append(writer) }
             }
             try #require(frozen, "publish never froze the filesystem")
             // What the service manager does: the signal to every process of the unit's cgroup.
