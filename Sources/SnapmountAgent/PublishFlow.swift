@@ -131,7 +131,7 @@ public final class PublishFlow {
         steps = StepRecorder(mode: mode, clock: clock, logger: logger)
     }
 
-    public var lockPath: String { host.lockDirectory + "/" + releaseLockName }
+    public var lockPath: String { ReleaseLock.path(in: host.lockDirectory) }
 
     public func run() throws -> PublishOutcome {
         let started = clock.monotonic()
@@ -173,10 +173,7 @@ public final class PublishFlow {
         guard mode == .apply else {
             return .done(nil, FileLock.isHeld(lockPath) ? "\(lockPath) is held by another publish" : "\(lockPath) is free")
         }
-        try makeDirectories(host.lockDirectory, mode: 0o755)
-        guard let lock = try FileLock.acquire(lockPath, timeout: clock.capped(host.lockTimeout), clock: clock) else {
-            throw HostError.lockTimeout(lockPath, after: host.lockTimeout)
-        }
+        let lock = try ReleaseLock.take(in: host.lockDirectory, timeout: host.lockTimeout, clock: clock)
         return .done(lock, "\(lockPath) taken")
     }
 

@@ -161,7 +161,6 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
     /// that never settled): the caller prints the table either way.
     public private(set) var lastReports: [HostReport] = []
 
-    public var lockPath: String { options.lockDirectory + "/" + releaseLockName }
 
     /// Pushes until the groups' set of instances is stable, and returns every host's row
     /// (sorted by group and address).
@@ -282,11 +281,7 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
 
     private func takeLock() throws -> FileLock? {
         guard mode == .apply else { return nil }
-        try makeDirectories(options.lockDirectory, mode: 0o755)
-        guard let lock = try FileLock.acquire(lockPath, timeout: clock.capped(options.lockTimeout), clock: clock) else {
-            throw HostError.lockTimeout(lockPath, after: options.lockTimeout)
-        }
-        return lock
+        return try ReleaseLock.take(in: options.lockDirectory, timeout: options.lockTimeout, clock: clock)
     }
 
     // MARK: Cloud
@@ -554,9 +549,6 @@ private struct RemoteHost {
     var destination: String
     var instance: InstanceID
 }
-
-/// The lock file of the release side, in the lock directory: publish, push and rollback take it.
-public let releaseLockName = "publish.lock"
 
 private func lastLine(_ output: String, or fallback: String) -> String {
     let lines = output.split(separator: "\n").map { String($0).trimmingWhitespace() }.filter { !$0.isEmpty }

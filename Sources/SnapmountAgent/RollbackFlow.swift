@@ -60,13 +60,7 @@ public struct RollbackFlow {
 
     public func run(session: CloudSession, clock: any AgentClock, logger: Logger) throws -> RollbackOutcome {
         // Publish, push and rollback exclude each other.
-        let lockPath = lockDirectory + "/" + releaseLockName
-        var lock: FileLock?
-        if mode == .apply {
-            try makeDirectories(lockDirectory, mode: 0o755)
-            lock = try FileLock.acquire(lockPath, timeout: clock.capped(lockTimeout), clock: clock)
-            if lock == nil { throw HostError.lockTimeout(lockPath, after: lockTimeout) }
-        }
+        let lock = mode == .apply ? try ReleaseLock.take(in: lockDirectory, timeout: lockTimeout, clock: clock) : nil
         defer { withExtendedLifetime(lock) {} }
         let (current, previous) = try publishedPair(session)
         guard let current else { throw RollbackError.nothingPublished(target.description) }

@@ -108,13 +108,13 @@ public enum EC2ErrorKind: Sendable, Equatable {
         "RequestTimeout", "RequestTimeoutException", "InternalError", "InternalFailure", "ServiceUnavailable",
         "Unavailable",
     ]
-    public static let clockSkewCodes: Set<String> = [
-        "RequestExpired", "RequestTimeTooSkewed", "RequestInTheFuture", "InvalidSignatureException",
-    ]
+    /// The definite ones; a possible one is retried only when ``ClockSkew`` learns from it.
+    public static var clockSkewCodes: Set<String> { ClockSkew.definiteCodes }
     public static let permissionCodes: Set<String> = [
         "UnauthorizedOperation", "AuthFailure", "OptInRequired", "Blocked", "PendingVerification",
         "InvalidClientTokenId", "MissingAuthenticationToken", "SignatureDoesNotMatch", "IncompleteSignature",
         "ExpiredToken", "AccessDenied", "AccessDeniedException", "UnrecognizedClientException", "InvalidAccessKeyId",
+        "InvalidSignatureException",
     ]
 
     public init(code: String, httpStatus: Int) {
