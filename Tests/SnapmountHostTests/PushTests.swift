@@ -169,10 +169,7 @@ struct PushTests {
     @Test("a fleet: pushed where mounted, booting left alone, a host that appears during the push pushed too, the unmounted and the unreachable named")
     func fleet() async throws {
         guard requireRoot("push fleet") else { return }
-        let fleet = try SSHFleet()
-        defer { fleet.stop() }
-        let cloud = try await DevCloud.start(fastSettings())
-        do {
+        try await Self.withFleet { fleet, cloud in
             for (name, text) in Self.release {
                 let path = fleet.release + "/" + name
                 try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
@@ -244,20 +241,13 @@ struct PushTests {
             }
             let listings = await cloud.state.callLog().filter { $0.action == "DescribeAutoScalingGroups" }.count
             #expect(listings >= 3, "listed until stable: a first listing, one that found 127.0.0.8, one that found nothing new")
-        } catch {
-            await stopCloud(cloud)
-            throw error
         }
-        await stopCloud(cloud)
     }
 
     @Test("dry run: the guard and rsync -n run, nothing is sent or recorded; a release not mounted here is refused (78)")
     func dryRunAndSourceGuard() async throws {
         guard requireRoot("push dry run") else { return }
-        let fleet = try SSHFleet()
-        defer { fleet.stop() }
-        let cloud = try await DevCloud.start(fastSettings())
-        do {
+        try await Self.withFleet { fleet, cloud in
             try "release 44\n".write(toFile: fleet.release + "/VERSION", atomically: true, encoding: .utf8)
             let published = fleet.root + "/snap.txt"
             try (releaseSnapshot + "\n").write(toFile: published, atomically: true, encoding: .utf8)
@@ -282,15 +272,25 @@ struct PushTests {
             let (_, refused) = try await Self.push(fleet, cloud, mode: .check) { $0.directory = unmounted }
             #expect(refused as? PushError == .sourceNotMounted(fleet.root + "/hosts"))
             #expect(ExitStatus(for: PushError.sourceNotMounted("/x")) == .configuration)
+        }
+    }
+}
+
+extension PushTests {
+    /// A fleet of sshds and a DevCloud for one test, both stopped however it ends.
+    static func withFleet(_ body: (SSHFleet, DevCloud) async throws -> Void) async throws {
+        let fleet = try SSHFleet()
+        defer { fleet.stop() }
+        let cloud = try await DevCloud.start(fastSettings())
+        do {
+            try await body(fleet, cloud)
         } catch {
             await stopCloud(cloud)
             throw error
         }
         await stopCloud(cloud)
     }
-}
 
-extension PushTests {
     /// One push of the staged release (published in `<root>/snap.txt`) to the group `web`, as
     /// the release server makes it; the rows, and the error it ended with.
     static func push(_ fleet: SSHFleet, _ cloud: DevCloud, mode: FlowMode = .apply, ssh extra: [String] = [],
@@ -325,10 +325,7 @@ extension PushTests {
     @Test("host keys by instance id: a new instance accepted on first contact, a changed key for it refused, its address reused by another instance no conflict, a CA-signed key accepted without any known key")
     func hostKeyPolicy() async throws {
         guard requireRoot("push host keys") else { return }
-        let fleet = try SSHFleet()
-        defer { fleet.stop() }
-        let cloud = try await DevCloud.start(fastSettings())
-        do {
+        try await Self.withFleet { fleet, cloud in
             try (releaseSnapshot + "\n").write(toFile: fleet.root + "/snap.txt", atomically: true, encoding: .utf8)
             try await stageRelease(Self.identity, in: fleet.release, cloud: cloud)
             let first = "i-0000000000000a002", second = "i-0000000000000b002"
@@ -368,20 +365,13 @@ extension PushTests {
             let (certified, certifiedError) = try await Self.push(fleet, cloud, ssh: ["-o", "StrictHostKeyChecking=yes"])
             #expect(certifiedError == nil, "\(String(describing: certifiedError))")
             #expect(certified.first { $0.member.instance.text == third }?.outcome.label == "pushed", "\(certified)")
-        } catch {
-            await stopCloud(cloud)
-            throw error
         }
-        await stopCloud(cloud)
     }
 
     @Test("a sync that fails half way (rsync exit 23): the host's volume says it holds no known release, and the manifest did not arrive")
     func halfSync() async throws {
         guard requireRoot("push half sync") else { return }
-        let fleet = try SSHFleet()
-        defer { fleet.stop() }
-        let cloud = try await DevCloud.start(fastSettings())
-        do {
+        try await Self.withFleet { fleet, cloud in
             try (releaseSnapshot + "\n").write(toFile: fleet.root + "/snap.txt", atomically: true, encoding: .utf8)
             for (name, text) in Self.release {
                 let path = fleet.release + "/" + name
@@ -399,11 +389,7 @@ extension PushTests {
             let volume = try #require(await cloud.state.volumeTable().first { $0.attachment?.instanceID == id })
             #expect(volume.tags[ReleaseTags.releaseID] == ReleaseID.unknownTag)
             #expect(!FileManager.default.fileExists(atPath: fleet.directory("127.0.0.2") + "/" + ReleaseManifest.relativePath))
-        } catch {
-            await stopCloud(cloud)
-            throw error
         }
-        await stopCloud(cloud)
     }
 }
 
