@@ -406,6 +406,9 @@ public actor CloudState {
         }
         let skew = abs(Double(time.secondsSinceEpoch) - now.timeIntervalSince1970)
         guard skew <= 300 else {
+            if settings.skewIsAuthFailure {
+                return .failure(Rejection(code: "AuthFailure", message: "AWS was not able to validate the provided access credentials", status: 401, key: key))
+            }
             return .failure(Rejection(code: "RequestExpired", message: "Request has expired.", status: 400, key: key))
         }
         guard scope[1] == time.dateStamp, scope[2] == settings.region, scope[3] == service, scope[4] == "aws4_request" else {

@@ -24,6 +24,9 @@ public struct DevCloudSettings: Sendable {
     public var hangDuration: Duration = .seconds(60)
     /// How the EC2 endpoint answers: as EC2 does, or as EC2-compatible emulators do.
     public var dialect = Dialect.ec2
+    /// EC2 answers a request signed more than five minutes off with `RequestExpired` (400) or,
+    /// as it also does, `AuthFailure` (401): true for the second.
+    public var skewIsAuthFailure = false
 
     public init() {}
 }

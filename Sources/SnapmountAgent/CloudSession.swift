@@ -33,6 +33,8 @@ public final class CloudSession {
     public let ssm: SSMClient
     /// Auto Scaling's Query API, for `snapmount push`.
     public let autoScaling: EC2Client
+    /// AWS's time as the run's answers taught it, shared by every signed client.
+    public let time: AWSTime
 
     /// Reads the identity document (IMDSv2), then sets up credentials and the EC2 client for
     /// the instance's region (or `AWS_REGION`).
@@ -46,29 +48,33 @@ public final class CloudSession {
         let imds = IMDSClient(settings: imdsSettings, http: http, clock: clock, logger: logger)
         let identity = try imds.document("dynamic/instance-identity/document", decode: IMDSDocuments.identity)
         let region = environment.region ?? identity.region
-        let credentials = CredentialsProvider(fixed: environment.credentials, imds: imds, clock: clock, logger: logger,
+        let time = AWSTime(clock: clock)
+        let credentials = CredentialsProvider(fixed: environment.credentials, imds: imds, clock: clock, time: time, logger: logger,
                                               refreshWindow: tuning.credentialRefreshWindow)
         let ec2 = EC2Client(endpoint: try environment.ec2Endpoint ?? EC2Endpoint.regional(region), region: region,
-                            credentials: credentials, http: http, retry: retry, clock: clock, logger: logger)
+                            credentials: credentials, http: http, retry: retry, clock: clock, time: time, logger: logger)
         ec2.timeout = tuning.ec2Timeout
-        if environment.retryMode == .adaptive { ec2.limiter = AdaptiveRateLimiter() }
         let volumes = VolumeManager(ec2: ec2, identity: identity, clock: clock, logger: logger)
         volumes.schedule = tuning.poll
         var source = SnapshotSourceClient(http: http, retry: retry, clock: clock, logger: logger)
         source.timeout = tuning.sourceTimeout
         let ssm = SSMClient(endpoint: try environment.ssmEndpoint ?? EC2Endpoint.regional(region, service: "ssm"), region: region,
-                            credentials: credentials, http: http, retry: retry, clock: clock, logger: logger)
+                            credentials: credentials, http: http, retry: retry, clock: clock, time: time, logger: logger)
         ssm.timeout = tuning.ec2Timeout
         let autoScaling = EC2Client(endpoint: try environment.autoScalingEndpoint ?? EC2Endpoint.regional(region, service: "autoscaling"),
-                                    region: region, credentials: credentials, http: http, retry: retry, clock: clock, logger: logger,
+                                    region: region, credentials: credentials, http: http, retry: retry, clock: clock, time: time, logger: logger,
                                     service: .autoScaling)
         autoScaling.timeout = tuning.ec2Timeout
+        if environment.retryMode == .adaptive {
+            for loop in [ec2.retry, ssm.retry, autoScaling.retry] { loop.limiter = AdaptiveRateLimiter() }
+        }
         return CloudSession(identity: identity, imds: imds, credentials: credentials, ec2: ec2, volumes: volumes, source: source, ssm: ssm,
-                            autoScaling: autoScaling)
+                            autoScaling: autoScaling, time: time)
     }
 
     private init(identity: InstanceIdentity, imds: IMDSClient, credentials: CredentialsProvider, ec2: EC2Client,
-                 volumes: VolumeManager, source: SnapshotSourceClient, ssm: SSMClient, autoScaling: EC2Client) {
+                 volumes: VolumeManager, source: SnapshotSourceClient, ssm: SSMClient, autoScaling: EC2Client, time: AWSTime) {
+        self.time = time
         self.autoScaling = autoScaling
         self.identity = identity
         self.imds = imds

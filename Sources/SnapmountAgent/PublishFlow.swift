@@ -71,7 +71,8 @@ public struct PublishOptions: Sendable {
     /// Keep this many of the release's snapshots (the new one included); `nil` keeps all.
     public var keep: Int?
     /// The longest the filesystem stays frozen: CreateSnapshot's bound.
-    public var freezeLimit: Duration = .seconds(10)
+    public var freezeLimit = PublishOptions.defaultFreezeLimit
+    public static let defaultFreezeLimit: Duration = .seconds(10)
     /// Freeze-and-snapshot rounds, when CreateSnapshot fails in a way worth another try.
     public var rounds = 3
 
@@ -91,8 +92,11 @@ public enum PublishOutcome: Sendable, Equatable {
     case checked(ExitStatus)
 
     /// The id published, when it was: `try #require(outcome.publishedID)`.
-    public var publishedID: SnapshotID? {
-        if case .published(let id, _, _) = self { return id }
+    public var publishedID: SnapshotID? { published?.id }
+
+    /// The id published, the one it replaced and what `--keep` deleted, when it was published.
+    public var published: (id: SnapshotID, previous: SnapshotID?, deleted: [SnapshotID])? {
+        if case .published(let id, let previous, let deleted) = self { return (id, previous, deleted) }
         return nil
     }
 }
@@ -265,12 +269,19 @@ public final class PublishFlow {
         // What an earlier publish of this volume left unmarked (a round's late snapshot, a
         // publish that died) is no release: deleted before this one begins.
         let swept = sweepStrays(session, volume, keeping: nil, quiet: false)
-        var round = 1
-        while true {
+        // The rounds are the one retry loop's attempts, on top of EC2's: each round a single
+        // CreateSnapshot bounded by the freeze limit, and a failed one given back first.
+        let rounds = RetryLoop(policy: session.ec2.retryPolicy, clock: clock, service: "EC2", logger: logger)
+        var round = 0
+        return try rounds.run("CreateSnapshot", maxAttempts: options.rounds, reason: { (error: Error) in
+            guard let error = error as? EC2CallError else { return "\(error)" }
+            return "\(error.shortReason) (\(mountPoint) thawed); freezing again"
+        }) { _ -> Attempt<StepResult<EC2Snapshot>, Error> in
+            round += 1
             let request = SnapshotRequest(volume: volume.id, release: options.release, mountPoint: mountPoint, time: clock.now(),
                                           attemptID: randomHexDigits(16), identity: manifest.id)
             let frozen = clock.monotonic()
-            do throws(SystemCallError) { try freezer.freeze(mountPoint) } catch { throw PublishError.freeze(error) }
+            do throws(SystemCallError) { try freezer.freeze(mountPoint) } catch { return .failure(PublishError.freeze(error), .final) }
             if round == 1, let warning = freezer.guardWarning(mountPoint) { logger.warning("\(warning)") }
             let result: Result<EC2Snapshot, EC2CallError>
             do throws(EC2CallError) {
@@ -280,7 +291,7 @@ public final class PublishFlow {
             }
             do throws(SystemCallError) { try freezer.thaw(mountPoint) } catch {
                 logger.critical("\(PublishError.thaw(error))")
-                throw PublishError.thaw(error)
+                return .failure(PublishError.thaw(error), .final)
             }
             let held = clock.monotonic() - frozen
             switch result {
@@ -288,15 +299,10 @@ public final class PublishFlow {
                 current = snapshot.id
                 logger.info("\(mountPoint) was frozen for \(DurationText.format(.milliseconds(held.wholeMilliseconds))) while EC2 took \(snapshot.id)")
                 let sweep = swept.isEmpty ? "" : "; deleted \(swept.count) unpublished snapshot(s) an earlier publish left (\(swept.map(\.text).joined(separator: ", ")))"
-                return .done(snapshot, "\(snapshot.id) of \(volume.id), \(mountPoint) frozen for \(DurationText.format(.milliseconds(held.wholeMilliseconds)))" + sweep)
+                return .success(.done(snapshot, "\(snapshot.id) of \(volume.id), \(mountPoint) frozen for \(DurationText.format(.milliseconds(held.wholeMilliseconds)))" + sweep))
             case .failure(let error):
-                try giveBackStray(session, request)
-                let delay = error.isThrottling ? session.ec2.retryPolicy.throttleBackoff(random: clock.random())
-                    : session.ec2.retryPolicy.backoff(retry: round, random: clock.random())
-                guard EC2Client.isRetryable(error), round < options.rounds, clock.allows(delay) else { throw error }
-                logger.warning("CreateSnapshot: \(error.shortReason) (\(mountPoint) thawed after \(DurationText.format(.milliseconds(held.wholeMilliseconds)))); freezing again in \(DurationText.format(delay))")
-                clock.sleep(for: delay)
-                round += 1
+                do { try giveBackStray(session, request) } catch { return .failure(error, .final) }
+                return .failure(error, EC2Client.retryClass(of: error))
             }
         }
     }

@@ -320,20 +320,25 @@ struct CloudFlowTests {
         }
     }
 
-    @Test("a local clock 15 minutes slow: one RequestExpired, then signing with EC2's time")
-    func clockSkew() async throws {
-        try await withCloud { cloud in
+    @Test("a local clock 15 minutes slow: one RequestExpired (or EC2's other answer, AuthFailure 401), then signing with EC2's time",
+          arguments: [false, true])
+    func clockSkew(authFailure: Bool) async throws {
+        var settings = fastSettings()
+        settings.skewIsAuthFailure = authFailure
+        try await withCloud(settings) { cloud in
             let environment = try AgentEnvironment(cloud.environment)
+            let lines = CapturedLines()
             let correction = try await onThread {
                 let session = try CloudSession.connect(environment: environment, clock: RecordingClock(offsetSeconds: -900),
-                                                       logger: quietLogger, tuning: fastTuning())
+                                                       logger: capturingLogger(lines, level: .warning), tuning: fastTuning())
                 _ = try session.ec2.describeVolumes()
                 _ = try session.ec2.describeVolumes()
                 return session.ec2.clockCorrection
             }
             #expect(abs(correction - 900) <= 2)
             let outcomes = await cloud.state.callLog().ec2Calls().map(\.outcome)
-            #expect(outcomes == ["RequestExpired", "ok", "ok"])
+            #expect(outcomes == [authFailure ? "AuthFailure" : "RequestExpired", "ok", "ok"])
+            #expect(lines.lines.filter { $0.contains("the local clock is") }.count == 1, "\(lines.lines)")
         }
     }
 

@@ -163,3 +163,40 @@ public func stageRelease(_ identity: String, in root: String, snapshot: String =
     try ReleaseManifest(id: id, release: "release", createdAt: "2026-12-01T10:00:00Z").save(in: root)
     await cloud.state.addSnapshot(DevSnapshot(id: snapshot, sizeGiB: 1, tags: [ReleaseTags.releaseID: identity, SnapshotRequest.releaseTag: "release"]))
 }
+
+/// Test data that lives beside the clone, in `../shared`: AWS's SigV4 test suite, the SDKs'
+/// clock-skew cases. Missing outside CI, a test that needs it is skipped — visibly, with the
+/// reason (`.enabled(if: SharedData.enabled(…))`); under CI (`CI=true`) it runs and fails at
+/// ``require(_:)``: CI always has `../shared` beside the clone.
+public enum SharedData {
+    public static let root = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("shared")
+
+    public static func url(_ relative: String) -> URL { root.appendingPathComponent(relative) }
+
+    public static func present(_ relative: String) -> Bool { FileManager.default.fileExists(atPath: url(relative).path) }
+
+    /// Whether a test reading `relative` should run: the data is there, or CI must have it.
+    public static func enabled(_ relative: String) -> Bool {
+        present(relative) || ProcessInfo.processInfo.environment["CI"] == "true"
+    }
+
+    public static func reason(_ relative: String) -> Comment {
+        "needs \(url(relative).standardizedFileURL.path) (../shared beside the clone)"
+    }
+
+    /// The data's URL; a recorded failure when it is missing (only under CI does a test get here without it).
+    public static func require(_ relative: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> URL {
+        guard present(relative) else {
+            Issue.record("\(url(relative).path) is missing: CI runs with ../shared beside the clone", sourceLocation: sourceLocation)
+            throw SharedDataMissing(path: url(relative).path)
+        }
+        return url(relative)
+    }
+}
+
+public struct SharedDataMissing: Error, CustomStringConvertible {
+    public let path: String
+    public var description: String { "\(path) is missing" }
+}

@@ -195,30 +195,57 @@ public struct EC2ServiceError: SnapmountError, Equatable {
     }
 }
 
-/// The correction to the local clock learnt from an AWS service's `Date` header, after an
-/// answer that says the request's time was off: definite skew errors (`RequestExpired`, …)
-/// always teach it; errors that may be skew (`InvalidSignatureException`,
-/// `SignatureDoesNotMatch`, `AuthFailure`) only when the server's clock is more than four
-/// minutes from ours. Requests are then signed at `now + seconds`.
+/// The correction to the local clock that AWS's answers teach, as the AWS SDKs specify it
+/// (the cross-SDK data in `aws-clock-skew-test-cases`): every answer with a `Date` and no
+/// `Age` — an error or a success — measures the skew as its `Date` minus the midpoint of
+/// send and receive, unless the round trip took over 15 minutes; the last measurement is the
+/// correction, and requests are signed at the local time plus it. A definite skew error
+/// (`RequestExpired`, …) is retried on the corrected time; a possible one
+/// (`AuthFailure`, `InvalidSignatureException`, …) only when the answer measured more than
+/// four minutes. An answer without a `Date` is no evidence: its error is not skew.
 public struct ClockSkew: Sendable, Equatable {
-    public private(set) var seconds: Int64 = 0
+    public private(set) var seconds: Int64
 
-    public init() {}
+    public init(seconds: Int64 = 0) {
+        self.seconds = seconds
+    }
 
     public static let definiteCodes: Set<String> = ["RequestExpired", "RequestTimeTooSkewed", "RequestInTheFuture"]
+    /// EC2 answers a request signed more than five minutes off with `AuthFailure` (HTTP 401)
+    /// as well as `RequestExpired`; SSM with `InvalidSignatureException`.
     public static let possibleCodes: Set<String> = ["InvalidSignatureException", "SignatureDoesNotMatch", "AuthFailure"]
     /// Beyond this, a possible skew error is taken for one.
     public static let threshold: Int64 = 240
+    /// An answer that took longer than this to arrive says too little about the server's clock.
+    public static let trustedRoundTrip: Int64 = 900
 
-    /// Learns from an error answer with `code`, sent when the local clock said `now`, whose
-    /// `Date` was `serverDate`. Returns whether the correction changed: the request is worth
-    /// signing again.
-    public mutating func learn(code: String, serverDate: UTCTimestamp?, now: UTCTimestamp) -> Bool {
-        guard let serverDate, Self.definiteCodes.contains(code) || Self.possibleCodes.contains(code) else { return false }
-        let measured = serverDate.secondsSinceEpoch - now.secondsSinceEpoch
-        if Self.possibleCodes.contains(code) && abs(measured) <= Self.threshold { return false }
-        guard abs(measured - seconds) > 60 else { return false }
+    /// What an answer says of the skew: its `Date` minus the midpoint of `sentAt` and
+    /// `receivedAt` (the local clock's readings); `nil` when it has no readable `Date`, has an
+    /// `Age` (a cache served it, its `Date` is old), or the round trip took over 15 minutes.
+    public static func measure(date: String?, age: String?, sentAt: UTCTimestamp, receivedAt: UTCTimestamp) -> Int64? {
+        guard age == nil, let date, let server = UTCTimestamp(httpDate: date) else { return nil }
+        let sent = sentAt.secondsSinceEpoch
+        let received = receivedAt.secondsSinceEpoch
+        guard received - sent <= trustedRoundTrip else { return nil }
+        return server.secondsSinceEpoch - (sent + (received - sent) / 2)
+    }
+
+    /// Takes a measurement as the correction.
+    public mutating func record(_ measured: Int64) {
         seconds = measured
-        return true
+    }
+
+    /// Whether an error answered with `code` is the clock's doing, and worth signing again,
+    /// given what its answer measured.
+    public static func isSkewError(code: String, measured: Int64?) -> Bool {
+        guard let measured else { return false }
+        if definiteCodes.contains(code) { return true }
+        return possibleCodes.contains(code) && abs(measured) > threshold
+    }
+
+    /// Whether going from `old` to `new` is worth a line in the journal: a correction beyond
+    /// the threshold appears, moves by more than a minute, or goes away.
+    public static func isNotable(from old: Int64, to new: Int64) -> Bool {
+        abs(new - old) > 60 && (abs(new) > threshold || abs(old) > threshold)
     }
 }

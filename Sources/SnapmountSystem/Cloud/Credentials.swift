@@ -30,7 +30,8 @@ public enum CredentialsError: SnapmountError, Equatable {
 /// Supplies credentials for each EC2 request: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/
 /// `AWS_SESSION_TOKEN` when the environment sets them, else the instance profile role's from IMDS, fetched again
 /// before they come within `refreshWindow` of their expiration — so a request is never
-/// signed with credentials about to expire.
+/// signed with credentials about to expire. The expiration is AWS's time, so it is compared
+/// with the local clock corrected by what AWS's answers measured (``AWSTime``).
 public final class CredentialsProvider {
     /// The SDKs refresh instance credentials in their last minutes; five minutes keeps a
     /// margin for a slow, retried request.
@@ -42,7 +43,8 @@ public final class CredentialsProvider {
     }
 
     private let source: Source
-    private let clock: any AgentClock
+    /// Expiry is judged on AWS's time: the run's corrected clock.
+    private let time: AWSTime
     private let logger: Logger
     public let refreshWindow: Duration
     private var cached: AWSCredentials?
@@ -50,9 +52,9 @@ public final class CredentialsProvider {
 
     /// - Parameter fixed: credentials from the environment (``AgentEnvironment/credentials``);
     ///   `nil` for the instance profile's.
-    public init(fixed: AWSCredentials?, imds: IMDSClient, clock: any AgentClock = SystemClock(), logger: Logger,
+    public init(fixed: AWSCredentials?, imds: IMDSClient, clock: any AgentClock = SystemClock(), time: AWSTime? = nil, logger: Logger,
                 refreshWindow: Duration = defaultRefreshWindow) {
-        self.clock = clock
+        self.time = time ?? AWSTime(clock: clock)
         self.logger = logger
         self.refreshWindow = refreshWindow
         source = fixed.map(Source.environment) ?? .instanceProfile(imds)
@@ -72,7 +74,7 @@ public final class CredentialsProvider {
         case .environment(let credentials):
             return credentials
         case .instanceProfile(let imds):
-            let now = clock.now()
+            let now = time.now()
             if let cached, usable(cached, at: now) { return cached }
             let fresh = try fetch(imds)
             guard usable(fresh, at: now) else {

@@ -62,10 +62,11 @@ public struct QueryService: Sendable, Equatable {
     public static let autoScaling = QueryService(signingName: "autoscaling", apiVersion: AutoScalingDecoder.apiVersion)
 }
 
-/// Signed EC2 (and Auto Scaling) Query API calls (form POSTs, SigV4) with the SDKs' standard retry behaviour:
-/// 5xx, timeouts, resets and unreadable answers are retried with capped, jittered exponential
-/// backoff under a retry quota, throttling after a jittered wait of its own
-/// (``RetryPolicy/throttleWait``); permission and parameter errors are not. A clock-skew error corrects the signing time from the server's `Date` header.
+/// Signed EC2 (and Auto Scaling) Query API calls (form POSTs, SigV4) on the one
+/// ``RetryLoop``: 5xx, timeouts, resets and unreadable answers are retried with capped,
+/// jittered exponential backoff under a retry quota, throttling after a jittered wait of its
+/// own (``RetryPolicy/throttleWait``); permission and parameter errors are not. Every answer's
+/// `Date` keeps the run's ``AWSTime``; a clock-skew error is signed again on it.
 public final class EC2Client {
     public static let apiVersion = QueryService.ec2.apiVersion
 
@@ -74,35 +75,28 @@ public final class EC2Client {
     public let region: String
     private let credentials: CredentialsProvider
     private let http: HTTPClient
-    private let retry: RetryPolicy
     private let clock: any AgentClock
-    private let logger: Logger
     private let signer: SigV4Signer
-    public var retryPolicy: RetryPolicy { retry }
+    /// The client's retry loop: its quota, and the adaptive limiter (`AWS_RETRY_MODE=adaptive`).
+    public let retry: RetryLoop
+    public var retryPolicy: RetryPolicy { retry.policy }
     /// Per attempt.
     public var timeout: Duration = .seconds(20)
-    private var quota = RetryQuota()
-    /// `AWS_RETRY_MODE=adaptive`: after throttling, slow the sending itself.
-    public var limiter: AdaptiveRateLimiter?
-    private let started = ContinuousClock.now
-    /// Seconds to add to the local clock, learnt from a clock-skew error.
-    public var clockCorrection: Int64 { skew.seconds }
-    private var skew = ClockSkew()
-    /// The last answer taught a new clock correction: that request is worth signing again
-    /// (EC2 answers a request signed more than 5 minutes off with AuthFailure too).
-    private var correctedNow = false
+    /// Seconds added to the local clock, learnt from AWS's answers.
+    public var clockCorrection: Int64 { retry.time?.correction ?? 0 }
 
     public init(endpoint: EC2Endpoint, region: String, credentials: CredentialsProvider, http: HTTPClient,
-                retry: RetryPolicy, clock: any AgentClock = SystemClock(), logger: Logger, service: QueryService = .ec2) {
+                retry: RetryPolicy, clock: any AgentClock = SystemClock(), time: AWSTime? = nil, logger: Logger,
+                service: QueryService = .ec2) {
         self.service = service
         self.endpoint = endpoint
         self.region = region
         self.credentials = credentials
         self.http = http
-        self.retry = retry
         self.clock = clock
-        self.logger = logger
         self.signer = SigV4Signer(region: region, service: service.signingName)
+        self.retry = RetryLoop(policy: retry, clock: clock, service: service == .ec2 ? "EC2" : "Auto Scaling",
+                               time: time ?? AWSTime(clock: clock), logger: logger)
     }
 
     /// Calls `action` and decodes its answer, retrying what is worth retrying. Before each
@@ -115,42 +109,21 @@ public final class EC2Client {
     public func perform<T>(_ action: String, _ parameters: QueryParameters, once: Duration? = nil,
                            beforeRetry: () throws(EC2CallError) -> T? = { nil },
                            decode: ([UInt8]) throws(EC2DecodeError) -> T) throws(EC2CallError) -> T {
-        var attempt = 1
-        var retryCost: Int?
-        let maxAttempts = once == nil ? retry.maxAttempts : 1
-        while true {
-            let failure: EC2CallError
-            let afterTimeout: Bool
-            switch try attemptOnce(action, parameters, timeout: once ?? timeout) {
-            case .success(let body):
-                do {
-                    let value = try decode(body)
-                    quota.release(cost: retryCost)
-                    return value
-                } catch {
-                    guard action.hasPrefix("Describe") || parameters["DryRun"] == "true" else { throw .unreadableSuccess(error) }
-                    failure = .decode(error)
-                    afterTimeout = false
-                }
-            case .failure(let error):
-                failure = error
-                afterTimeout = { if case .http(_, .timeout) = error { return true } else { return false } }()
+        let readOnly = action.hasPrefix("Describe") || parameters["DryRun"] == "true"
+        return try retry.run("\(queryServiceName(of: action)) \(action)", maxAttempts: once == nil ? nil : 1, reason: \.shortReason,
+                             beforeRetry: { (_: EC2CallError) throws(EC2CallError) in try beforeRetry() }) { context in
+            let body: [UInt8]
+            switch attemptOnce(action, parameters, timeout: once ?? timeout, context: &context) {
+            case .success(let answer): body = answer
+            case .failure(let error): return .failure(error, Self.retryClass(of: error), code: error.code)
             }
-            let delay = failure.isThrottling ? retry.throttleBackoff(random: clock.random()) : retry.backoff(retry: attempt, random: clock.random())
-            let corrected = correctedNow
-            correctedNow = false
-            guard Self.isRetryable(failure) || corrected, attempt < maxAttempts, clock.allows(delay),
-                  let cost = quota.acquire(afterTimeout: afterTimeout)
-            else {
-                if attempt > 1 { logger.debug("EC2 \(action): giving up after \(attempt) attempts") }
-                throw failure
+            do throws(EC2DecodeError) {
+                return .success(try decode(body))
+            } catch {
+                // A 200 that does not read: a mutating call was most likely carried out.
+                guard readOnly else { return .failure(.unreadableSuccess(error), .final) }
+                return .failure(.decode(error), .transient)
             }
-            retryCost = cost
-            logger.warning("\(queryServiceName(of: action)) \(action): \(failure.shortReason); retry \(attempt) of \(retry.maxAttempts - 1) in \(DurationText.format(delay))")
-            clock.sleep(for: delay)
-            // A throttled call was refused before EC2 carried it out: nothing to look for.
-            if !failure.isThrottling, let done = try beforeRetry() { return done }
-            attempt += 1
         }
     }
 
@@ -175,21 +148,30 @@ public final class EC2Client {
         }
     }
 
-    /// Whether the SDKs' standard mode retries this failure.
-    public static func isRetryable(_ error: EC2CallError) -> Bool {
+    /// How the SDKs' standard mode treats this failure. A clock-skew code is final here: the
+    /// loop retries it when the answer's `Date` proves the skew.
+    public static func retryClass(of error: EC2CallError) -> RetryClass {
         switch error {
-        case .service(let service): service.kind.isRetryable
-        case .http(_, let http): http.isTransient
-        case .decode: true
-        case .unreadableSuccess, .returnedFalse, .credentials, .signing: false
+        case .service(let service):
+            switch service.kind {
+            case .throttling: .throttling
+            case .transient: .transient
+            case .clockSkew, .permission, .permanent: .final
+            }
+        case .http(_, let http): http.retryClass
+        case .decode: .transient
+        case .unreadableSuccess, .returnedFalse, .credentials, .signing: .final
         }
     }
 
-    /// One signed request. Throws only for what no retry can fix (credentials, signing);
-    /// everything else comes back as the attempt's result.
-    private func attemptOnce(_ action: String, _ parameters: QueryParameters, timeout: Duration) throws(EC2CallError) -> Result<[UInt8], EC2CallError> {
+    /// Whether the SDKs' standard mode retries this failure (clock skew aside).
+    public static func isRetryable(_ error: EC2CallError) -> Bool { retryClass(of: error) != .final }
+
+    /// One signed request.
+    private func attemptOnce(_ action: String, _ parameters: QueryParameters, timeout: Duration,
+                             context: inout AttemptContext) -> Result<[UInt8], EC2CallError> {
         let credentials: AWSCredentials
-        do { credentials = try self.credentials.current() } catch { throw .credentials(error) }
+        do { credentials = try self.credentials.current() } catch { return .failure(.credentials(error)) }
         var all = QueryParameters([("Action", action), ("Version", service.apiVersion)])
         all.append(contentsOf: parameters)
         let body = Array(all.formEncoded.utf8)
@@ -197,17 +179,9 @@ public final class EC2Client {
         let signature: SigV4Signature
         do {
             signature = try signer.sign(SigV4Request(method: "POST", path: "/", headers: headers, body: body),
-                                        credentials: credentials, at: clock.now().adding(seconds: clockCorrection))
+                                        credentials: credentials, at: context.signingTime)
         } catch {
-            throw .signing(error)
-        }
-        if var limiter {
-            let wait = limiter.delayBeforeSending(at: seconds(since: started))
-            self.limiter = limiter
-            if wait > 0 {
-                logger.debug("EC2 \(action): held back \(Int(wait * 1000)) ms by the adaptive rate limit")
-                clock.sleep(for: clock.capped(.milliseconds(Int64(wait * 1000))))
-            }
+            return .failure(.signing(error))
         }
         let response: HTTPResponse
         do {
@@ -220,35 +194,19 @@ public final class EC2Client {
         } catch {
             return .failure(.http(action: action, error))
         }
-        if response.status == 200 {
-            limiter?.record(throttled: false, at: seconds(since: started))
-            return .success(response.body)
-        }
-
-        let service: EC2ServiceError
+        context.answered(response)
+        if response.status == 200 { return .success(response.body) }
         if let parsed = EC2ErrorBody.parse(response.body) {
-            service = EC2ServiceError(action: action, code: parsed.code, message: parsed.message, requestID: parsed.requestID,
-                                      httpStatus: response.status)
-        } else {
-            let excerpt = String(response.text.prefix(80)).quotedForMessage()
-            service = EC2ServiceError(action: action, code: "HTTP\(response.status)",
-                                      message: (response.body.isEmpty ? "empty body" : "not an EC2 error document: \(excerpt)")
-                                          + (response.header("Server").map { " from server \($0.quotedForMessage(limit: 60))" } ?? ""),
-                                      requestID: "", httpStatus: response.status)
+            return .failure(.service(EC2ServiceError(action: action, code: parsed.code, message: parsed.message, requestID: parsed.requestID,
+                                                     httpStatus: response.status)))
         }
-        limiter?.record(throttled: service.kind == .throttling, at: seconds(since: started))
-        if skew.learn(code: service.code, serverDate: response.header("Date").flatMap(UTCTimestamp.init(httpDate:)), now: clock.now()) {
-            logger.warning("the local clock is \(skew.seconds) s off EC2's; signing with EC2's time")
-            correctedNow = true
-        }
-        return .failure(.service(service))
+        let excerpt = String(response.text.prefix(80)).quotedForMessage()
+        return .failure(.service(EC2ServiceError(
+            action: action, code: "HTTP\(response.status)",
+            message: (response.body.isEmpty ? "empty body" : "not an EC2 error document: \(excerpt)")
+                + (response.header("Server").map { " from server \($0.quotedForMessage(limit: 60))" } ?? ""),
+            requestID: "", httpStatus: response.status)))
     }
-}
-
-/// Seconds since `start`, for the rate limiter.
-private func seconds(since start: ContinuousClock.Instant) -> Double {
-    let elapsed = ContinuousClock.now - start
-    return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
 }
 
 extension EC2CallError {

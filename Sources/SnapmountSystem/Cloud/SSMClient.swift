@@ -34,42 +34,40 @@ public enum SSMCallError: SnapmountError, Equatable {
         }
     }
 
-    var isRetryable: Bool {
+    /// How the retry loop treats it: throttling, 5xx and transport errors are retried; a
+    /// clock-skew code when the answer's `Date` proves it.
+    var retryClass: RetryClass {
         switch self {
-        case .service(_, let code, _, let status): code == "ThrottlingException" || code == "InternalServerError" || status >= 500 || status == 429
-        case .http(_, let error): error.isTransient
-        case .unreadable, .credentials, .signing: false
+        case .service(_, "ThrottlingException", _, _): .throttling
+        case .service(_, let code, _, let status): code == "InternalServerError" || status >= 500 || status == 429 ? .transient : .final
+        case .http(_, let error): error.retryClass
+        case .unreadable, .credentials, .signing: .final
         }
     }
 }
 
 /// The two SSM Parameter Store calls snapmount makes (the JSON 1.1 protocol, SigV4 service
 /// `ssm`): GetParameter for an `ssm:/NAME` source, PutParameter for `publish --output ssm:/NAME`.
-/// Retries as the SDKs' standard mode: throttling, 5xx and transport errors.
+/// On the one ``RetryLoop``, with the run's ``AWSTime``.
 public final class SSMClient {
     public let endpoint: EC2Endpoint
     private let credentials: CredentialsProvider
     private let http: HTTPClient
-    private let retry: RetryPolicy
     private let clock: any AgentClock
-    private let logger: Logger
     private let signer: SigV4Signer
+    public let retry: RetryLoop
     public var timeout: Duration = .seconds(20)
-    /// Seconds to add to the local clock, learnt from SSM's `Date` after a clock-skew error.
-    public var clockCorrection: Int64 { skew.seconds }
-    private var skew = ClockSkew()
-    /// The last answer taught a new clock correction: that request is worth signing again.
-    private var correctedNow = false
+    /// Seconds added to the local clock, learnt from AWS's answers.
+    public var clockCorrection: Int64 { retry.time?.correction ?? 0 }
 
     public init(endpoint: EC2Endpoint, region: String, credentials: CredentialsProvider, http: HTTPClient, retry: RetryPolicy,
-                clock: any AgentClock = SystemClock(), logger: Logger) {
+                clock: any AgentClock = SystemClock(), time: AWSTime? = nil, logger: Logger) {
         self.endpoint = endpoint
         self.credentials = credentials
         self.http = http
-        self.retry = retry
         self.clock = clock
-        self.logger = logger
         signer = SigV4Signer(region: region, service: "ssm")
+        self.retry = RetryLoop(policy: retry, clock: clock, service: "SSM", time: time ?? AWSTime(clock: clock), logger: logger)
     }
 
     /// The parameter's value.
@@ -112,32 +110,24 @@ public final class SSMClient {
     }
 
     private func call(_ action: String, _ body: JSONValue) throws(SSMCallError) -> JSONValue {
-        var attempt = 1
-        while true {
-            let failure: SSMCallError
+        let bytes = Array(body.pretty().utf8)
+        return try retry.run("SSM \(action)", reason: { (error: SSMCallError) in error.code ?? error.description }) { context in
             do throws(SSMCallError) {
-                return try attemptOnce(action, Array(body.pretty().utf8))
+                return .success(try attemptOnce(action, bytes, context: &context))
             } catch {
-                failure = error
+                return .failure(error, error.retryClass, code: error.code)
             }
-            let delay = failure.isThrottling ? retry.throttleBackoff(random: clock.random()) : retry.backoff(retry: attempt, random: clock.random())
-            let corrected = correctedNow
-            correctedNow = false
-            guard failure.isRetryable || corrected, attempt < retry.maxAttempts, clock.allows(delay) else { throw failure }
-            logger.warning("SSM \(action): \(failure); retry \(attempt) of \(retry.maxAttempts - 1) in \(DurationText.format(delay))")
-            clock.sleep(for: delay)
-            attempt += 1
         }
     }
 
-    private func attemptOnce(_ action: String, _ body: [UInt8]) throws(SSMCallError) -> JSONValue {
+    private func attemptOnce(_ action: String, _ body: [UInt8], context: inout AttemptContext) throws(SSMCallError) -> JSONValue {
         let current: AWSCredentials
         do { current = try credentials.current() } catch { throw .credentials(error) }
         let headers = [(name: "Host", value: endpoint.host), (name: "Content-Type", value: "application/x-amz-json-1.1"),
                        (name: "X-Amz-Target", value: "AmazonSSM.\(action)")]
         let signature: SigV4Signature
         do {
-            signature = try signer.sign(SigV4Request(method: "POST", path: "/", headers: headers, body: body), credentials: current, at: clock.now().adding(seconds: skew.seconds))
+            signature = try signer.sign(SigV4Request(method: "POST", path: "/", headers: headers, body: body), credentials: current, at: context.signingTime)
         } catch {
             throw .signing(error)
         }
@@ -149,15 +139,12 @@ public final class SSMClient {
         } catch {
             throw .http(action: action, error)
         }
+        context.answered(response)
         let json = try? parseJSON(response.body)
         guard response.status == 200 else {
             // `__type` may carry a namespace: `com.amazonaws.ssm#ParameterNotFound`.
             let type = json?["__type"]?.string.map { String($0.split(separator: "#").last ?? "") } ?? "HTTP\(response.status)"
             let message = json?["message"]?.string ?? json?["Message"]?.string ?? String(response.text.prefix(80))
-            if skew.learn(code: type, serverDate: response.header("Date").flatMap(UTCTimestamp.init(httpDate:)), now: clock.now()) {
-                logger.warning("the local clock is \(skew.seconds) s off SSM's; signing with SSM's time")
-                correctedNow = true
-            }
             throw .service(action: action, code: type, message: message, httpStatus: response.status)
         }
         guard let json else { throw .unreadable(action: action, detail: String(response.text.prefix(80)).quotedForMessage()) }
@@ -166,11 +153,6 @@ public final class SSMClient {
 }
 
 extension SSMCallError {
-    var isThrottling: Bool {
-        if case .service(_, "ThrottlingException", _, _) = self { return true }
-        return false
-    }
-
     /// The SSM error code, when SSM answered with one.
     public var code: String? {
         if case .service(_, let code, _, _) = self { return code }
