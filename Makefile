@@ -1,5 +1,8 @@
 # snapmount — build, test and package.
 #
+#   make check   the quick feedback (a few minutes, no root, no QEMU): build, run the tests
+#                that need neither, lint the man pages and the shell scripts, and check
+#                that no test can pass on the wrong outcome
 #   make test    install what the build and tests need, build, run the whole suite,
 #                then build the release binary and check its size and linkage, boot it under
 #                QEMU, run the release-side demo (publish and push), check that no
@@ -23,7 +26,7 @@ DIST := dist
 #   pkg-config + the -dev packages: the four system-library targets (Package.swift)
 #   openssl: the TLS tests make a throwaway CA and run `openssl s_server`
 #   binutils: strip, readelf (make build)
-#   mandoc: the man pages are linted (make lint-man)
+#   mandoc: the man pages are linted (make lint-man); shellcheck: the shell scripts (make lint-shell)
 #   e2fsprogs, xfsprogs, dosfstools, fdisk, cryptsetup-bin, util-linux: mkfs/fsck in the product; the
 #     root tests build snapshot images (ext4, xfs, vfat, partition tables, LUKS, swap) and use losetup
 #   systemd: systemd-analyze verify of the unit; curl, python3: make demo
@@ -32,7 +35,7 @@ DIST := dist
 #     python3-venv: make bench (GNU time's rusage; the AWS CLI in a throw-away venv)
 #   openssh-server, openssh-client, rsync: snapmount push's tests and make demo-release start
 #     their own sshd per loopback address and push with rsync over ssh
-APT_PACKAGES := openssh-server openssh-client rsync patchelf rpm lintian rpmlint qemu-system-x86 qemu-utils debootstrap socat time python3-venv pkg-config libcurl4-openssl-dev libssl-dev libblkid-dev libxml2-dev openssl binutils ca-certificates mandoc \
+APT_PACKAGES := openssh-server openssh-client rsync patchelf rpm lintian rpmlint qemu-system-x86 qemu-utils debootstrap socat time python3-venv pkg-config libcurl4-openssl-dev libssl-dev libblkid-dev libxml2-dev openssl binutils ca-certificates mandoc shellcheck \
 	e2fsprogs xfsprogs dosfstools fdisk cryptsetup-bin util-linux systemd curl python3
 
 # -Osize: a boot agent is bound by I/O, not by CPU, and the binary must stay small.
@@ -42,7 +45,7 @@ APT_PACKAGES := openssh-server openssh-client rsync patchelf rpm lintian rpmlint
 # collected (-377 KB). The cost: a crash backtrace of the stripped binary shows addresses only.
 RELEASE_FLAGS := -c release --static-swift-stdlib -Xswiftc -Osize -Xswiftc -use-ld=lld -Xlinker --gc-sections -Xlinker --icf=all -Xlinker --no-export-dynamic
 
-.PHONY: all deps build package test-vm bench bench-storm bench-smoke test reliability reliability-report lint-man verify-unit fuzz fuzz-smoke devcloud demo demo-release test-release-model clean
+.PHONY: check lint-shell check-tests all deps build package test-vm bench bench-storm bench-smoke test reliability reliability-report lint-man verify-unit fuzz fuzz-smoke devcloud demo demo-release test-release-model clean
 
 all: build
 
@@ -107,7 +110,13 @@ EVIDENCE_ENV := SNAPMOUNT_RELIABILITY_REPORT=$(EVIDENCE)/report SNAPMOUNT_TEST_L
 # The state of the checkout before the run: `make test` must leave it as it found it.
 CLEAN_BEFORE := $(EVIDENCE)/git-status-before
 
-test: deps lint-man
+# The quick run: every test that needs neither root nor QEMU (the root suites are skipped,
+# saying so, even as root), and the lints. make test is the whole suite CI runs.
+check: deps lint-man lint-shell check-tests
+	$(SWIFT) build --build-tests
+	SNAPMOUNT_TESTS=unprivileged $(SWIFT) test --skip-build
+
+test: deps lint-man lint-shell check-tests
 	@mkdir -p $(EVIDENCE) && git status --porcelain --untracked-files=all > $(CLEAN_BEFORE) 2>/dev/null || true
 	$(SWIFT) build --build-tests
 	rm -rf $(EVIDENCE)/report $(EVIDENCE)/logs
@@ -144,6 +153,15 @@ verify-unit: build
 
 lint-man: deps
 	mandoc -Tlint -W warning man/snapmount.8 man/snapmount.conf.5
+
+# Every shell script of the repository (the Python ones are not shell).
+SHELL_SCRIPTS := .ci/run $(shell grep -l '^\#!/usr/bin/env bash' scripts/*)
+lint-shell: deps
+	shellcheck -S warning $(SHELL_SCRIPTS)
+
+# No `guard case … else { return }` in Tests/: a test that needs an outcome fails without it.
+check-tests:
+	scripts/check-tests Tests
 
 # libFuzzer campaigns: FUZZ_SECONDS per target (default 600); fuzz-smoke is CI's short run.
 FUZZ_SECONDS ?= 600

@@ -77,15 +77,18 @@ public struct PushOptions: Sendable {
     /// Host keys, known per instance id (ssh's `HostKeyAlias`): a new instance is accepted
     /// on first contact, a changed key for the same instance refused, and an address that
     /// another instance used before is no conflict.
-    public var knownHosts = "/var/lib/snapmount/known_hosts"
+    public var knownHosts = PushOptions.defaultKnownHosts.text
+    public static let defaultKnownHosts = AbsolutePath.knownHosts
     /// Where the release-side lock lives (publish, push and rollback exclude each other).
     public var lockDirectory = "/run/snapmount"
     public var lockTimeout: Duration = .seconds(600)
     /// The longest one host's rsync may take.
-    public var hostTimeout: Duration = .seconds(30 * 60)
+    public var hostTimeout = PushOptions.defaultHostTimeout
+    public static let defaultHostTimeout: Duration = .seconds(30 * 60)
     /// How long an instance still launching (or not yet known to EC2) may stay unreachable
     /// before it counts as failed.
-    public var launchWait: Duration = .seconds(600)
+    public var launchWait = PushOptions.defaultLaunchWait
+    public static let defaultLaunchWait: Duration = .seconds(600)
     /// Listings of the groups that find new instances, at most.
     public var rounds = 10
     /// Connection attempts per host, and the pause between them.

@@ -23,6 +23,20 @@ public enum ExitStatus: Int32, Sendable, CaseIterable, CustomStringConvertible {
         self = (error as? any SnapmountError)?.exitStatus ?? .internalError
     }
 
+    /// The help's words for it: `64 usage`.
+    public var helpWords: String {
+        switch self {
+        case .success: "done"
+        case .usage: "usage"
+        default: description
+        }
+    }
+
+    /// Every status with its words, for the help: "0 done, 64 usage, …, 78 configuration error".
+    public static var helpSummary: String {
+        allCases.map { "\($0.rawValue) \($0.helpWords)" }.joined(separator: ", ")
+    }
+
     public var description: String {
         switch self {
         case .success: "done"

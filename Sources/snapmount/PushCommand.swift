@@ -28,17 +28,23 @@ extension Snapmount {
         @Option(name: .customLong("group"), help: ArgumentHelp("An Auto Scaling group whose instances get the release (repeatable).", valueName: "name"))
         var groups: [String] = []
 
-        @Option(help: ArgumentHelp("The release's directory here, and where it is mounted on the instances.", valueName: "path"))
-        var mountPoint = "/release"
+        @Option(help: ArgumentHelp("The release's directory here, and where it is mounted on the instances.", valueName: "path",
+                                   default: AbsolutePath.release),
+                transform: OptionValue.remotePath)
+        var mountPoint = AbsolutePath.release
 
-        @Option(help: ArgumentHelp("Where publish wrote the id (its --output): the release here must be that one.", valueName: "path|ssm:/name"))
-        var published: String
+        @Option(help: ArgumentHelp("Where publish wrote the id (its --output): the release here must be that one.", valueName: "path|ssm:/name"),
+                transform: OptionValue.target)
+        var published: PublishTarget
 
         @Option(help: ArgumentHelp("Hosts synced at once.", valueName: "n"))
         var parallel = 8
 
-        @Option(help: ArgumentHelp("The ssh command and its options, quoted as for a shell.", valueName: "command"))
-        var ssh = CommandWords(words: ["ssh"])
+        @Option(help: ArgumentHelp("The ssh command and its options, quoted as for a shell.", valueName: "command", default: Self.defaultSSH),
+                transform: OptionValue.command)
+        var ssh = Self.defaultSSH
+
+        static let defaultSSH = CommandWords(words: ["ssh"])
 
         @Option(help: ArgumentHelp("The user to log in as on the instances.", valueName: "name"))
         var user = "root"
@@ -47,14 +53,21 @@ extension Snapmount {
         @Option(help: .hidden)
         var remoteStateDir: String?
 
-        @Option(help: ArgumentHelp("The instances' host keys, known by instance id; a new instance is accepted on first contact.", valueName: "path"))
-        var knownHosts = "/var/lib/snapmount/known_hosts"
+        @Option(help: ArgumentHelp("The instances' host keys, known by instance id; a new instance is accepted on first contact.", valueName: "path",
+                                   default: PushOptions.defaultKnownHosts),
+                transform: OptionValue.path)
+        var knownHosts = PushOptions.defaultKnownHosts
 
-        @Option(help: ArgumentHelp("The longest one host's sync may take.", valueName: "duration"))
-        var hostTimeout = "30m"
+        @Option(help: ArgumentHelp("The longest one host's sync may take.", valueName: "duration", default: Self.defaultHostTimeout),
+                transform: OptionValue.duration(in: .seconds(10)...Duration.seconds(24 * 3600)))
+        var hostTimeout = Self.defaultHostTimeout
 
-        @Option(help: ArgumentHelp("How long an instance still launching may stay unreachable.", valueName: "duration"))
-        var launchWait = "10m"
+        @Option(help: ArgumentHelp("How long an instance still launching may stay unreachable.", valueName: "duration", default: Self.defaultLaunchWait),
+                transform: OptionValue.duration(in: .seconds(0)...Duration.seconds(3600)))
+        var launchWait = Self.defaultLaunchWait
+
+        static let defaultHostTimeout = DurationValue(PushOptions.defaultHostTimeout)
+        static let defaultLaunchWait = DurationValue(PushOptions.defaultLaunchWait)
 
         @Flag(help: "List the instances and check each (the mount, rsync -n); send and record nothing.")
         var dryRun = false
@@ -64,30 +77,22 @@ extension Snapmount {
             for group in groups where !isAutoScalingGroupName(group) {
                 throw ValidationError("--group \(group.quotedForMessage()) is not an Auto Scaling group name (1 to 255 characters, no control characters)")
             }
-            try OptionCheck.absolutePath("--mount-point", mountPoint)
-            guard PushOptions.isSafeRemotePath(mountPoint) else {
-                throw ValidationError("--mount-point \(mountPoint.quotedForMessage()) has characters a remote shell would read (rsync before 3.2.4 passes the path through it); use letters, digits and / . _ + @ -")
-            }
-            try OptionCheck.absolutePath("--known-hosts", knownHosts)
-            do throws(InvalidValue) { _ = try PublishTarget(parsing: published) } catch { throw ValidationError("--published \(published.quotedForMessage()) \(error.problem); expected \(error.expected)") }
             guard (1...64).contains(parallel) else { throw ValidationError("--parallel must be from 1 to 64") }
             guard !user.isEmpty, user.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }), user.first != "-" else {
                 throw ValidationError("--user \(user.quotedForMessage()) is not a user name (letters, digits, . _ -)")
             }
-            _ = try OptionCheck.duration("--host-timeout", hostTimeout, in: .seconds(10)...Duration.seconds(24 * 3600))
-            _ = try OptionCheck.duration("--launch-wait", launchWait, in: .seconds(0)...Duration.seconds(3600))
         }
 
         func run() throws {
             let (logger, environment) = try Diagnostics.start()
-            var options = PushOptions(groups: groups, directory: try AbsolutePath(parsing: mountPoint), published: try PublishTarget(parsing: published))
+            var options = PushOptions(groups: groups, directory: mountPoint, published: published)
             options.parallel = parallel
             options.ssh = ssh.words
             options.user = user
-            options.knownHosts = knownHosts
+            options.knownHosts = knownHosts.text
             options.lockDirectory = environment.lockDirectory
-            options.hostTimeout = try DurationText.parse(hostTimeout)
-            options.launchWait = try DurationText.parse(launchWait)
+            options.hostTimeout = hostTimeout.duration
+            options.launchWait = launchWait.duration
             StopSignal.catchSignals()
             // ssh finds its keys and agent through these; nothing else of the environment reaches it.
             var runner = SystemCommandRunner()
@@ -110,15 +115,8 @@ extension Snapmount {
 }
 
 /// A command and its arguments given as one option, read once (``ShellWords``).
-struct CommandWords: ExpressibleByArgument {
+struct CommandWords: Sendable, CustomStringConvertible {
     var words: [String]
 
-    init(words: [String]) { self.words = words }
-
-    init?(argument: String) {
-        guard let words = try? ShellWords.split(argument), !words.isEmpty else { return nil }
-        self.words = words
-    }
-
-    var defaultValueDescription: String { words.joined(separator: " ") }
+    var description: String { words.joined(separator: " ") }
 }

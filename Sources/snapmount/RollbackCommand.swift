@@ -17,20 +17,17 @@ extension Snapmount {
                 """
         )
 
-        @Option(help: ArgumentHelp("The output publish writes: the file the source URL serves, or ssm:/NAME.", valueName: "path|ssm:/name"))
-        var output: String
+        @Option(help: ArgumentHelp("The output publish writes: the file the source URL serves, or ssm:/NAME.", valueName: "path|ssm:/name"),
+                transform: OptionValue.target)
+        var output: PublishTarget
 
         @Flag(help: "Say what would be published again; change nothing.")
         var dryRun = false
 
-        func validate() throws {
-            do throws(InvalidValue) { _ = try PublishTarget(parsing: output) } catch { throw ValidationError("--output \(output.quotedForMessage()) \(error.problem); expected \(error.expected)") }
-        }
-
         func run() throws {
             let (logger, environment) = try Diagnostics.start()
             do {
-                let flow = RollbackFlow(target: try PublishTarget(parsing: output), mode: dryRun ? .check : .apply,
+                let flow = RollbackFlow(target: output, mode: dryRun ? .check : .apply,
                                         lockDirectory: environment.lockDirectory)
                 let session = try CloudSession.connect(environment: environment, logger: logger)
                 let outcome = try flow.run(session: session, clock: SystemClock(), logger: logger)

@@ -14,9 +14,7 @@ struct Snapmount: ParsableCommand {
             SNAPMOUNT_* environment variables and long options; an option beats a variable, \
             which beats the file, which beats the default.
 
-            Exit status: 0 done, 64 usage, 65 refused to touch unexpected data, 69 remote \
-            service unavailable, 70 internal error, 75 timed out, 77 permission denied, \
-            78 configuration error. See snapmount(8).
+            Exit status: \(ExitStatus.helpSummary). See snapmount(8).
             """,
         version: "snapmount \(SnapmountVersion.current) (\(LibraryVersions.summary))",
         subcommands: [RunCommand.self, StatusCommand.self, ConfigCommand.self, PublishCommand.self, PushCommand.self, RollbackCommand.self],

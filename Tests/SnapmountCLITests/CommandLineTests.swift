@@ -40,6 +40,31 @@ struct Snapmount {
     }
 }
 
+/// The expected --help texts, one file a command in Tests/SnapmountCLITests/Help: a change to
+/// a help text is a change to these files, read in review like any other.
+enum Help {
+    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Help")
+
+    static func text(_ command: String) throws -> String {
+        try String(contentsOf: directory.appendingPathComponent("\(command).txt"), encoding: .utf8)
+    }
+}
+
+/// Whole texts compared; a difference is shown at its first line, with both versions.
+func expectSameText(_ actual: String, _ expected: String, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    guard actual != expected else { return }
+    let got = actual.split(separator: "\n", omittingEmptySubsequences: false)
+    let want = expected.split(separator: "\n", omittingEmptySubsequences: false)
+    let line = zip(got, want).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? min(got.count, want.count)
+    Issue.record("""
+        \(what): the text differs from line \(line + 1) on
+        expected: \(line < want.count ? String(want[line]) : "(end)")
+        actual:   \(line < got.count ? String(got[line]) : "(end)")
+        --- whole actual text ---
+        \(actual)
+        """, sourceLocation: sourceLocation)
+}
+
 @Suite("snapmount command line")
 struct CommandLineTests {
     @Test("--version names snapmount and the C libraries it runs with")
@@ -52,13 +77,21 @@ struct CommandLineTests {
         #expect(result.stdout.contains("libxml2"))
     }
 
-    @Test("--help describes the tool, its precedence rule and its exit codes")
-    func help() throws {
-        let result = try Snapmount.run(["--help"])
+    @Test("--help of snapmount and of each command is the whole expected text (Tests/SnapmountCLITests/Help)",
+          arguments: ["snapmount", "run", "status", "config", "publish", "push", "rollback"])
+    func help(command: String) throws {
+        let result = try Snapmount.run(command == "snapmount" ? ["--help"] : [command, "--help"])
         #expect(result.status == 0)
-        #expect(result.stdout.contains("OVERVIEW: Mount the current release's EBS snapshot"))
-        #expect(result.stdout.contains("config"))
-        #expect(result.stdout.contains("78"))
+        #expect(result.stderr.isEmpty, "\(result.stderr)")
+        try expectSameText(result.stdout, try Help.text(command), "snapmount \(command == "snapmount" ? "" : command + " ")--help")
+    }
+
+    @Test("the exit statuses in --help are the one list's, every one of them")
+    func exitStatusesInHelp() throws {
+        let result = try Snapmount.run(["--help"])
+        let flattened = result.stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        #expect(flattened.contains("Exit status: " + ExitStatus.allCases.map { "\($0.rawValue) \($0.helpWords)" }.joined(separator: ", ") + "."))
+        #expect(ExitStatus.allCases.count == 8)
     }
 
     @Test("every configuration key is a long option, with its environment variable in the help")
@@ -126,39 +159,89 @@ struct CommandLineTests {
         #expect(result.stderr.contains("/nonexistent/snapmount.conf"))
     }
 
-    @Test("usage errors exit 64")
+    @Test("usage errors exit 64, and the whole message is the parser's")
     func usage() throws {
         let result = try Snapmount.run(["config", "--no-such-option"])
         #expect(result.status == 64)
-        #expect(result.stderr.contains("--no-such-option"))
+        #expect(result.stdout.isEmpty)
+        try expectSameText(result.stderr, """
+            Error: Unknown option '--no-such-option'
+            Usage: snapmount config <options>
+              See 'snapmount config --help' for more information.
+
+            """, "config --no-such-option")
     }
 
-    @Test("publish: each bad option exits 64 and names itself and what is expected", arguments: [
-        (["--output", "snap.txt"], "--output"), (["--output", "/w/snap.txt", "--volume", "vol-1"], "--volume"),
-        (["--output", "/w/snap.txt", "--keep", "1"], "--keep must be at least 2"),
-        (["--output", "/w/snap.txt", "--freeze-limit", "5m"], "--freeze-limit"),
-        (["--output", "/w/snap.txt", "--release", "a;b"], "--release"), (["--output", "/w/snap.txt", "--mount-point", "/"], "--mount-point"),
-        ([], "--output"),
-    ])
-    func publishUsage(arguments: [String], named: String) throws {
+    /// A bad option's whole message: the error, the option's help line when the value was
+    /// refused, then the command's usage line (the same as in its --help) and the pointer.
+    static func usageMessage(_ command: String, _ error: String, help: String?) throws -> String {
+        let usage = try #require(try Help.text(command).split(separator: "\n").first { $0.hasPrefix("USAGE: ") }).dropFirst("USAGE: ".count)
+        return "Error: \(error)\n" + (help.map { "Help:  \($0)\n" } ?? "") + "Usage: \(usage)\n  See 'snapmount \(command) --help' for more information.\n"
+    }
+
+    static let output = "--output <path|ssm:/name>  Where instances read the id: the file the source URL serves, or ssm:/NAME (an SSM parameter)."
+    static let published = "--published <path|ssm:/name>  Where publish wrote the id (its --output): the release here must be that one."
+    static let notAbsolute = "it is not an absolute path; expected an absolute path without spaces or control characters, such as /release"
+
+    @Test("publish: each bad option exits 64 with the whole message, naming the option, the value and what is expected", arguments: [
+        (["--output", "snap.txt"], "The value 'snap.txt' is invalid for '--output <path|ssm:/name>': \(notAbsolute)", output),
+        (["--output", "/w/snap.txt", "--volume", "vol-1"],
+         "The value 'vol-1' is invalid for '--volume <vol-id>': it is not a volume id; expected vol- and 8 or 17 hex digits, such as vol-0123456789abcdef0",
+         "--volume <vol-id>  The release volume (default: the EBS volume mounted at --mount-point)."),
+        (["--output", "/w/snap.txt", "--keep", "1"], "--keep must be at least 2: the published snapshot and the previous one are always kept", nil),
+        (["--output", "/w/snap.txt", "--freeze-limit", "5m"],
+         "The value '5m' is invalid for '--freeze-limit <duration>': it is not a duration from 1s to 1m; expected such as 30s or 5m",
+         "--freeze-limit <duration>  The longest the filesystem stays frozen while CreateSnapshot runs. (default: 10s)"),
+        (["--output", "/w/snap.txt", "--release", "a;b"],
+         "--release is not a release name: \"a;b\"; expected 1 to 128 letters, digits, spaces and _ . : / = + - @", nil),
+        (["--output", "/w/snap.txt", "--mount-point", "/"],
+         "The value '/' is invalid for '--mount-point <path>': it is the root directory; expected an absolute path without spaces or control characters, such as /release",
+         "--mount-point <path>  Where the release volume is mounted. (default: /release)"),
+        ([], "Missing expected argument '--output <path|ssm:/name>'", output),
+    ] as [([String], String, String?)])
+    func publishUsage(arguments: [String], error: String, help: String?) throws {
         let result = try Snapmount.run(["publish"] + arguments)
         #expect(result.status == 64, "\(result.stderr)")
-        #expect(result.stderr.contains(named), "\(result.stderr)")
+        #expect(result.stdout.isEmpty)
+        try expectSameText(result.stderr, try Self.usageMessage("publish", error, help: help), "publish \(arguments)")
     }
 
-    @Test("push: each bad option exits 64 and names itself and what is expected", arguments: [
-        (["--published", "/w/snap.txt"], "--group"), (["--group", "web"], "--published"),
-        (["--group", "web", "--published", "snap.txt"], "--published"), (["--group", "", "--published", "/w/snap.txt"], "--group"),
-        (["--group", "web", "--published", "/w/snap.txt", "--parallel", "0"], "--parallel must be from 1 to 64"),
-        (["--group", "web", "--published", "/w/snap.txt", "--user", "-oProxyCommand=x"], "--user"),
-        (["--group", "web", "--published", "/w/snap.txt", "--ssh", " "], "--ssh"),
-        (["--group", "web", "--published", "/w/snap.txt", "--mount-point", "release"], "--mount-point"),
-        (["--group", "web", "--published", "/w/snap.txt", "--launch-wait", "2h"], "--launch-wait"),
-    ])
-    func pushUsage(arguments: [String], named: String) throws {
+    @Test("push: each bad option exits 64 with the whole message, naming the option, the value and what is expected", arguments: [
+        (["--published", "/w/snap.txt"], "name at least one Auto Scaling group with --group", nil),
+        (["--group", "web"], "Missing expected argument '--published <path|ssm:/name>'", published),
+        (["--group", "web", "--published", "snap.txt"], "The value 'snap.txt' is invalid for '--published <path|ssm:/name>': \(notAbsolute)", published),
+        (["--group", "", "--published", "/w/snap.txt"], "--group \"\" is not an Auto Scaling group name (1 to 255 characters, no control characters)", nil),
+        (["--group", "web", "--published", "/w/snap.txt", "--parallel", "0"], "--parallel must be from 1 to 64", nil),
+        (["--group", "web", "--published", "/w/snap.txt", "--user", "-oProxyCommand=x"], "Missing value for '--user <name>'",
+         "--user <name>  The user to log in as on the instances."),
+        (["--group", "web", "--published", "/w/snap.txt", "--user", "a;b"], "--user \"a;b\" is not a user name (letters, digits, . _ -)", nil),
+        (["--group", "web", "--published", "/w/snap.txt", "--ssh", " "],
+         "The value ' ' is invalid for '--ssh <command>': it names no command; expected a command and its options, such as \"ssh -i /root/.ssh/deploy\"",
+         "--ssh <command>  The ssh command and its options, quoted as for a shell. (default: ssh)"),
+        (["--group", "web", "--published", "/w/snap.txt", "--mount-point", "release"],
+         "The value 'release' is invalid for '--mount-point <path>': \(notAbsolute)",
+         "--mount-point <path>  The release's directory here, and where it is mounted on the instances. (default: /release)"),
+        (["--group", "web", "--published", "/w/snap.txt", "--mount-point", "/rel$ease"],
+         "The value '/rel$ease' is invalid for '--mount-point <path>': it has characters a remote shell would read (rsync before 3.2.4 passes the path through it); expected letters, digits and / . _ + @ -",
+         "--mount-point <path>  The release's directory here, and where it is mounted on the instances. (default: /release)"),
+        (["--group", "web", "--published", "/w/snap.txt", "--launch-wait", "2h"],
+         "The value '2h' is invalid for '--launch-wait <duration>': it is not a duration from 0s to 1h; expected such as 30s or 5m",
+         "--launch-wait <duration>  How long an instance still launching may stay unreachable. (default: 10m)"),
+    ] as [([String], String, String?)])
+    func pushUsage(arguments: [String], error: String, help: String?) throws {
         let result = try Snapmount.run(["push"] + arguments)
         #expect(result.status == 64, "\(result.stderr)")
-        #expect(result.stderr.contains(named), "\(result.stderr)")
+        #expect(result.stdout.isEmpty)
+        try expectSameText(result.stderr, try Self.usageMessage("push", error, help: help), "push \(arguments)")
+    }
+
+    @Test("rollback: a bad --output exits 64 with the whole message")
+    func rollbackUsage() throws {
+        let result = try Snapmount.run(["rollback", "--output", "snap.txt"])
+        #expect(result.status == 64, "\(result.stderr)")
+        try expectSameText(result.stderr, try Self.usageMessage(
+            "rollback", "The value 'snap.txt' is invalid for '--output <path|ssm:/name>': \(Self.notAbsolute)",
+            help: "--output <path|ssm:/name>  The output publish writes: the file the source URL serves, or ssm:/NAME."), "rollback --output snap.txt")
     }
 
     @Test("an inherited JOURNAL_STREAM that is not stderr gives plain lines")

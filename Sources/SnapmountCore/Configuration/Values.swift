@@ -124,6 +124,16 @@ public struct AbsolutePath: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { text }
+
+    /// `/release`, the release's mount point when none is named.
+    public static let release = AbsolutePath(known: "/release")
+    /// Where `snapmount push` keeps the instances' host keys when it is not told.
+    public static let knownHosts = AbsolutePath(known: "/var/lib/snapmount/known_hosts")
+
+    /// A path written in this source, known to be one.
+    private init(known text: String) {
+        self.text = text
+    }
 }
 
 /// Which filesystem mkfs creates on a blank volume.
