@@ -83,10 +83,10 @@ public final class BootFlow {
     private let clock: any AgentClock
     private let logger: Logger
     private let tuning: CloudTuning
-    private var steps: StepRecorder
-    public var checklist: [ChecklistItem] { steps.checklist }
+    private var steps: StepRecorder<BootStep>
+    public var checklist: [ChecklistItem<BootStep>] { steps.checklist }
     /// Called after each step that succeeded (tests: publish a release between two steps).
-    public var afterStep: ((FlowStep) -> Void)?
+    public var afterStep: ((BootStep) -> Void)?
     public var timings: [(step: String, milliseconds: Int64)] { steps.timings }
 
     public init(configuration: Configuration, environment: AgentEnvironment, host: HostEdges, mode: FlowMode = .apply,
@@ -130,8 +130,9 @@ public final class BootFlow {
             return .alreadyMounted(mountPoint: configuration.mountPoint.text, device: device)
         }
 
-        let session = try step(.identity, connect)
-        let credentials = try step(.credentials, needs: session, checkCredentials)
+        // Steps 2 and 3: who and where this instance is (IMDSv2); its credentials.
+        let session = try step(.identity) { try SharedSteps.identity(environment, clock: clock, logger: logger, tuning: tuning) }
+        let credentials = try step(.credentials, needs: session, SharedSteps.credentials)
         let snapshot = try step(.snapshot, needs: both(session, credentials)) { session, _ in try resolveSnapshot(session) }
         Failpoint.hit("after-snapshot")
         let volume = try step(.volume, needs: both(session, snapshot)) { session, snapshot in try ensureVolume(session, snapshot) }
@@ -200,12 +201,12 @@ public final class BootFlow {
     // MARK: - Running a step
 
     @discardableResult
-    private func step<Value>(_ name: FlowStep, _ body: () throws -> StepResult<Value>) throws -> Value? {
+    private func step<Value>(_ name: BootStep, _ body: () throws -> StepResult<Value>) throws -> Value? {
         try steps.run(name, body)
     }
 
     @discardableResult
-    private func step<Input, Value>(_ name: FlowStep, needs input: Input?, otherwise: String = StepRecorder.notChecked,
+    private func step<Input, Value>(_ name: BootStep, needs input: Input?, otherwise: String = notCheckedText,
                                     _ body: (Input) throws -> StepResult<Value>) throws -> Value? {
         try steps.run(name, needs: input, otherwise: otherwise, body)
     }
@@ -215,25 +216,22 @@ public final class BootFlow {
     /// Step 0: one agent at a time. Check mode only looks.
     private func takeLock() throws -> StepResult<FileLock?> {
         let path = host.lockPath
-        guard mode == .apply else {
-            return .done(nil, FileLock.isHeld(path) ? "\(path) is held by another snapmount; a run would wait for it" : "\(path) is free")
+        return try SharedSteps.lock(mode, path: path, holder: "snapmount") {
+            let timeout = clock.capped(host.lockTimeout)
+            guard let lock = try FileLock.acquire(path, timeout: timeout, clock: clock) else {
+                throw HostError.lockTimeout(path, after: timeout)
+            }
+            return lock
         }
-        let timeout = clock.capped(host.lockTimeout)
-        guard let lock = try FileLock.acquire(path, timeout: timeout, clock: clock) else {
-            throw HostError.lockTimeout(path, after: timeout)
-        }
-        return .done(lock, "\(path) taken")
     }
 
     /// Step 1: the mount point is mounted already — from the release volume (done), or from
     /// something else (refused).
     private func inspectMountPoint() throws -> StepResult<MountPointState> {
         let mountPoint = configuration.mountPoint.text
-        let resolved = resolvedPath(mountPoint)
-        let entry = try host.mounter.mounts().last { $0.mountPoint == resolved }
-        let device = entry.flatMap { entry in host.devices.scan().first { $0.number == entry.device } }
-        let content = device.flatMap { try? host.prober.probe("\(host.devices.devDirectory)/\($0.name)") }
-        let state = MountPointCheck.evaluate(entry, device: device, devDirectory: host.devices.devDirectory, content: content,
+        let here = try host.mounted(at: mountPoint)
+        let content = here.flatMap { here in here.device == nil ? nil : try? host.prober.probe(here.devicePath) }
+        let state = MountPointCheck.evaluate(here?.entry, device: here?.device, devDirectory: host.devices.devDirectory, content: content,
                                              label: configuration.label)
         switch state {
         case .notMounted:
@@ -245,18 +243,6 @@ public final class BootFlow {
         }
     }
 
-    /// Step 2: who and where this instance is (IMDSv2).
-    private func connect() throws -> StepResult<CloudSession> {
-        let session = try CloudSession.connect(environment: environment, clock: clock, logger: logger, tuning: tuning)
-        let identity = session.identity
-        return .done(session, "\(identity.instanceID) in \(identity.availabilityZone) (account \(identity.accountID))")
-    }
-
-    /// Step 3: credentials, from the environment or the instance role.
-    private func checkCredentials(_ session: CloudSession) throws -> StepResult<AWSCredentials> {
-        let credentials = try session.credentials.current()
-        return .done(credentials, session.credentials.sourceDescription + (credentials.expiration.map { ", valid until \($0)" } ?? ""))
-    }
 
     /// Step 4: the id the source names, checked strictly, then DescribeSnapshots: it must
     /// exist, be completed, and belong to an allowed owner. A malformed id never reaches EC2.
@@ -508,7 +494,7 @@ public final class BootFlow {
     private func mount(_ device: ProvenDevice, _ filesystem: Filesystem) throws -> StepResult<Void> {
         let mountPoint = configuration.mountPoint.text
         guard mode == .apply else { return .skipped("would mount \(device) on \(mountPoint) (\(filesystem))") }
-        if let entry = try host.mounter.mounts().last(where: { $0.mountPoint == resolvedPath(mountPoint) }) {
+        if let entry = try host.mounted(at: mountPoint)?.entry {
             guard entry.device == device.device.number else { throw HostError.otherMounted(mountPoint: mountPoint, source: entry.source) }
             return .done((), "\(mountPoint) was mounted from \(device) already")
         }

@@ -11,28 +11,37 @@ public enum FlowMode: Sendable, Equatable {
     case check
 }
 
-/// The steps of DESIGN.md §2, in order; then those only `snapmount publish` takes (it also
-/// takes lock, identity, credentials, volume and snapshot).
-public enum FlowStep: String, Sendable, CaseIterable {
+/// A flow's step names: each flow has its own, on the one ``StepRecorder``.
+public protocol StepName: RawRepresentable<String>, Sendable, Hashable, CaseIterable {}
+
+/// The boot flow's steps, DESIGN.md §2, in order.
+public enum BootStep: String, StepName {
     case lock, check, identity, credentials, snapshot, volume, attach, device, filesystem, fstab, mount, report
-    case manifest, wait, mark, publish, prune
+}
+
+/// `snapmount publish`'s steps, in order. Its `snapshot` takes one; the boot's finds one.
+public enum PublishStep: String, StepName {
+    case lock, identity, credentials, volume, manifest, snapshot, wait, mark, publish, prune
 }
 
 /// One line of the checklist: what a step found or did, or why it was not done.
-public struct ChecklistItem: Sendable, Equatable {
-    public enum Mark: String, Sendable {
-        case ok = "✓"
-        case failed = "✗"
-        case notApplicable = "—"
-    }
+/// A checklist line's mark.
+public enum ChecklistMark: String, Sendable {
+    case ok = "✓"
+    case failed = "✗"
+    case notApplicable = "—"
+}
+
+public struct ChecklistItem<Step: StepName>: Sendable, Equatable {
+    public typealias Mark = ChecklistMark
 
     public let mark: Mark
-    public let step: FlowStep
+    public let step: Step
     public let detail: String
     /// For a ✗: the exit status the step ends a run with.
     public let exitStatus: ExitStatus?
 
-    public init(mark: Mark, step: FlowStep, detail: String, exitStatus: ExitStatus? = nil) {
+    public init(mark: Mark, step: Step, detail: String, exitStatus: ExitStatus? = nil) {
         self.mark = mark
         self.step = step
         self.detail = detail
@@ -45,7 +54,15 @@ public struct ChecklistItem: Sendable, Equatable {
     }
 }
 
-extension [ChecklistItem] {
+/// A checklist line of any flow.
+public protocol ChecklistLine {
+    var mark: ChecklistMark { get }
+    var exitStatus: ExitStatus? { get }
+}
+
+extension ChecklistItem: ChecklistLine {}
+
+extension Array where Element: ChecklistLine {
     /// The exit status the checklist predicts: that of the first ✗, else 0.
     public var exitStatus: ExitStatus {
         first { $0.mark == .failed }?.exitStatus ?? .success
@@ -55,7 +72,7 @@ extension [ChecklistItem] {
 /// What a step produced: its value for the steps after it, and its checklist line.
 struct StepResult<Value> {
     var value: Value?
-    var mark: ChecklistItem.Mark
+    var mark: ChecklistMark
     var detail: String
 
     /// ✓: done (apply), or checked and possible (check).
@@ -69,21 +86,22 @@ struct StepResult<Value> {
     }
 }
 
+/// The line of a step whose input an earlier step did not give.
+let notCheckedText = "not checked: an earlier step did not succeed"
+
 /// Runs a flow's named steps: times each and puts its line on the checklist. In apply mode a
 /// failure ends the run; in check mode it becomes a ✗ line, and the step yields nothing.
-final class StepRecorder {
-    static let notChecked = "not checked: an earlier step did not succeed"
-
+final class StepRecorder<Step: StepName> {
     let mode: FlowMode
     private let clock: any AgentClock
     private let logger: Logger
-    private(set) var checklist: [ChecklistItem] = []
+    private(set) var checklist: [ChecklistItem<Step>] = []
     private(set) var timings: [(step: String, milliseconds: Int64)] = []
     /// Called at each step boundary, after a step succeeded: a seam for tests that change
     /// the world between two steps.
-    var afterStep: ((FlowStep) -> Void)?
+    var afterStep: ((Step) -> Void)?
 
-    init(mode: FlowMode, clock: any AgentClock, logger: Logger, afterStep: ((FlowStep) -> Void)? = nil) {
+    init(mode: FlowMode, clock: any AgentClock, logger: Logger, afterStep: ((Step) -> Void)? = nil) {
         self.mode = mode
         self.clock = clock
         self.logger = logger
@@ -91,7 +109,7 @@ final class StepRecorder {
     }
 
     @discardableResult
-    func run<Value>(_ name: FlowStep, _ body: () throws -> StepResult<Value>) throws -> Value? {
+    func run<Value>(_ name: Step, _ body: () throws -> StepResult<Value>) throws -> Value? {
         let started = clock.monotonic()
         defer { timings.append((name.rawValue, (clock.monotonic() - started).wholeMilliseconds)) }
         logger.debug("step \(name.rawValue)")
@@ -121,7 +139,7 @@ final class StepRecorder {
     /// A step that needs an earlier one's value: without it (check mode, after a ✗ or a —)
     /// it is not run, and its line says so.
     @discardableResult
-    func run<Input, Value>(_ name: FlowStep, needs input: Input?, otherwise: String = notChecked,
+    func run<Input, Value>(_ name: Step, needs input: Input?, otherwise: String = notCheckedText,
                            _ body: (Input) throws -> StepResult<Value>) throws -> Value? {
         guard let input else {
             checklist.append(ChecklistItem(mark: .notApplicable, step: name, detail: otherwise))
@@ -141,4 +159,29 @@ final class StepRecorder {
 func both<A, B>(_ a: A?, _ b: B?) -> (A, B)? {
     guard let a, let b else { return nil }
     return (a, b)
+}
+
+/// The steps every flow takes the same way: the lock, who this instance is, its credentials.
+enum SharedSteps {
+    /// The flow's lock, taken in apply mode; check mode only looks whether another run holds it.
+    static func lock(_ mode: FlowMode, path: String, holder: String, take: () throws -> FileLock) throws -> StepResult<FileLock?> {
+        guard mode == .apply else {
+            return .done(nil, FileLock.isHeld(path) ? "\(path) is held by another \(holder); a run would wait for it" : "\(path) is free")
+        }
+        let lock = try take()
+        return .done(lock, "\(path) taken")
+    }
+
+    /// Who and where this instance is (IMDSv2), and the session every later step calls AWS with.
+    static func identity(_ environment: AgentEnvironment, clock: any AgentClock, logger: Logger, tuning: CloudTuning) throws -> StepResult<CloudSession> {
+        let session = try CloudSession.connect(environment: environment, clock: clock, logger: logger, tuning: tuning)
+        let identity = session.identity
+        return .done(session, "\(identity.instanceID) in \(identity.availabilityZone) (account \(identity.accountID))")
+    }
+
+    /// Credentials, from the environment or the instance role, and how long they last.
+    static func credentials(_ session: CloudSession) throws -> StepResult<AWSCredentials> {
+        let credentials = try session.credentials.current()
+        return .done(credentials, session.credentials.sourceDescription + (credentials.expiration.map { ", valid until \($0)" } ?? ""))
+    }
 }

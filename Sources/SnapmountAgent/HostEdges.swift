@@ -112,3 +112,26 @@ public struct MountRecord: Sendable, Equatable {
         try AtomicFile.replace(path, with: Array((json.pretty() + "\n").utf8))
     }
 }
+
+/// What is mounted at a path, as the flows and `status` all need it: the kernel's entry, the
+/// block device behind it (when this machine lists one), and the EBS volume that device is
+/// (by its NVMe serial).
+public struct MountedHere: Sendable {
+    public let entry: MountInfo
+    public let device: BlockDevice?
+    /// `<dev>/<name>` of the device, or the entry's source when no device was found.
+    public let devicePath: String
+    public let volume: VolumeID?
+}
+
+extension HostEdges {
+    /// The one query for "what is mounted at `path`": the last mount on it (the one on top),
+    /// `nil` when nothing is. The path is compared as the kernel shows it (symbolic links resolved).
+    public func mounted(at path: String) throws(MountError) -> MountedHere? {
+        let resolved = resolvedPath(path)
+        guard let entry = try mounter.mounts().last(where: { $0.mountPoint == resolved }) else { return nil }
+        let device = devices.scan().first { $0.number == entry.device }
+        return MountedHere(entry: entry, device: device, devicePath: device.map { "\(devices.devDirectory)/\($0.name)" } ?? entry.source,
+                           volume: device?.serial.flatMap(VolumeID.fromNVMeSerial))
+    }
+}

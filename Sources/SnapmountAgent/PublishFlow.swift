@@ -117,8 +117,8 @@ public final class PublishFlow {
     private let logger: Logger
     private let tuning: CloudTuning
     private let progress: SnapshotProgress
-    private var steps: StepRecorder
-    public var checklist: [ChecklistItem] { steps.checklist }
+    private var steps: StepRecorder<PublishStep>
+    public var checklist: [ChecklistItem<PublishStep>] { steps.checklist }
 
     public init(options: PublishOptions, environment: AgentEnvironment, host: HostEdges, freezer: any FilesystemFreezer,
                 mode: FlowMode = .apply, clock: any AgentClock = SystemClock(), logger: Logger, tuning: CloudTuning = CloudTuning(),
@@ -142,11 +142,8 @@ public final class PublishFlow {
         steps = StepRecorder(mode: mode, clock: clock, logger: logger)
         let lock = try steps.run(.lock, takeLock)
         defer { withExtendedLifetime(lock) {} }
-        let session = try steps.run(.identity, connect)
-        let credentials = try steps.run(.credentials, needs: session) { session in
-            let credentials = try session.credentials.current()
-            return .done(credentials, session.credentials.sourceDescription)
-        }
+        let session = try steps.run(.identity) { try SharedSteps.identity(environment, clock: clock, logger: logger, tuning: tuning) }
+        let credentials = try steps.run(.credentials, needs: session, SharedSteps.credentials)
         let volume = try steps.run(.volume, needs: both(session, credentials)) { session, _ in try findVolume(session) }
         let manifest = try steps.run(.manifest, needs: volume) { volume in try writeManifest(volume) }
         // Whatever ends the run from here, a failed round's snapshot that appears late is
@@ -172,36 +169,23 @@ public final class PublishFlow {
 
     // MARK: - The steps
 
-    /// One publish at a time on this server.
+    /// One publish, push or rollback at a time on this server.
     private func takeLock() throws -> StepResult<FileLock?> {
-        guard mode == .apply else {
-            return .done(nil, FileLock.isHeld(lockPath) ? "\(lockPath) is held by another publish" : "\(lockPath) is free")
+        try SharedSteps.lock(mode, path: lockPath, holder: "publish, push or rollback") {
+            try ReleaseLock.take(in: host.lockDirectory, timeout: host.lockTimeout, clock: clock)
         }
-        let lock = try ReleaseLock.take(in: host.lockDirectory, timeout: host.lockTimeout, clock: clock)
-        return .done(lock, "\(lockPath) taken")
-    }
-
-    private func connect() throws -> StepResult<CloudSession> {
-        let session = try CloudSession.connect(environment: environment, clock: clock, logger: logger, tuning: tuning)
-        let identity = session.identity
-        return .done(session, "\(identity.instanceID) in \(identity.availabilityZone) (account \(identity.accountID))")
     }
 
     /// The EBS volume behind the mount point, by its NVMe serial (as the boot side proves a
     /// device), or the one `--volume` names; either way attached to this instance.
     private func findVolume(_ session: CloudSession) throws -> StepResult<EC2Volume> {
         let mountPoint = options.mountPoint.text
-        guard let entry = try host.mounter.mounts().last(where: { $0.mountPoint == resolvedPath(mountPoint) }) else {
-            throw PublishError.notMounted(mountPoint)
-        }
+        guard let here = try host.mounted(at: mountPoint) else { throw PublishError.notMounted(mountPoint) }
         let id: VolumeID
         if let given = options.volume {
             id = given
         } else {
-            let device = host.devices.scan().first { $0.number == entry.device }
-            guard let serial = device?.serial, let fromSerial = VolumeID.fromNVMeSerial(serial) else {
-                throw PublishError.noEBSVolume(mountPoint: mountPoint, device: device.map { "\(host.devices.devDirectory)/\($0.name)" } ?? entry.source)
-            }
+            guard let fromSerial = here.volume else { throw PublishError.noEBSVolume(mountPoint: mountPoint, device: here.devicePath) }
             id = fromSerial
         }
         let found: [EC2Volume]
@@ -231,7 +215,7 @@ public final class PublishFlow {
             }
         }
         let role = tagged ? "the release source" : mode == .apply ? "tagged as the release source" : "would tag it as the release source (DryRunOperation)"
-        return .done(volume, "\(mountPoint) is \(entry.type) on \(volume.id) (\(volume.sizeGiB) GiB); \(role)")
+        return .done(volume, "\(mountPoint) is \(here.entry.type) on \(volume.id) (\(volume.sizeGiB) GiB); \(role)")
     }
 
     /// The release's identity, written into the filesystem before it is frozen: the snapshot

@@ -63,12 +63,10 @@ public struct StatusReport: Sendable, Equatable {
     public static func collect(configuration: Configuration, environment: AgentEnvironment, host: HostEdges,
                                clock: any AgentClock = SystemClock(), logger: Logger, tuning: CloudTuning = statusTuning()) -> StatusReport {
         var report = StatusReport(mountPoint: configuration.mountPoint.text, mounted: false)
-        let mountPoint = resolvedPath(configuration.mountPoint.text)
-        if let entry = (try? host.mounter.mounts())?.last(where: { $0.mountPoint == mountPoint }) {
+        if let here = try? host.mounted(at: configuration.mountPoint.text) {
             report.mounted = true
-            let device = host.devices.scan().first { $0.number == entry.device }
-            report.device = device.map { "\(host.devices.devDirectory)/\($0.name)" } ?? entry.source
-            report.volume = device?.serial.flatMap(VolumeID.fromNVMeSerial)?.text
+            report.device = here.devicePath
+            report.volume = here.volume?.text
         }
         let manifest = report.mounted ? ReleaseManifest.load(in: configuration.mountPoint.text) : nil
         if let manifest {

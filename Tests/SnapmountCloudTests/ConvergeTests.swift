@@ -39,8 +39,8 @@ struct ConvergeTests {
     }
 
     @Test("a release published at any step boundary of a first boot: mounted from the newest snapshot, one volume, one fstab line",
-          arguments: [FlowStep.lock, .check, .identity, .credentials, .snapshot, .volume, .attach, .device, .filesystem, .fstab, .mount])
-    func publishedDuringBoot(step: FlowStep) async throws {
+          arguments: [BootStep.lock, .check, .identity, .credentials, .snapshot, .volume, .attach, .device, .filesystem, .fstab, .mount])
+    func publishedDuringBoot(step: BootStep) async throws {
         try await withSimulatedHost { host in
             await host.cloud.state.addSnapshot(DevSnapshot(id: Self.newer, sizeGiB: 1))
             let once = Once()

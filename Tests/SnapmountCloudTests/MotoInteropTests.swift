@@ -172,7 +172,7 @@ struct MotoInteropTests {
         let configuration = try Configuration.resolve(file: nil, environment: [:], options: [
             .source: cloud.sourceURL, .mountPoint: root + "/release", .fstab: root + "/fstab", .deviceTimeout: "10s",
         ])
-        func run(_ mode: FlowMode) async throws -> (FlowOutcome, [ChecklistItem]) {
+        func run(_ mode: FlowMode) async throws -> (FlowOutcome, [ChecklistItem<BootStep>]) {
             try await onThread {
                 let flow = BootFlow(configuration: configuration, environment: environment, host: host, mode: mode, logger: logger,
                                     tuning: fastTuning())

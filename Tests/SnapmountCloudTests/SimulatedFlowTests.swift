@@ -10,7 +10,7 @@ import Testing
 /// on a simulated machine: no root, yet the real steps in the real order.
 @Suite("Dry run and host steps on a simulated machine")
 struct SimulatedFlowTests {
-    static func lines(_ checklist: [ChecklistItem]) -> [String] { checklist.map(\.line) }
+    static func lines(_ checklist: [ChecklistItem<BootStep>]) -> [String] { checklist.map(\.line) }
 
     @Test("dry run on a fresh instance: every step has its line, nothing changes, exit 0")
     func dryRunFresh() async throws {
@@ -46,7 +46,7 @@ struct SimulatedFlowTests {
             let (outcome, checklist) = try await host.run(.check)
             #expect(outcome == .checked(.success), "\(Self.lines(checklist))")
             #expect(checklist.allSatisfy { $0.mark != .failed })
-            let detail = { (step: FlowStep) in checklist.first { $0.step == step }?.detail ?? "" }
+            let detail = { (step: BootStep) in checklist.first { $0.step == step }?.detail ?? "" }
             #expect(detail(.volume) == "would reuse \(record.volume) (in-use, holds \(releaseSnapshot))")
             #expect(detail(.attach) == "\(record.volume) is attached at /dev/sdf; DeleteOnTermination set")
             #expect(detail(.device) == "\(record.volume) is \(record.device)")

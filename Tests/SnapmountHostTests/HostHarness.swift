@@ -210,7 +210,7 @@ final class HostHarness: @unchecked Sendable {
 
     /// Runs the boot flow in either mode, returning its checklist too.
     func runFlow(_ mode: FlowMode, _ extra: [ConfigKey: String] = [:],
-                 logger: Logger = quietLogger) async throws -> (outcome: FlowOutcome, checklist: [ChecklistItem]) {
+                 logger: Logger = quietLogger) async throws -> (outcome: FlowOutcome, checklist: [ChecklistItem<BootStep>]) {
         let configuration = try configuration(extra)
         let environment = try agentEnvironment()
         let host = try host()

@@ -258,7 +258,7 @@ public final class SimulatedHost: @unchecked Sendable {
     public func run(_ mode: FlowMode = .apply, _ extra: [ConfigKey: String] = [:], tuning: CloudTuning = fastTuning(),
                     environment extraEnvironment: [String: String] = [:], clock: any AgentClock = SystemClock(),
                     logger: Logger = quietLogger,
-                    afterStep: (@Sendable (FlowStep) -> Void)? = nil) async throws -> (outcome: FlowOutcome, checklist: [ChecklistItem]) {
+                    afterStep: (@Sendable (BootStep) -> Void)? = nil) async throws -> (outcome: FlowOutcome, checklist: [ChecklistItem<BootStep>]) {
         let configuration = try configuration(extra)
         let environment = try AgentEnvironment(cloud.environment.merging(extraEnvironment) { _, new in new })
         let edges = edges
@@ -370,8 +370,8 @@ extension SimulatedHost {
     /// One run of `snapmount publish` on this machine (the release server), after the boot
     /// flow has mounted its release volume.
     public func publish(_ mode: FlowMode = .apply, keep: Int? = nil, volume: VolumeID? = nil, output: String? = nil,
-                        freezeLimit: Duration = .seconds(1), freezer: RecordingFreezer, tuning: CloudTuning = fastTuning(), clock: any AgentClock = SystemClock(),
-                        logger: Logger = quietLogger) async throws -> (outcome: PublishOutcome, checklist: [ChecklistItem]) {
+                        freezeLimit: Duration = PublishOptions.defaultFreezeLimit, freezer: RecordingFreezer, tuning: CloudTuning = fastTuning(), clock: any AgentClock = SystemClock(),
+                        logger: Logger = quietLogger) async throws -> (outcome: PublishOutcome, checklist: [ChecklistItem<PublishStep>]) {
         try FileManager.default.createDirectory(atPath: root + "/www", withIntermediateDirectories: true)
         var options = PublishOptions(mountPoint: try AbsolutePath(parsing: mountPoint), volume: volume,
                                      target: try PublishTarget(parsing: output ?? publishedFile), release: "release", keep: keep)
@@ -394,7 +394,7 @@ extension SimulatedHost {
 /// A failed publish, with the checklist it got to.
 public struct PublishRunError: Error, @unchecked Sendable {
     public let error: any Error
-    public let checklist: [ChecklistItem]
+    public let checklist: [ChecklistItem<PublishStep>]
     public var status: ExitStatus { ExitStatus(for: error) }
     public var message: String { "\(error)" }
 }
