@@ -181,6 +181,7 @@ struct CommandLineTests {
 
     static let output = "--output <path|ssm:/name>  Where instances read the id: the file the source URL serves, or ssm:/NAME (an SSM parameter)."
     static let published = "--published <path|ssm:/name>  Where publish wrote the id (its --output): the release here must be that one."
+    static let pushMountPoint = "--mount-point <path>  The release's directory here, and where it is mounted on the instances. (default: /release)"
     static let notAbsolute = "it is not an absolute path; expected an absolute path without spaces or control characters, such as /release"
 
     @Test("publish: each bad option exits 64 with the whole message, naming the option, the value and what is expected", arguments: [
@@ -220,10 +221,10 @@ struct CommandLineTests {
          "--ssh <command>  The ssh command and its options, quoted as for a shell. (default: ssh)"),
         (["--group", "web", "--published", "/w/snap.txt", "--mount-point", "release"],
          "The value 'release' is invalid for '--mount-point <path>': \(notAbsolute)",
-         "--mount-point <path>  The release's directory here, and where it is mounted on the instances. (default: /release)"),
+         pushMountPoint),
         (["--group", "web", "--published", "/w/snap.txt", "--mount-point", "/rel$ease"],
          "The value '/rel$ease' is invalid for '--mount-point <path>': it has characters a remote shell would read (rsync before 3.2.4 passes the path through it); expected letters, digits and / . _ + @ -",
-         "--mount-point <path>  The release's directory here, and where it is mounted on the instances. (default: /release)"),
+         pushMountPoint),
         (["--group", "web", "--published", "/w/snap.txt", "--launch-wait", "2h"],
          "The value '2h' is invalid for '--launch-wait <duration>': it is not a duration from 0s to 1h; expected such as 30s or 5m",
          "--launch-wait <duration>  How long an instance still launching may stay unreachable. (default: 10m)"),

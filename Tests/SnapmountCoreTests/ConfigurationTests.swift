@@ -1,8 +1,18 @@
+import Foundation
 import SnapmountCore
 import Testing
 
 @Suite("Configuration")
 struct ConfigurationTests {
+    @Test("snapmount.conf(5) is the one table of keys: each key the parser knows, in its order, and no other")
+    func manPageKeys() throws {
+        let page = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("man/snapmount.conf.5")
+        let text = try String(contentsOf: page, encoding: .utf8)
+        let keys = text.split(separator: "\n").filter { $0.hasPrefix(".It Cm ") }.compactMap { $0.split(separator: " ").dropFirst(2).first.map(String.init) }
+        #expect(keys == ConfigKey.allCases.map(\.rawValue))
+    }
+
     static let path = "/etc/snapmount.conf"
 
     static func parse(_ text: String) -> (ConfigFile, [ConfigIssue]) {
