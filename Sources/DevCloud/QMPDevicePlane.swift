@@ -114,8 +114,10 @@ final class QMPClient: @unchecked Sendable {
     private var events: [[String: Any]] = []
 
     init(socketPath: String) throws {
-        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw QMPError.system("socket") }
+        // The socket is the object's only once connected (a thrown init after that closes it
+        // in deinit, once).
+        let socketFD = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard socketFD >= 0 else { throw QMPError.system("socket") }
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let path = Array(socketPath.utf8.prefix(107))
@@ -124,12 +126,13 @@ final class QMPClient: @unchecked Sendable {
         }
         let length = socklen_t(MemoryLayout<sockaddr_un>.size)
         let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socketFD, $0, length) }
         }
         guard connected == 0 else {
-            close(fd)
+            close(socketFD)
             throw QMPError.system("connect \(socketPath)")
         }
+        fd = socketFD
         guard let greeting = try readMessage(), greeting["QMP"] != nil else { throw QMPError.protocolError("no greeting") }
         try execute("qmp_capabilities", nil)
     }

@@ -128,17 +128,22 @@ final class InotifyWatch: DeviceWatch {
     private var buffer = [UInt8](repeating: 0, count: 4096)
 
     init(_ directory: String) throws(DeviceError) {
+        // The descriptor is the object's only once the watch is set: a class whose init throws
+        // after its properties are set is deinitialised, and its deinit would close the
+        // descriptor a second time — by then perhaps another thread's newly opened file.
+        let watching: Int32
         do {
-            fd = try systemCall("inotify_init1", directory) { inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK)) }
+            watching = try systemCall("inotify_init1", directory) { inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK)) }
         } catch {
             throw .watch(directory, errno: error.errno)
         }
         do {
-            try systemCall("inotify_add_watch", directory) { inotify_add_watch(fd, directory, UInt32(IN_CREATE | IN_ATTRIB | IN_MOVED_TO)) }
+            try systemCall("inotify_add_watch", directory) { inotify_add_watch(watching, directory, UInt32(IN_CREATE | IN_ATTRIB | IN_MOVED_TO)) }
         } catch {
-            close(fd)
+            close(watching)
             throw .watch(directory, errno: error.errno)
         }
+        fd = watching
     }
 
     func wait(upTo timeout: Duration) {
