@@ -24,7 +24,6 @@ public enum PublishStep: String, StepName {
     case lock, identity, credentials, volume, manifest, snapshot, wait, mark, publish, prune
 }
 
-/// One line of the checklist: what a step found or did, or why it was not done.
 /// A checklist line's mark.
 public enum ChecklistMark: String, Sendable {
     case ok = "✓"
@@ -32,6 +31,7 @@ public enum ChecklistMark: String, Sendable {
     case notApplicable = "—"
 }
 
+/// One line of the checklist: what a step found or did, or why it was not done.
 public struct ChecklistItem<Step: StepName>: Sendable, Equatable {
     public typealias Mark = ChecklistMark
 

@@ -163,6 +163,26 @@ struct CloudFlowTests {
         }
     }
 
+    @Test("an EC2 call that never answers ends at the per-attempt timeout: three timeouts, exit 69 naming it, no volume")
+    func callTimesOut() async throws {
+        var settings = fastSettings()
+        // Far past the timeout: only the agent's timeout can end an attempt, however loaded the machine.
+        settings.hangDuration = .seconds(60)
+        try await withSimulatedHost(settings) { host in
+            await host.cloud.state.addFault(Fault(target: "DescribeSnapshots", kind: .noResponse, trigger: .always))
+            // DescribeSnapshots is the run's first EC2 call and the run ends there: only the hung call meets this timeout.
+            var tuning = fastTuning()
+            tuning.ec2Timeout = .seconds(1)
+            let error = try await host.runError(tuning: tuning)
+            #expect(error.map { ExitStatus(for: $0) } == .unavailable, "\(String(describing: error))")
+            #expect(String(describing: error).contains("DescribeSnapshots") && String(describing: error).contains("no complete answer within 1s"),
+                    "\(String(describing: error))")
+            let calls = await host.cloud.state.callLog().filter { $0.action == "DescribeSnapshots" }
+            #expect(calls.count == 3 && calls.allSatisfy { $0.outcome == "fault:noResponse" }, "\(calls.map(\.outcome))")
+            #expect(await host.cloud.state.volumeTable().isEmpty)
+        }
+    }
+
     @Test("IAM denies AttachVolume: exit 77 at once, no retries, the new volume given back; DryRun reports the gap")
     func permissionDenied() async throws {
         try await withSimulatedHost { host in

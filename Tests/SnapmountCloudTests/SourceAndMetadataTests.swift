@@ -158,6 +158,20 @@ struct SourceAndMetadataTests {
         }
     }
 
+    @Test("a token request that always fails is tried the loop's attempts, once — not again for each GET attempt — and said once")
+    func tokenNeverIssued() async throws {
+        try await withCloud { cloud in
+            await cloud.state.addFault(Fault(target: "imds:token", kind: .http500, trigger: .always))
+            let error = try await resolveError(cloud)
+            let text = String(describing: error)
+            #expect(error.map { ExitStatus(for: $0) } == .unavailable, "\(text)")
+            #expect(text.components(separatedBy: "after 3 attempts").count == 2, "\(text)")
+            let calls = await cloud.state.callLog().filter { $0.service == "imds" }
+            #expect(calls.count("api/token") == 3, "\(calls.map(\.action))")
+            #expect(calls.count == 3, "no GET without a token: \(calls.map(\.action))")
+        }
+    }
+
     @Test("AWS_EC2_METADATA_DISABLED=true: IMDS is never contacted, exit 78")
     func metadataDisabled() async throws {
         try await withCloud { cloud in

@@ -192,6 +192,22 @@ struct RetryPolicyTests {
         #expect(policy.throttleBackoff(random: 7) == .seconds(6))
     }
 
+    @Test("clock skew: measured against the midpoint; no Date, an Age, a round trip over 15 minutes or a backwards one tell nothing")
+    func skewMeasurement() {
+        let sent = UTCTimestamp(secondsSinceEpoch: 1_767_225_600)  // 2026-01-01T00:00:00Z
+        let date = "Thu, 01 Jan 2026 00:05:01 GMT"
+        #expect(ClockSkew.measure(date: date, age: nil, sentAt: sent, receivedAt: sent.adding(seconds: 2)) == 300)
+        #expect(ClockSkew.measure(date: nil, age: nil, sentAt: sent, receivedAt: sent.adding(seconds: 2)) == nil)
+        #expect(ClockSkew.measure(date: date, age: "10", sentAt: sent, receivedAt: sent.adding(seconds: 2)) == nil)
+        #expect(ClockSkew.measure(date: date, age: nil, sentAt: sent, receivedAt: sent.adding(seconds: 901)) == nil)
+        #expect(ClockSkew.measure(date: date, age: nil, sentAt: sent, receivedAt: sent.adding(seconds: -30)) == nil)
+        #expect(ClockSkew.isSkewError(code: "RequestExpired", measured: 10))
+        #expect(!ClockSkew.isSkewError(code: "RequestExpired", measured: nil))
+        #expect(!ClockSkew.isSkewError(code: "AuthFailure", measured: 240))
+        #expect(ClockSkew.isSkewError(code: "AuthFailure", measured: -241))
+        #expect(!ClockSkew.isSkewError(code: "UnauthorizedOperation", measured: 7200))
+    }
+
     @Test("the retry quota pays for 100 retries, timeouts cost double, successes refill")
     func quota() {
         var quota = RetryQuota()

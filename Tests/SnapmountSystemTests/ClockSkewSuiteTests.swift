@@ -80,8 +80,8 @@ struct ClockSkewSuiteTests {
                         return .failure(.returnedFalse(action: "Test"), .final)
                     }
                     let attempt = operation.attempts[made - 1]
-                    #expect(context.signingTime == (try? Self.time(attempt.expectedSigningTime)),
-                            "operation \(index + 1), attempt \(made): signed at \(context.signingTime)")
+                    let signed = context.signingTime()
+                    #expect(signed == (try? Self.time(attempt.expectedSigningTime)), "operation \(index + 1), attempt \(made): signed at \(signed)")
                     context.answer = (attempt.response.headers["Date"], attempt.response.headers["Age"])
                     guard let code = attempt.response.errorCode else { return .success(()) }
                     let error = EC2CallError.service(EC2ServiceError(action: "Test", code: code, message: "", requestID: "",
@@ -104,8 +104,8 @@ struct ClockSkewSuiteTests {
     }
 }
 
-/// A clock whose `now()` answers the scripted readings in order: the loop reads it at each
-/// send and each receive. Sleeps return at once.
+/// A clock whose `now()` answers the scripted readings in order: read at each send (the
+/// signing time) and each receive. Sleeps return at once.
 final class ScriptedClock: AgentClock, @unchecked Sendable {
     private let lock = NSLock()
     private var readings: [UTCTimestamp] = []

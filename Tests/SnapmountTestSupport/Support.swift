@@ -128,10 +128,9 @@ public func fastSettings(_ dialect: Dialect = .ec2) -> DevCloudSettings {
 }
 
 /// Agent settings scaled to the fast cloud: short backoff and polls. The per-request
-/// timeouts stay long: they end a hung test, they do not measure the machine — a test that
-/// needs a request to time out gets it from a fault that never answers in time (a
-/// `noResponse` hang, a delayed `snap.txt`) and, where it must, a timeout shorter than the
-/// hang for the one service it faults.
+/// timeouts stay long: they end a hung test, they do not measure the machine. A test that
+/// needs the agent's timeout sets a short one where only the faulted call meets it, against a
+/// fault far longer (a 60 s hang, a `snap.txt` delayed 3 s).
 public func fastTuning(attempts: Int = 3) -> CloudTuning {
     var tuning = CloudTuning()
     tuning.retry = RetryPolicy(maxAttempts: attempts, baseDelay: .milliseconds(20), maxBackoff: .milliseconds(200),

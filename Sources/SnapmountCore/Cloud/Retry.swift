@@ -221,12 +221,14 @@ public struct ClockSkew: Sendable, Equatable {
 
     /// What an answer says of the skew: its `Date` minus the midpoint of `sentAt` and
     /// `receivedAt` (the local clock's readings); `nil` when it has no readable `Date`, has an
-    /// `Age` (a cache served it, its `Date` is old), or the round trip took over 15 minutes.
+    /// `Age` (a cache served it, its `Date` is old), or the round trip took over 15 minutes
+    /// (or less than nothing: the local clock was stepped back meanwhile).
     public static func measure(date: String?, age: String?, sentAt: UTCTimestamp, receivedAt: UTCTimestamp) -> Int64? {
         guard age == nil, let date, let server = UTCTimestamp(httpDate: date) else { return nil }
         let sent = sentAt.secondsSinceEpoch
         let received = receivedAt.secondsSinceEpoch
-        guard received - sent <= trustedRoundTrip else { return nil }
+        // A round trip that went backwards (the clock was stepped meanwhile) tells nothing either.
+        guard (0...trustedRoundTrip).contains(received - sent) else { return nil }
         return server.secondsSinceEpoch - (sent + (received - sent) / 2)
     }
 

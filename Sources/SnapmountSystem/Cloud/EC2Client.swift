@@ -179,7 +179,7 @@ public final class EC2Client {
         let signature: SigV4Signature
         do {
             signature = try signer.sign(SigV4Request(method: "POST", path: "/", headers: headers, body: body),
-                                        credentials: credentials, at: context.signingTime)
+                                        credentials: credentials, at: context.signingTime())
         } catch {
             return .failure(.signing(error))
         }

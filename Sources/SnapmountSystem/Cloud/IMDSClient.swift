@@ -65,7 +65,9 @@ public final class IMDSClient {
             let response: HTTPResponse
             switch fetch(path) {
             case .success(let answer): response = answer
-            case .failure(let error): return .failure(error, Self.retryClass(of: error))
+            // The token's own attempts are spent (or it was refused): not tried again here.
+            case .failure(.token(let error)): return .failure(error, .final)
+            case .failure(.get(let error)): return .failure(error, Self.retryClass(of: error))
             }
             switch response.status {
             case 200:
@@ -81,27 +83,33 @@ public final class IMDSClient {
         }
     }
 
+    /// Why a GET did not get an answer: the session token could not be had (its own retries
+    /// are spent), or the GET itself failed.
+    private enum FetchFailure: Error {
+        case token(IMDSError)
+        case get(IMDSError)
+    }
+
     /// One GET with the session token. A 401 means the token expired or IMDS restarted: it
-    /// is fetched again and the GET repeated at once, the once; a second 401 is the loop's.
-    private func fetch(_ path: String) -> Result<HTTPResponse, IMDSError> {
+    /// is fetched again and the GET repeated at once, the once; a second 401 is the loop's
+    /// (and its token is dropped too).
+    private func fetch(_ path: String) -> Result<HTTPResponse, FetchFailure> {
         var refreshed = false
         while true {
+            let token: Secret
+            do throws(IMDSError) { token = try sessionToken() } catch { return .failure(.token(error)) }
             let response: HTTPResponse
-            do throws(IMDSError) {
-                let token = try sessionToken()
-                do throws(HTTPError) {
-                    response = try http.send(HTTPRequest(
-                        .get, "\(settings.endpoint)/latest/\(path)", headers: [("X-aws-ec2-metadata-token", token.exposedValue())],
-                        connectTimeout: clock.capped(settings.timeout), timeout: clock.capped(settings.timeout), maximumResponseBytes: 64 * 1024,
-                        useProxy: false))
-                } catch {
-                    return .failure(.transport(path: path, error))
-                }
+            do throws(HTTPError) {
+                response = try http.send(HTTPRequest(
+                    .get, "\(settings.endpoint)/latest/\(path)", headers: [("X-aws-ec2-metadata-token", token.exposedValue())],
+                    connectTimeout: clock.capped(settings.timeout), timeout: clock.capped(settings.timeout), maximumResponseBytes: 64 * 1024,
+                    useProxy: false))
             } catch {
-                return .failure(error)
+                return .failure(.get(.transport(path: path, error)))
             }
-            guard response.status == 401, !refreshed else { return .success(response) }
-            token = nil
+            guard response.status == 401 else { return .success(response) }
+            self.token = nil
+            guard !refreshed else { return .success(response) }
             refreshed = true
         }
     }

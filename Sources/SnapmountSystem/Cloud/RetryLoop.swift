@@ -35,7 +35,7 @@ public final class AWSTime: Sendable {
         if abs(measured) > ClockSkew.threshold {
             logger.warning("the local clock is \(abs(measured)) s \(measured > 0 ? "behind" : "ahead of") AWS's (\(service)'s Date header); signing with AWS's time")
         } else {
-            logger.info("the local clock agrees with AWS's again (\(service)'s Date header, \(measured) s)")
+            logger.info("the local clock is within \(ClockSkew.threshold / 60) minutes of AWS's again (\(service)'s Date header, \(measured) s)")
         }
     }
 }
@@ -57,10 +57,26 @@ public enum RetryClass: Sendable, Equatable {
 public struct AttemptContext {
     /// 1 for the first.
     public let number: Int
-    /// The time to sign the request with: the local clock at send, corrected.
-    public let signingTime: UTCTimestamp
+    private let clock: any AgentClock
+    private let time: AWSTime?
+    /// The local clock when the request was signed — its send, for the skew measurement.
+    public private(set) var sentAt: UTCTimestamp?
     /// What the server answered, if it answered: its `Date` and `Age` headers.
     public var answer: (date: String?, age: String?)?
+
+    init(number: Int, clock: any AgentClock, time: AWSTime?) {
+        self.number = number
+        self.clock = clock
+        self.time = time
+    }
+
+    /// The time to sign the request with, read just before signing (after the credentials,
+    /// which may take a while): the local clock now, corrected. It marks the send.
+    public mutating func signingTime() -> UTCTimestamp {
+        let now = clock.now()
+        sentAt = now
+        return time?.corrected(now) ?? now
+    }
 
     /// Keeps the answer's headers for the clock-skew measurement.
     public mutating func answered(_ response: HTTPResponse) {
@@ -126,11 +142,10 @@ public final class RetryLoop {
         var retryCost: Int?
         while true {
             holdBack(label)
-            let sent = clock.now()
-            var context = AttemptContext(number: number, signingTime: time?.corrected(sent) ?? sent)
+            var context = AttemptContext(number: number, clock: clock, time: time)
             let outcome = attempt(&context)
             var measured: Int64?
-            if let time, let answer = context.answer {
+            if let time, let sent = context.sentAt, let answer = context.answer {
                 measured = ClockSkew.measure(date: answer.date, age: answer.age, sentAt: sent, receivedAt: clock.now())
                 if let measured { time.record(measured, service: service, logger: logger) }
             }

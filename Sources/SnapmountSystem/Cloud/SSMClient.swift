@@ -127,7 +127,7 @@ public final class SSMClient {
                        (name: "X-Amz-Target", value: "AmazonSSM.\(action)")]
         let signature: SigV4Signature
         do {
-            signature = try signer.sign(SigV4Request(method: "POST", path: "/", headers: headers, body: body), credentials: current, at: context.signingTime)
+            signature = try signer.sign(SigV4Request(method: "POST", path: "/", headers: headers, body: body), credentials: current, at: context.signingTime())
         } catch {
             throw .signing(error)
         }
