@@ -265,22 +265,25 @@ struct CloudFlowTests {
     func throttling() async throws {
         try await withCloud { cloud in
             var buckets = ThrottleBuckets()
-            buckets.describe = BucketSize(capacity: 2, refillPerSecond: 2)
+            // One token a second: six calls need four seconds of refill, far more than six calls
+            // take however busy the machine, so throttling is certain (a refill as fast as the
+            // calls measured the machine: on a loaded one the bucket kept up).
+            buckets.describe = BucketSize(capacity: 2, refillPerSecond: 1)
             await cloud.state.setBuckets(buckets)
             let environment = try AgentEnvironment(cloud.environment)
             let sink = CapturedLines()
             let logger = capturingLogger(sink, level: .warning)
-            var throttledTuning = fastTuning(attempts: 10)
-            throttledTuning.retry = RetryPolicy(maxAttempts: 10, baseDelay: .milliseconds(1), maxBackoff: .milliseconds(1),
+            var throttledTuning = fastTuning(attempts: 20)
+            throttledTuning.retry = RetryPolicy(maxAttempts: 20, baseDelay: .milliseconds(1), maxBackoff: .milliseconds(1),
                                                 throttleWait: .milliseconds(100) ... .milliseconds(400))
             let tuning = throttledTuning
             try await onThread {
                 let session = try CloudSession.connect(environment: environment, logger: logger, tuning: tuning)
-                for _ in 0..<10 { _ = try session.ec2.describeVolumes() }
+                for _ in 0..<6 { _ = try session.ec2.describeVolumes() }
             }
             let throttled = await cloud.state.callLog().filter { $0.outcome == "RequestLimitExceeded" }
             #expect(throttled.count >= 3)
-            // "EC2 DescribeVolumes: RequestLimitExceeded; retry N of 9 in Xms"
+            // "EC2 DescribeVolumes: RequestLimitExceeded; retry N of 19 in Xms"
             var delays: [(retry: Int, milliseconds: Int64)] = []
             for line in sink.lines where line.contains("RequestLimitExceeded; retry") {
                 let words = line.split(separator: " ")
@@ -339,6 +342,30 @@ struct CloudFlowTests {
             let calls = await cloud.state.callLog().ec2Calls()
             #expect(Set(calls.compactMap(\.accessKeyID)).count >= 2, "credentials were never rotated")
             #expect(calls.allSatisfy { $0.outcome == "ok" }, "\(Set(calls.map(\.outcome)))")
+        }
+    }
+
+    @Test("credentials' expiry is judged on AWS's time: the same role credentials are usable on the local clock and too close to expiry on the corrected one")
+    func expiryOnCorrectedClock() async throws {
+        var settings = fastSettings()
+        settings.roleCredentialLifetime = .seconds(3600)
+        try await withCloud(settings) { cloud in
+            let environment = try AgentEnvironment(cloud.environment)
+            let outcomes = try await onThread { () -> [String] in
+                // AWS's clock 20 minutes ahead of this one: the hour left is 40 minutes, less than the 50-minute window.
+                try [0, 1200].map { (correction: Int64) -> String in
+                    let imds = IMDSClient(settings: environment.imds, http: try HTTPClient(), logger: quietLogger)
+                    let provider = CredentialsProvider(fixed: nil, imds: imds, time: AWSTime(clock: SystemClock(), correction: correction),
+                                                       logger: quietLogger, refreshWindow: .seconds(50 * 60))
+                    do {
+                        _ = try provider.current()
+                        return "usable"
+                    } catch {
+                        return "\(error)".contains("too soon to use") ? "expiring" : "\(error)"
+                    }
+                }
+            }
+            #expect(outcomes == ["usable", "expiring"])
         }
     }
 
