@@ -182,6 +182,7 @@ public actor CloudState {
             case .fromCall(let n) where count >= n: return fault.kind
             case .fraction(let p) where Double.random(in: 0..<1) < p: return fault.kind
             case .during(let window) where ContinuousClock.now - added < .milliseconds(Int64(window * 1000)): return fault.kind
+            case .firstCalls(let n) where count <= n: return fault.kind
             default: continue
             }
         }

@@ -198,6 +198,8 @@ public enum FaultTrigger: Sendable, Codable, Equatable {
     case fraction(Double)
     /// Every call for this many seconds after the fault is added (a service down at boot).
     case during(seconds: Double)
+    /// The first `count` calls (a service down at boot, however long the boot takes to call it).
+    case firstCalls(count: Int)
 }
 
 public struct Fault: Sendable, Codable, Equatable {
