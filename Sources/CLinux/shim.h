@@ -13,10 +13,16 @@
 extern int pipe2(int pipefd[2], int flags);
 extern int prctl(int option, ...);
 extern int posix_spawn_file_actions_addclosefrom_np(posix_spawn_file_actions_t *actions, int from);
+extern int syncfs(int fd);
 
 /// pipe2(2): a pipe whose two ends have the given flags (O_CLOEXEC) from the start.
 static inline int clinux_pipe2(int *_Nonnull fds, int flags) {
     return pipe2(fds, flags);
+}
+
+/// syncfs(2): everything written to the filesystem that holds `fd` is on its device.
+static inline int clinux_syncfs(int fd) {
+    return syncfs(fd);
 }
 
 /// prctl(PR_SET_DUMPABLE, 0): no core dump, no ptrace by other users — the process holds

@@ -56,7 +56,7 @@ public enum PushError: SnapmountError, Equatable {
         case .notStable(let rounds, let pending):
             "new instances kept joining the groups for \(rounds) rounds (\(pending) not pushed yet); run push again"
         case .stopped(let signal):
-            "stopped by signal \(signal); hosts already pushed hold the new release, the others the old one, and any host stopped mid-sync holds no known release (its next boot heals it)"
+            "stopped by signal \(signal); hosts already pushed hold the new release, the others the old one (a sync stopped half way changed nothing in use), and a host stopped during its switch holds no known release until it is pushed again (or its next boot heals it)"
         }
     }
 }
@@ -82,6 +82,11 @@ public struct PushOptions: Sendable {
     /// Where the release-side lock lives (publish, push and rollback exclude each other).
     public var lockDirectory = "/run/snapmount"
     public var lockTimeout: Duration = .seconds(600)
+    /// The instance's snapmount, as words for its shell: `switch` puts the staged release in use.
+    public var remoteSnapmount = ["snapmount"]
+    /// The longest a host's switch (activation and health check included) may take.
+    public var switchTimeout = PushOptions.defaultSwitchTimeout
+    public static let defaultSwitchTimeout: Duration = .seconds(15 * 60)
     /// The longest one host's rsync may take.
     public var hostTimeout = PushOptions.defaultHostTimeout
     public static let defaultHostTimeout: Duration = .seconds(30 * 60)
@@ -118,12 +123,14 @@ public struct HostReport: Sendable, Equatable {
     public var duration: Duration
 }
 
-/// `snapmount push`: the published release's files to every instance of the groups, over
-/// ssh with rsync, a bounded number at a time, each only into a mounted release; the groups
-/// listed again after each round until no new instance appears. Each host's volume is marked
-/// as holding no known release before its files change, the manifest is sent last, and only
-/// then does the volume's identity tag say the new release: a sync that fails half way leaves
-/// a host that its next boot heals, never one that claims a release it does not hold.
+/// `snapmount push`: the published release to every instance of the groups, over ssh, a
+/// bounded number at a time, each only into a mounted release; the groups listed again after
+/// each round until no new instance appears. On each host rsync fills the staged tree beside
+/// the one in use (unchanged files hard-linked), the manifest last; then the host's own
+/// `snapmount switch` puts it in use whole, activates it and checks its health, going back
+/// to the release it had when either fails. The volume's identity tag says "unknown" from
+/// just before the switch until the switch reports the release it left in use: a host is
+/// never said to hold a release it does not hold.
 public final class PushFlow: @unchecked Sendable {  // run() is called once; the workers share only `state`, under its lock
     public let options: PushOptions
     private let mode: FlowMode
@@ -194,7 +201,7 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         var round = 0
         while true {
             if let signal = StopSignal.received { throw PushError.stopped(signal: signal) }
-            members = try list(session)
+            members = try GroupQueries(session: session).members(options.groups)
             listed = members
             let todo = members.filter { reports[$0.instance] == nil && $0.phase != .leaving }
             if todo.isEmpty { break }
@@ -206,7 +213,7 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
                 guard newRounds <= options.rounds else { throw PushError.notStable(rounds: options.rounds, pending: todo.count) }
             }
             if round > 1 { logger.notice("round \(round): \(todo.count) instance(s) to push to") }
-            let instances = try describe(session, todo.map(\.instance))
+            let instances = try GroupQueries(session: session).instances(todo.map(\.instance))
             let now = clock.monotonic()
             for member in todo where firstSeen[member.instance] == nil { firstSeen[member.instance] = now }
             // Not reachable yet is not a failure for an instance still launching, or one Auto
@@ -292,66 +299,25 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
     /// The release here, which must be the published one: its manifest's identity is the
     /// identity of the snapshot `--published` names.
     private func publishedRelease(_ session: CloudSession) throws -> Release {
-        let snapshotID: SnapshotID
-        switch options.published {
-        case .file(let path):
-            do {
-                snapshotID = try SnapshotSourceBody.parse(try readFile(path.text, limit: 4096), url: path.text)
-            } catch {
-                throw PushError.publishedUnreadable(path.text, "\(error)")
-            }
-        case .ssm(let name):
-            // Read as the boot side reads an ssm: source (the owner plays no part for SSM).
-            snapshotID = try session.publishedID(.ssm(name: name), owner: .selfAccount)
-        }
+        let queries = GroupQueries(session: session)
         guard let manifest = ReleaseManifest.load(in: options.directory.text) else { throw PushError.noManifest(options.directory.text) }
-        guard let snapshot = try session.ec2.describeSnapshot(snapshotID) else {
-            throw PushError.publishedUnreadable(options.published.description, "EC2 knows no snapshot \(snapshotID)")
-        }
+        let snapshot = try queries.publishedSnapshot(options.published)
         guard snapshot.releaseIdentity == manifest.id else {
             throw PushError.notThePublishedRelease(directory: options.directory.text, holds: manifest.id, published: snapshot.releaseIdentity,
-                                                   snapshot: snapshotID)
+                                                   snapshot: snapshot.id)
         }
-        return Release(manifest: manifest, snapshot: snapshotID)
+        return Release(manifest: manifest, snapshot: snapshot.id)
     }
 
-    private func list(_ session: CloudSession) throws -> [GroupMember] {
-        let groups = try session.autoScaling.describeGroups(options.groups)
-        let missing = options.groups.filter { groups[$0] == nil }
-        guard missing.isEmpty else { throw PushError.noSuchGroups(missing) }
-        var seen = Set<InstanceID>()
-        return options.groups.flatMap { groups[$0] ?? [] }.filter { seen.insert($0.instance).inserted }
-    }
-
-    /// The instances EC2 knows, by an `instance-id` filter: an id Auto Scaling lists and EC2
-    /// does not know yet is simply absent (by id, one such would fail the whole call).
-    private func describe(_ session: CloudSession, _ ids: [InstanceID]) throws -> [InstanceID: EC2Instance] {
-        var byID: [InstanceID: EC2Instance] = [:]
-        for instance in try session.ec2.describeInstances(ids) { byID[instance.id] = instance }
-        return byID
-    }
-
-    /// This round's instances' release volumes: the one snapmount volume of this mount point
-    /// attached to each — or, where none carries this mount point, the only snapmount volume
-    /// attached (a host whose configuration names its mount point differently). More than one
-    /// candidate is no answer: that host is not pushed to.
+    /// This round's instances' release volumes (``GroupQueries/releaseVolumes(_:mountPoint:)``);
+    /// none when EC2 cannot list them: no host is pushed to this round.
     private func releaseVolumes(_ session: CloudSession, _ ids: [InstanceID]) -> [InstanceID: VolumeID] {
-        guard !ids.isEmpty else { return [:] }
-        let volumes: [EC2Volume]
         do {
-            volumes = try session.ec2.describeVolumes(filters: [("tag:\(VolumeRequest.instanceTag)", ids.map(\.text))])
+            return try GroupQueries(session: session).releaseVolumes(ids, mountPoint: options.directory.text).mapValues(\.id)
         } catch {
             logger.warning("cannot list the instances' release volumes (\(error)); no host can be pushed to this round")
             return [:]
         }
-        var result: [InstanceID: VolumeID] = [:]
-        for id in ids {
-            let attached = volumes.filter { $0.attachments.contains { $0.instanceID == id && $0.state == .attached } && !$0.isReleaseSource }
-            let here = attached.filter { $0.belongs(to: options.directory.text) }
-            let candidates = here.isEmpty ? attached : here
-            if candidates.count == 1 { result[id] = candidates[0].id }
-        }
-        return result
     }
 
     // MARK: Hosts
@@ -405,29 +371,79 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         guard let volume else {
             return .failed("cannot tell which volume holds its release (none, or more than one, attached with snapmount's tags for \(directory)); nothing sent")
         }
-        if mode == .apply {
-            // Before any file changes: the volume holds no known release until the manifest is there.
-            do {
-                try tagger.mark(volume, holding: ReleaseID.unknownTag)
-            } catch {
-                return .failed("cannot mark \(volume) as changing (\(error)); nothing sent")
-            }
-        }
-        // Everything but the manifest (the remote one goes first: --delete-before, excluded),
-        // then the manifest alone. The remote side checks the mount again itself, as it starts.
-        let tree = rsync(host, ["--delete", "--delete-before", "--delete-excluded", "--exclude", "/" + ReleaseManifest.directory + "/",
-                                directory + "/", host.destination + ":" + directory + "/"])
+        // The host's snapmount gets the staged tree ready (finishing a switch that was
+        // interrupted); in a dry run it only shows it has the switch command.
+        let ready = remoteSnapmount(host, mode == .apply ? ["switch", "--prepare", "--mount-point", directory] : ["switch", "--help"],
+                                    timeout: .seconds(120))
+        if let failure = ready.failure(of: "switch --prepare") { return .failed(failure + "; nothing sent") }
+
+        // Into the staged tree beside the one in use (unchanged files hard-linked to it), the
+        // manifest last: the application never sees these files until the switch.
+        let staged = directory + "/" + ReleaseManifest.directory + "/" + ReleaseTree.Side.staged.rawValue + "/"
+        let tree = rsync(host, ["--delete", "--link-dest=../..", "--exclude", "/" + ReleaseManifest.directory + "/", "--exclude", "/lost+found/",
+                                directory + "/", host.destination + ":" + staged])
         guard case .success(let summary) = tree else { return tree.failure }
         if mode == .check { return .wouldPush(summary) }
-        let manifest = rsync(host, ["-R", directory + "/./" + ReleaseManifest.directory, host.destination + ":" + directory + "/"])
+        let manifest = rsync(host, ["-R", directory + "/./" + ReleaseManifest.relativePath, host.destination + ":" + staged])
         guard case .success(let last) = manifest else { return manifest.failure }
         let sent = RsyncSummary(bytesSent: summary.bytesSent + last.bytesSent, filesTransferred: summary.filesTransferred + last.filesTransferred)
+
+        // Before the tree in use changes, the volume holds no known release until the switch says which.
         do {
-            try tagger.mark(volume, holding: release.manifest.id.text)
-            return .pushed(sent, recorded: true)
+            try tagger.mark(volume, holding: ReleaseID.unknownTag)
         } catch {
-            logger.warning("\(host.destination): pushed, but \(volume)'s identity tag still says \(ReleaseID.unknownTag) (\(error)); its next boot replaces the volume with one from \(release.snapshot)")
-            return .pushed(sent, recorded: false)
+            return .failed("cannot mark \(volume) as changing (\(error)); the staged release was not put in use")
+        }
+        let switched = remoteSnapmount(host, ["switch", "--mount-point", directory, "--expect", release.manifest.id.text, "--json"],
+                                       timeout: options.switchTimeout)
+        let report = switched.result.flatMap { SwitchReport(output: $0.output) }
+        // What the host says it holds now is what its volume's tag says; without an answer, unknown.
+        let holding = report?.after?.text ?? ReleaseID.unknownTag
+        let result = report?.result.rawValue ?? SwitchReport.Result.failed.rawValue
+        var recorded = true
+        do {
+            try tagger.mark(volume, holding: holding, deployment: "\(result) \(release.manifest.id) \(clock.now().amzDate)")
+        } catch {
+            recorded = false
+            logger.warning("\(host.destination): \(volume)'s identity tag still says \(ReleaseID.unknownTag) (\(error)); its next boot replaces the volume with one from \(release.snapshot)")
+        }
+        guard let report else {
+            return .failed((switched.failure(of: "switch") ?? "switch printed no report") + "; the host holds no known release until it is pushed again or boots")
+        }
+        switch report.result {
+        case .switched:
+            return .pushed(sent, recorded: recorded)
+        case .rolledBack:
+            return .rolledBack(report.error ?? "activation or health check failed; back on \(holding)")
+        case .failed:
+            return .failed(report.error ?? "the switch failed")
+        }
+    }
+
+    /// The instance's own snapmount (``PushOptions/remoteSnapmount``) over ssh.
+    private func remoteSnapmount(_ host: RemoteHost, _ arguments: [String], timeout: Duration) -> RemoteResult {
+        let command = (options.remoteSnapmount + arguments).map(ShellWords.shellQuoted).joined(separator: " ")
+        do {
+            return RemoteResult(result: try runner.run(sshProgram, sshWords(host) + [host.destination, command], timeout: timeout), error: nil)
+        } catch {
+            return RemoteResult(result: nil, error: "ssh: \(error)")
+        }
+    }
+
+    private struct RemoteResult {
+        var result: ProcessResult?
+        var error: String?
+
+        /// `nil` when it exited 0; otherwise what to say.
+        func failure(of what: String) -> String? {
+            guard let result else { return error ?? "ssh failed" }
+            switch result.status {
+            case 0: return nil
+            case 64 where result.output.contains("switch"), 127:
+                return "the host's snapmount has no switch command (exit \(result.status)): upgrade snapmount on the instances to this release server's version"
+            case 255: return "the connection failed (ssh exit 255): " + lastOutputLine(result.output)
+            default: return "snapmount \(what) exited \(result.status) there: " + lastOutputLine(result.output)
+            }
         }
     }
 
@@ -449,14 +465,14 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         do {
             result = try runner.run("rsync", arguments, timeout: options.hostTimeout)
         } catch {
-            return .failure(.failed("rsync: \(error); the host holds no known release until it is pushed again or boots"))
+            return .failure(.failed("rsync: \(error); the release in use there is unchanged"))
         }
         // 24: files vanished on the sending side while it ran — the tree changed under the
         // push, so the host cannot be said to hold the release (a dry run only reports).
         guard result.status == 0 || (result.status == 24 && mode == .check) else {
             let what = result.status == 255 || result.status == 12 || result.status == 10 ? "the connection failed" : "rsync failed"
-            let after = mode == .apply ? "; the host holds no known release until it is pushed again or boots" : ""
-            return .failure(.failed("\(what) (rsync exit \(result.status)): " + lastLine(result.output, or: "no output") + after))
+            let after = mode == .apply ? "; the release in use there is unchanged" : ""
+            return .failure(.failed("\(what) (rsync exit \(result.status)): " + lastOutputLine(result.output) + after))
         }
         return .success(RsyncSummary.parse(result.output) ?? RsyncSummary(bytesSent: 0, filesTransferred: 0))
     }
@@ -479,19 +495,19 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
             case 0:
                 return nil
             case 255 where Self.isHostKeyRefusal(result.output):
-                return .failed("ssh refused the host key: " + lastLine(result.output, or: "host key verification failed")
+                return .failed("ssh refused the host key: " + lastOutputLine(result.output, or: "host key verification failed")
                                + " (a changed key for \(member.instance) in \(options.knownHosts): if the instance was rebuilt, remove its line with ssh-keygen -R \(member.instance) -f \(options.knownHosts))")
             case 255 where member.phase != .launching && attempt < options.attempts:
                 clock.sleep(for: options.retryDelay)
                 attempt += 1
             case 255:
-                return .unreachable(lastLine(result.output, or: "ssh could not connect"))
+                return .unreachable(lastOutputLine(result.output, or: "ssh could not connect"))
             case Self.notMountedStatus:
                 // Its boot has not mounted the release yet, so it will mount the published one.
                 if member.phase == .launching { return .booting }
                 return .failed("\(directory) is not a mount point there (the release is not mounted: see snapmount status on the host)")
             default:
-                return .failed("the mount check failed (exit \(result.status)): " + lastLine(result.output, or: "no output"))
+                return .failed("the mount check failed (exit \(result.status)): " + lastOutputLine(result.output, or: "no output"))
             }
         }
     }
@@ -520,6 +536,7 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         case .booting: "\(row.address) (\(row.member.instance)): \(row.member.lifecycleState), release not mounted yet: it mounts the published one at boot"
         case .gone: "\(row.address) (\(row.member.instance)): gone"
         case .unreachable, .failed: "\(row.address.isEmpty ? "-" : row.address) (\(row.member.instance)): FAILED: \(row.outcome.failure ?? "")"
+        case .rolledBack(let reason): "\(row.address) (\(row.member.instance)): ROLLED BACK: \(reason)"
         }
         let progress = state.withLock { progress -> Progress in
             progress.done += 1
@@ -540,9 +557,11 @@ private final class VolumeTagger: @unchecked Sendable {
 
     init(ec2: EC2Client) { self.ec2 = ec2 }
 
-    func mark(_ volume: VolumeID, holding release: String) throws(EC2CallError) {
+    /// The volume's identity tag, and with `deployment` how the push to it ended, in one call.
+    func mark(_ volume: VolumeID, holding release: String, deployment: String? = nil) throws(EC2CallError) {
+        let tags = [VolumeTag(key: ReleaseTags.releaseID, value: release)] + (deployment.map { [VolumeTag(key: ReleaseTags.lastDeployment, value: $0)] } ?? [])
         try lock.withLock { _ throws(EC2CallError) in
-            try ec2.createTags([volume.text], [VolumeTag(key: ReleaseTags.releaseID, value: release)])
+            try ec2.createTags([volume.text], tags)
         }
     }
 }
@@ -551,9 +570,4 @@ private final class VolumeTagger: @unchecked Sendable {
 private struct RemoteHost {
     var destination: String
     var instance: InstanceID
-}
-
-private func lastLine(_ output: String, or fallback: String) -> String {
-    let lines = output.split(separator: "\n").map { String($0).trimmingWhitespace() }.filter { !$0.isEmpty }
-    return lines.last.map { $0.quotedForMessage(limit: 200) } ?? fallback
 }

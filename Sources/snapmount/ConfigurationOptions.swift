@@ -25,6 +25,10 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(name: .customLong(ConfigKey.snapshotOwner.rawValue), help: help(.snapshotOwner)) var snapshotOwner: String?
     @Option(name: .customLong(ConfigKey.fstab.rawValue), help: help(.fstab)) var fstab: String?
     @Option(name: .customLong(ConfigKey.mountOptions.rawValue), help: help(.mountOptions)) var mountOptions: String?
+    @Option(name: .customLong(ConfigKey.activate.rawValue), help: help(.activate)) var activate: String?
+    @Option(name: .customLong(ConfigKey.activateTimeout.rawValue), help: help(.activateTimeout)) var activateTimeout: String?
+    @Option(name: .customLong(ConfigKey.healthCheck.rawValue), help: help(.healthCheck)) var healthCheck: String?
+    @Option(name: .customLong(ConfigKey.healthTimeout.rawValue), help: help(.healthTimeout)) var healthTimeout: String?
 
     /// The values given on the command line, by key.
     var given: [ConfigKey: String] {
@@ -34,7 +38,8 @@ struct ConfigurationOptions: ParsableArguments {
             (.throughput, throughput), (.encrypted, encrypted), (.kmsKeyID, kmsKeyID), (.tags, tags),
             (.initializationRate, initializationRate),
             (.deviceTimeout, deviceTimeout), (.runTimeout, runTimeout), (.snapshotOwner, snapshotOwner), (.fstab, fstab),
-            (.mountOptions, mountOptions),
+            (.mountOptions, mountOptions), (.activate, activate), (.activateTimeout, activateTimeout),
+            (.healthCheck, healthCheck), (.healthTimeout, healthTimeout),
         ]
         return Dictionary(uniqueKeysWithValues: pairs.compactMap { key, value in value.map { (key, $0) } })
     }

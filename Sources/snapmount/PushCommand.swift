@@ -14,14 +14,17 @@ extension Snapmount {
     struct PushCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "push",
-            abstract: "Push the release's files to the running instances of Auto Scaling groups (rsync over ssh).",
+            abstract: "Push the release to the running instances of Auto Scaling groups: sync, switch, activate, check.",
             discussion: """
                 Run on the release server after snapmount publish: the release here must be \
-                the published one (its manifest). Each host's volume is marked as holding no \
-                known release, gets rsync -az --delete into its mounted release, the manifest \
-                last, and then the new release's identity tag. Host keys are known per \
-                instance id. Lists the groups again until no new instance appears; exits 69 \
-                naming the hosts that failed. See snapmount(8), PUSH.
+                the published one (its manifest). On each host, rsync fills a staged tree \
+                beside the release in use (unchanged files hard-linked), the manifest last; \
+                the host's snapmount switch then puts it in use whole, runs the host's \
+                activate command and health check, and goes back to the release it had if \
+                either fails. The volume's identity tag follows what the host holds. Host \
+                keys are known per instance id. Lists the groups again until no new instance \
+                appears; exits 69 naming the hosts that failed or went back. See \
+                snapmount(8), PUSH and DEPLOY.
                 """
         )
 
@@ -66,6 +69,18 @@ extension Snapmount {
                 transform: OptionValue.duration(in: .seconds(0)...Duration.seconds(3600)))
         var launchWait = Self.defaultLaunchWait
 
+        @Option(help: ArgumentHelp("snapmount on the instances, as a command for their shell.", valueName: "command", default: Self.defaultRemote),
+                transform: OptionValue.command)
+        var remoteSnapmount = Self.defaultRemote
+
+        static let defaultRemote = CommandWords(words: ["snapmount"])
+
+        @Option(help: ArgumentHelp("The longest one host's switch may take, activation and health check included.", valueName: "duration",
+                                   default: Self.defaultSwitchTimeout),
+                transform: OptionValue.duration(in: .seconds(10)...Duration.seconds(24 * 3600)))
+        var switchTimeout = Self.defaultSwitchTimeout
+
+        static let defaultSwitchTimeout = DurationValue(PushOptions.defaultSwitchTimeout)
         static let defaultHostTimeout = DurationValue(PushOptions.defaultHostTimeout)
         static let defaultLaunchWait = DurationValue(PushOptions.defaultLaunchWait)
 
@@ -93,6 +108,8 @@ extension Snapmount {
             options.lockDirectory = environment.lockDirectory
             options.hostTimeout = hostTimeout.duration
             options.launchWait = launchWait.duration
+            options.remoteSnapmount = remoteSnapmount.words
+            options.switchTimeout = switchTimeout.duration
             StopSignal.catchSignals()
             // ssh finds its keys and agent through these; nothing else of the environment reaches it.
             var runner = SystemCommandRunner()

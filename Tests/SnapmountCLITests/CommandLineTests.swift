@@ -12,10 +12,7 @@ struct Snapmount {
         let stderr: String
     }
 
-    static let binary: URL = {
-        let bundle = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
-        return bundle.deletingLastPathComponent().appendingPathComponent("snapmount")
-    }()
+    static var binary: URL { snapmountBinary }
 
     /// An empty configuration file, so that no /etc/snapmount.conf on the machine is read.
     static let emptyConfig: String = {
@@ -78,7 +75,7 @@ struct CommandLineTests {
     }
 
     @Test("--help of snapmount and of each command is the whole expected text (Tests/SnapmountCLITests/Help)",
-          arguments: ["snapmount", "run", "status", "config", "publish", "push", "rollback"])
+          arguments: ["snapmount", "run", "status", "config", "publish", "push", "rollback", "switch"])
     func help(command: String) throws {
         let result = try Snapmount.run(command == "snapmount" ? ["--help"] : [command, "--help"])
         #expect(result.status == 0)

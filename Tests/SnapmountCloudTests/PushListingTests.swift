@@ -8,20 +8,24 @@ import SnapmountTestSupport
 import Testing
 
 /// ssh and rsync as scripts: the guard's exit status per address (a queue, the last one
-/// repeating), rsync's stats. The real programs over a real sshd: PushTests (root).
+/// repeating), rsync's stats, the host's `snapmount switch` report. The real programs over a
+/// real sshd: PushTests (root).
 final class ScriptedRemote: CommandRunner, @unchecked Sendable {
     private let lock = NSLock()
     private var guards: [String: [Int32]]
     private let rsyncFailures: [String: Int32]
+    /// Per address: the switch goes back to this release (its health check failed).
+    private let rollBacks: [String: String]
     private var log: [(address: String, step: String)] = []
     private(set) var synced: [String] = []
 
-    init(guards: [String: [Int32]] = [:], rsyncFailures: [String: Int32] = [:]) {
+    init(guards: [String: [Int32]] = [:], rsyncFailures: [String: Int32] = [:], rollBacks: [String: String] = [:]) {
         self.guards = guards
         self.rsyncFailures = rsyncFailures
+        self.rollBacks = rollBacks
     }
 
-    /// What each host was sent, in order: `mountpoint`, `tree`, `manifest`.
+    /// What each host was sent, in order: `mountpoint`, `prepare`, `tree`, `manifest`, `switch`.
     func steps(for address: String) -> [String] { lock.withLock { log.filter { $0.address == address }.map(\.step) } }
 
     func run(_ program: String, _ arguments: [String], timeout: Duration?) throws(ProcessRunError) -> ProcessResult {
@@ -37,6 +41,24 @@ final class ScriptedRemote: CommandRunner, @unchecked Sendable {
                 }
                 return ProcessResult(status: 0, output: manifest ? "Number of regular files transferred: 1\nTotal bytes sent: 0\n"
                                          : "Number of regular files transferred: 3\nTotal bytes sent: 1,234\n")
+            }
+            if let command = arguments.last, command.contains("'switch'") {
+                guard command.contains("'--json'") else {
+                    log.append((address, "prepare"))
+                    return ProcessResult(status: 0, output: "")
+                }
+                log.append((address, "switch"))
+                let words = command.split(separator: " ").map { String($0.dropFirst().dropLast()) }
+                let expected = words.firstIndex(of: "--expect").map { words[$0 + 1] } ?? ""
+                if let back = rollBacks[address] {
+                    return ProcessResult(status: 69, output: """
+                        snapmount: health check failed
+                        {"switch":"rolled-back","before":"\(back)","after":"\(back)","reached":"activate","error":"health check /bin/false did not pass within 2s; switched back to \(back)","timedOut":false,"milliseconds":2100}
+                        """)
+                }
+                return ProcessResult(status: 0, output: """
+                    {"switch":"switched","before":null,"after":"\(expected)","reached":"health","error":null,"timedOut":false,"milliseconds":40}
+                    """)
             }
             if arguments.last?.hasPrefix("mountpoint") == true {
                 log.append((address, "mountpoint"))
@@ -294,26 +316,31 @@ struct PushListingTests {
         }
     }
 
-    @Test("each host's volume: marked unknown before its files change, the new identity only after the manifest; a sync that fails leaves it unknown")
+    @Test("each host's volume: marked unknown just before its switch, then the release the switch reports; a sync that fails changes nothing in use and no tag; a host that went back is tagged with the release it went back to")
     func identityTagsFollowTheBytes() async throws {
         try await Self.withCloud { setup in
-            await Self.add(setup, 1)
-            await Self.add(setup, 2)
-            await Self.add(setup, 3)
+            for last in 1...4 { await Self.add(setup, last) }
+            let old = "rel-20261130T100000Z-0b0b0b0b"
             // 23: some files not transferred; 24: files vanished here while it ran (the tree changed).
-            let remote = ScriptedRemote(rsyncFailures: ["10.0.1.2": 23, "10.0.1.3": 24])
+            let remote = ScriptedRemote(rsyncFailures: ["10.0.1.2": 23, "10.0.1.3": 24], rollBacks: ["10.0.1.4": old])
             let (rows, error) = try await Self.push(setup, remote: remote)
             #expect(error.map { ExitStatus(for: $0) } == .unavailable)
             let volumes = await setup.cloud.state.volumeTable()
             let held = Dictionary(uniqueKeysWithValues: volumes.compactMap { volume in volume.attachment.map { ($0.instanceID, volume.tags[ReleaseTags.releaseID]) } })
             #expect(held[Self.instanceID(1)] == Self.release)
-            #expect(held[Self.instanceID(2)] == ReleaseID.unknownTag)
-            #expect(held[Self.instanceID(3)] == ReleaseID.unknownTag, "a tree that changed under the push is no release")
-            #expect(rows.first { $0.address == "10.0.1.2" }?.outcome.failure?.contains("holds no known release") == true)
-            // The order on the pushed host: marked, the tree, the manifest, the identity.
-            #expect(remote.steps(for: "10.0.1.1") == ["mountpoint", "tree", "manifest"], "\(remote.steps(for: "10.0.1.1"))")
+            #expect(held[Self.instanceID(2)] == .some(nil), "nothing in use changed: no tag")
+            #expect(held[Self.instanceID(3)] == .some(nil), "a tree that changed under the push was never switched to")
+            #expect(held[Self.instanceID(4)] == old, "back on the release it had")
+            let failed = try #require(rows.first { $0.address == "10.0.1.2" }?.outcome.failure)
+            #expect(failed.contains("rsync exit 23") && failed.contains("the release in use there is unchanged"), "\(failed)")
+            let back = try #require(rows.first { $0.address == "10.0.1.4" })
+            #expect(back.outcome.label == "ROLLED BACK" && back.outcome.failure?.contains("switched back to \(old)") == true, "\(back)")
+            // The order on the pushed host: ready, the tree, the manifest, the switch.
+            #expect(remote.steps(for: "10.0.1.1") == ["mountpoint", "prepare", "tree", "manifest", "switch"], "\(remote.steps(for: "10.0.1.1"))")
+            #expect(remote.steps(for: "10.0.1.2") == ["mountpoint", "prepare", "tree"], "\(remote.steps(for: "10.0.1.2"))")
             let tags = await setup.cloud.state.callLog().filter { $0.action == "CreateTags" }.map { $0.parameters["Tag.1.Value"] ?? "" }
-            #expect(tags.filter { $0 == ReleaseID.unknownTag }.count == 3 && tags.filter { $0 == Self.release }.count == 1, "\(tags)")
+            #expect(tags.filter { $0 == ReleaseID.unknownTag }.count == 2 && tags.filter { $0 == Self.release }.count == 1
+                    && tags.filter { $0 == old }.count == 1, "\(tags)")
         }
     }
 }

@@ -88,12 +88,40 @@ struct ConfigurationTests {
         #expect(fileOnly.settings[.label]?.origin == .file(path: Self.path, line: 2))
     }
 
+    @Test("activation and health: a command read once into words, a URL or a command for the check, their timeouts; bad values named with their line")
+    func activationKeys() throws {
+        let configuration = try Self.resolve("""
+            source = http://file/snap.txt
+            activate = /bin/sh -c 'systemctl restart app && systemctl reload nginx'
+            health-check = http://127.0.0.1:8080/health
+            health-timeout = 90s
+            """)
+        let activation = configuration.activation
+        #expect(activation.command?.words == ["/bin/sh", "-c", "systemctl restart app && systemctl reload nginx"])
+        #expect(activation.command?.description == "/bin/sh -c 'systemctl restart app && systemctl reload nginx'")
+        #expect(activation.commandTimeout == .seconds(300))
+        #expect(activation.healthCheck == .url(try SourceURL(parsing: "http://127.0.0.1:8080/health")))
+        #expect(activation.healthTimeout == .seconds(90))
+        let command = try Self.resolve("source = http://file/snap.txt\nhealth-check = /usr/local/bin/check-app --quick")
+        #expect(command.activation.healthCheck == .command(try HostCommand(parsing: "/usr/local/bin/check-app --quick")))
+        #expect(command.activation.command == nil && command.activation.healthCheck != nil)
+
+        let problems = Self.issues("source = http://file/snap.txt\nactivate = 'unclosed\nhealth-check = ftp://host/health\nhealth-timeout = 2h\nactivate-timeout = --x")
+        let text = problems.map(\.description)
+        #expect(text.count == 4, "\(text)")
+        #expect(text.contains { $0.hasPrefix("\(Self.path):2: activate:") }, "\(text)")
+        #expect(text.contains { $0.hasPrefix("\(Self.path):3: health-check:") && $0.contains("cannot fetch") }, "\(text)")
+        #expect(text.contains { $0.hasPrefix("\(Self.path):4: health-timeout:") && $0.contains("1s to 1h") }, "\(text)")
+        #expect(text.contains { $0.hasPrefix("\(Self.path):5: activate-timeout:") }, "\(text)")
+        #expect(throws: InvalidValue.self) { try HostCommand(parsing: "--restart app") }
+    }
+
     @Test("every key has its option and variable name")
     func names() {
         #expect(ConfigKey.mountPoint.optionName == "--mount-point")
         #expect(ConfigKey.mountPoint.environmentVariable == "SNAPMOUNT_MOUNT_POINT")
         #expect(ConfigKey.kmsKeyID.environmentVariable == "SNAPMOUNT_KMS_KEY_ID")
-        #expect(ConfigKey.allCases.count == 18)
+        #expect(ConfigKey.allCases.count == 22)
         for key in ConfigKey.allCases {
             #expect(key.environmentVariable.allSatisfy { $0.isUppercase || $0 == "_" })
         }

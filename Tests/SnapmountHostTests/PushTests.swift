@@ -26,6 +26,7 @@ final class SSHFleet: @unchecked Sendable {
     /// Where push keeps the instances' host keys (its --known-hosts).
     var knownHosts: String { root + "/push_known_hosts" }
     private var daemons: [(address: String, child: Child)] = []
+    private var volumes: [String] = []
 
     init() throws {
         root = "/var/tmp/snapmount-push-\(UUID().uuidString.prefix(8))"
@@ -81,11 +82,18 @@ final class SSHFleet: @unchecked Sendable {
     }
 
     /// Starts an sshd on `address`; `mounted`: its release directory is a mount point.
-    /// `readOnly`: a subdirectory of its release that is mounted read-only (a sync into it fails half way).
-    func start(_ address: String, mounted: Bool, files: [String: String], hostKey: String? = nil, readOnly: String? = nil) throws {
+    /// `capacity`: its release is a filesystem of that size (`mount -t tmpfs -o size=`), which
+    /// a large enough release fills. `configuration`: lines of its snapmount.conf besides the
+    /// source and the mount point.
+    func start(_ address: String, mounted: Bool, files: [String: String], hostKey: String? = nil, capacity: String? = nil,
+               configuration lines: [String] = []) throws {
         let hostKey = hostKey ?? root + "/keys/host"
         for directory in [directory(address), stateDirectory(address)] {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        if let capacity, !volumes.contains(directory(address)) {
+            try Images.sh("mount", ["-t", "tmpfs", "-o", "size=\(capacity)", "tmpfs", directory(address)])
+            volumes.append(directory(address))
         }
         for (name, text) in files {
             let path = directory(address) + "/" + name
@@ -94,6 +102,9 @@ final class SSHFleet: @unchecked Sendable {
             // The earlier release's files are older: rsync compares size and time.
             try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: -7200)], ofItemAtPath: path)
         }
+        // The instance's own snapmount reads this (push runs it with SNAPMOUNT_CONFIG).
+        try (["source = http://127.0.0.1:9/snap.txt", "mount-point = \(release)"] + lines).joined(separator: "\n")
+            .appending("\n").write(toFile: stateDirectory(address) + "/snapmount.conf", atomically: true, encoding: .utf8)
         let configuration = root + "/sshd-\(address).conf"
         try """
             ListenAddress \(address):\(port)
@@ -109,11 +120,7 @@ final class SSHFleet: @unchecked Sendable {
             LogLevel ERROR
 
             """.write(toFile: configuration, atomically: true, encoding: .utf8)
-        var release = mounted ? "mount --bind \(directory(address)) \(self.release)" : "umount \(self.release)"
-        if let readOnly {
-            let path = self.release + "/" + readOnly
-            release += " && mount --bind \(path) \(path) && mount -o remount,bind,ro \(path)"
-        }
+        let release = mounted ? "mount --bind \(directory(address)) \(self.release)" : "umount \(self.release)"
         let script = "\(release) && mount --bind \(stateDirectory(address)) \(state) && exec /usr/sbin/sshd -D -e -f \(configuration)"
         daemons.append((address, try Child("/usr/bin/unshare", ["--mount", "--propagation", "private", "/bin/sh", "-c", script],
                                            environment: ["PATH": "/usr/sbin:/usr/bin:/sbin:/bin"])))
@@ -136,6 +143,7 @@ final class SSHFleet: @unchecked Sendable {
             daemon.child.wait()
         }
         try? Images.sh("umount", ["-l", release])
+        for volume in volumes { try? Images.sh("umount", ["-l", volume]) }
         try? FileManager.default.removeItem(atPath: root)
     }
 }
@@ -231,7 +239,8 @@ struct PushTests {
                     continue
                 }
                 #expect(summary.bytesSent > 0 && summary.filesTransferred >= 2)
-                #expect(try tree(fleet.directory(address)) == Self.pushed, "\(address)")
+                #expect(try releaseTree(fleet.directory(address)) == Self.pushed, "\(address)")
+                #expect(try tree(fleet.directory(address) + "/.snapmount/previous") == Self.old, "\(address): the release it had, to go back to")
                 let volume = try #require(address == "127.0.0.8" ? volume8 : volumes[address])
                 #expect(held[volume] == .some(Self.identity), "\(address)")
             }
@@ -300,6 +309,8 @@ extension PushTests {
         options.ssh = ["ssh", "-F", fleet.sshConfig] + extra
         options.knownHosts = fleet.knownHosts
         options.lockDirectory = fleet.root
+        // Each instance's snapmount: this build's, with that instance's configuration and state.
+        options.remoteSnapmount = ["env", "SNAPMOUNT_CONFIG=\(fleet.state)/snapmount.conf", "SNAPMOUNT_STATE_DIR=\(fleet.state)", snapmountBinary.path]
         options.retryDelay = .milliseconds(200)
         configure(&options)
         let frozen = options
@@ -368,27 +379,112 @@ extension PushTests {
         }
     }
 
-    @Test("a sync that fails half way (rsync exit 23): the host's volume says it holds no known release, and the manifest did not arrive")
+    @Test("a sync that fails half way (the host's volume is full): nothing in use changes, the volume's identity stays, the message says so")
     func halfSync() async throws {
         guard requireRoot("push half sync") else { return }
         try await Self.withFleet { fleet, cloud in
             try (releaseSnapshot + "\n").write(toFile: fleet.root + "/snap.txt", atomically: true, encoding: .utf8)
-            for (name, text) in Self.release {
-                let path = fleet.release + "/" + name
-                try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-                try text.write(toFile: path, atomically: true, encoding: .utf8)
-            }
+            try Self.write(Self.release.merging(["app/big.bin": String(repeating: "x", count: 1 << 20)]) { $1 }, in: fleet.release)
             try await stageRelease(Self.identity, in: fleet.release, cloud: cloud)
             let id = instanceID("127.0.0.2")
             await Self.join(cloud, fleet, id, "127.0.0.2")
-            // Its app/ is read-only: rsync sends the rest and exits 23.
-            try fleet.start("127.0.0.2", mounted: true, files: Self.old, readOnly: "app")
+            // 256 KiB: the old release fits, the new one's 1 MiB file does not.
+            try fleet.start("127.0.0.2", mounted: true, files: Self.old, capacity: "256k")
             let (rows, error) = try await Self.push(fleet, cloud)
             let failure = try #require(error as? PushError, "\(rows)")
-            #expect(failure.description.contains("rsync exit 23") && failure.description.contains("holds no known release"), "\(failure)")
+            #expect(failure.description.contains("rsync exit") && failure.description.contains("the release in use there is unchanged"), "\(failure)")
             let volume = try #require(await cloud.state.volumeTable().first { $0.attachment?.instanceID == id })
-            #expect(volume.tags[ReleaseTags.releaseID] == ReleaseID.unknownTag)
-            #expect(!FileManager.default.fileExists(atPath: fleet.directory("127.0.0.2") + "/" + ReleaseManifest.relativePath))
+            #expect(volume.tags[ReleaseTags.releaseID] == nil, "never marked: the tree in use did not change")
+            #expect(try releaseTree(fleet.directory("127.0.0.2")) == Self.old)
+        }
+    }
+
+    /// A release with its manifest, as a host holds it: `files` and `.snapmount/release.json`.
+    static func withManifest(_ files: [String: String], _ identity: String) -> [String: String] {
+        files.merging([ReleaseManifest.relativePath: String(decoding: ReleaseManifest(id: ReleaseID(identity)!, release: "release",
+                                                                                       createdAt: "2026-12-01T10:00:00Z").bytes, as: UTF8.self)]) { $1 }
+    }
+
+    static func write(_ files: [String: String], in root: String) throws {
+        for (name, text) in files {
+            let path = root + "/" + name
+            try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+        }
+    }
+
+    static let oldIdentity = "rel-20261130T100000Z-43434343"
+
+    @Test("activation and health declared by each host: activated and healthy where they pass; where the health check fails, switched back, activated again on the old release, tagged with it, ROLLED BACK (69)")
+    func activationAndHealth() async throws {
+        guard requireRoot("push activation") else { return }
+        try await Self.withFleet { fleet, cloud in
+            try (releaseSnapshot + "\n").write(toFile: fleet.root + "/snap.txt", atomically: true, encoding: .utf8)
+            try Self.write(Self.release, in: fleet.release)
+            try await stageRelease(Self.identity, in: fleet.release, cloud: cloud)
+            let old = Self.withManifest(Self.old, Self.oldIdentity)
+            // Activation records which release it found in use; the health check reads it.
+            let activate = "activate = /bin/sh -c 'cat \(fleet.release)/VERSION >> \(fleet.state)/activations'"
+            for (address, check) in [("127.0.0.2", "/bin/grep -q 44 \(fleet.release)/VERSION"), ("127.0.0.3", "/bin/grep -q 43 \(fleet.release)/VERSION")] {
+                await Self.join(cloud, fleet, instanceID(address), address)
+                try fleet.start(address, mounted: true, files: old, configuration: [activate, "health-check = \(check)", "health-timeout = 3s"])
+            }
+            let (rows, error) = try await Self.push(fleet, cloud)
+            print(PushFlow.table(rows))
+            let failure = try #require(error as? PushError)
+            #expect(failure.exitStatus == .unavailable)
+            #expect(failure.description.contains("1 of 2 hosts") && failure.description.contains("127.0.0.3")
+                    && failure.description.contains("did not pass") && failure.description.contains("switched back to \(Self.oldIdentity)"), "\(failure)")
+            let byAddress = Dictionary(uniqueKeysWithValues: rows.map { ($0.address, $0.outcome.label) })
+            #expect(byAddress == ["127.0.0.2": "pushed", "127.0.0.3": "ROLLED BACK"])
+
+            let held = Dictionary(uniqueKeysWithValues: await cloud.state.volumeTable().compactMap { volume in
+                volume.attachment.map { ($0.instanceID, volume.tags[ReleaseTags.releaseID]) }
+            })
+            #expect(held[instanceID("127.0.0.2")] == .some(Self.identity))
+            #expect(try releaseTree(fleet.directory("127.0.0.2")) == Self.pushed)
+            #expect(try String(contentsOfFile: fleet.stateDirectory("127.0.0.2") + "/activations", encoding: .utf8) == "release 44\n")
+
+            #expect(held[instanceID("127.0.0.3")] == .some(Self.oldIdentity), "tagged with the release it went back to")
+            #expect(try releaseTree(fleet.directory("127.0.0.3")) == old, "the old release in use again, whole")
+            #expect(try tree(fleet.directory("127.0.0.3") + "/.snapmount/previous") == Self.pushed, "the failed one kept beside it")
+            #expect(try String(contentsOfFile: fleet.stateDirectory("127.0.0.3") + "/activations", encoding: .utf8) == "release 44\nrelease 43\n",
+                    "activated on the new release, then again on the old one")
+        }
+    }
+
+    @Test("no mix is ever visible: a reader on the host, reading the tree in a loop through a push, sees the old release or the new one, whole")
+    func readerNeverSeesAMix() async throws {
+        guard requireRoot("push reader") else { return }
+        try await Self.withFleet { fleet, cloud in
+            try (releaseSnapshot + "\n").write(toFile: fleet.root + "/snap.txt", atomically: true, encoding: .utf8)
+            try Self.write(Self.release, in: fleet.release)
+            try await stageRelease(Self.identity, in: fleet.release, cloud: cloud)
+            await Self.join(cloud, fleet, instanceID("127.0.0.2"), "127.0.0.2")
+            try fleet.start("127.0.0.2", mounted: true, files: Self.old)
+            // Each round looks the tree up once (cd), as a request does, then reads two files of it.
+            let reads = fleet.state + "/reads"
+            let reader = """
+                while [ ! -e \(fleet.state)/stop ]; do
+                  ( cd \(fleet.release) && v=$(cat VERSION) && m=$(cat app/main.py) && echo "$v|$m" || echo "FAILED" ) >> \(reads) 2>&1
+                done
+                """
+            let child = try Child("/usr/bin/ssh", ["-F", fleet.sshConfig, "root@127.0.0.2", reader], environment: ["PATH": "/usr/bin:/bin"])
+            defer { child.stop() }
+            let log = fleet.stateDirectory("127.0.0.2") + "/reads"
+            func lines() -> [String] { ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init) }
+            let until = ContinuousClock.now + .seconds(60)
+            while lines().count < 5 && ContinuousClock.now < until { try await Task.sleep(for: .milliseconds(50)) }
+            let (rows, error) = try await Self.push(fleet, cloud)
+            #expect(error == nil, "\(String(describing: error)) \(rows)")
+            while !lines().contains("release 44|print('release 44')") && ContinuousClock.now < until { try await Task.sleep(for: .milliseconds(50)) }
+            _ = FileManager.default.createFile(atPath: fleet.stateDirectory("127.0.0.2") + "/stop", contents: Data())
+            _ = try await onThread { child.wait(upTo: .seconds(30)) }
+            let seen = lines()
+            let whole: Set = ["release 43|print('release 43')", "release 44|print('release 44')"]
+            #expect(seen.contains("release 43|print('release 43')") && seen.contains("release 44|print('release 44')"), "both releases read: \(seen.count) reads")
+            #expect(seen.allSatisfy { whole.contains($0) }, "a mix or a missing file: \(Set(seen).subtracting(whole))")
+            TestLog.write("reader: \(seen.count) reads, \(seen.filter { $0.hasPrefix("release 43") }.count) of the old release")
         }
     }
 }
@@ -397,6 +493,12 @@ extension PushTests {
 func instanceID(_ address: String) -> String {
     let last = address.split(separator: ".").last.map(String.init) ?? "0"
     return "i-" + String(repeating: "0", count: 17 - last.count) + last
+}
+
+/// The release in use under a host's `root`: every file but snapmount's own trees beside it
+/// (the manifest is part of the release).
+func releaseTree(_ root: String) throws -> [String: String] {
+    try tree(root).filter { !$0.key.hasPrefix(ReleaseManifest.directory + "/") || $0.key == ReleaseManifest.relativePath }
 }
 
 /// Every regular file under `root`, relative path → contents.

@@ -167,6 +167,12 @@ public func requireRoot(_ test: String) -> Bool {
     return false
 }
 
+/// The `snapmount` binary `swift build` put beside this test bundle.
+public let snapmountBinary: URL = {
+    let bundle = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
+    return bundle.deletingLastPathComponent().appendingPathComponent("snapmount")
+}()
+
 /// A release as publish leaves it: the manifest naming `identity` in `root`, and the
 /// snapshot in DevCloud with that identity, marked as a release.
 public func stageRelease(_ identity: String, in root: String, snapshot: String = releaseSnapshot, cloud: DevCloud) async throws {

@@ -110,11 +110,14 @@ public struct EC2Instance: Sendable, Equatable {
     public var id: InstanceID
     public var state: InstanceState
     public var privateAddress: String?
+    /// `placement/availabilityZone`.
+    public var availabilityZone: String?
 
-    public init(id: InstanceID, state: InstanceState, privateAddress: String?) {
+    public init(id: InstanceID, state: InstanceState, privateAddress: String?, availabilityZone: String? = nil) {
         self.id = id
         self.state = state
         self.privateAddress = privateAddress
+        self.availabilityZone = availabilityZone
     }
 }
 
@@ -131,7 +134,9 @@ extension EC2Decoder {
                     throw EC2DecodeError(action: action, problem: "an instance without a valid instanceId")
                 }
                 let address = item.value("privateIpAddress").flatMap { $0.isEmpty ? nil : $0 }
-                result.append(EC2Instance(id: id, state: InstanceState(item.child("instanceState")?.value("name") ?? ""), privateAddress: address))
+                let zone = item.child("placement")?.value("availabilityZone").flatMap { $0.isEmpty ? nil : $0 }
+                result.append(EC2Instance(id: id, state: InstanceState(item.child("instanceState")?.value("name") ?? ""), privateAddress: address,
+                                          availabilityZone: zone))
             }
         }
         return (result, root.value("nextToken").flatMap { $0.isEmpty ? nil : $0 })
@@ -172,7 +177,7 @@ public struct RsyncSummary: Sendable, Equatable {
 
 /// How one host's push ended.
 public enum PushOutcome: Sendable, Equatable {
-    /// Synced; `recorded`: pushed.json written on the host.
+    /// Synced, switched, activated and healthy; `recorded`: its volume's identity tag says so.
     case pushed(RsyncSummary, recorded: Bool)
     /// `--dry-run`: the guard passed; rsync -n says this much would be sent.
     case wouldPush(RsyncSummary)
@@ -184,11 +189,13 @@ public enum PushOutcome: Sendable, Equatable {
     /// ssh could not reach it (or it has no address yet): a failure, unless it is still
     /// launching and may be waited for.
     case unreachable(String)
+    /// Its activation or health check failed: the host is back on the release it had.
+    case rolledBack(String)
     case failed(String)
 
     public var isFailure: Bool {
         switch self {
-        case .unreachable, .failed: true
+        case .unreachable, .failed, .rolledBack: true
         case .pushed, .wouldPush, .booting, .gone: false
         }
     }
@@ -197,7 +204,7 @@ public enum PushOutcome: Sendable, Equatable {
     public var failure: String? {
         switch self {
         case .unreachable(let reason): "unreachable: " + reason
-        case .failed(let reason): reason
+        case .failed(let reason), .rolledBack(let reason): reason
         case .pushed, .wouldPush, .booting, .gone: nil
         }
     }
@@ -210,6 +217,7 @@ public enum PushOutcome: Sendable, Equatable {
         case .booting: "booting"
         case .gone: "gone"
         case .unreachable, .failed: "FAILED"
+        case .rolledBack: "ROLLED BACK"
         }
     }
 }

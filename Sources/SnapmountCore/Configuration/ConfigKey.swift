@@ -20,6 +20,10 @@ public enum ConfigKey: String, CaseIterable, Sendable, Comparable, CustomStringC
     case snapshotOwner = "snapshot-owner"
     case fstab
     case mountOptions = "mount-options"
+    case activate
+    case activateTimeout = "activate-timeout"
+    case healthCheck = "health-check"
+    case healthTimeout = "health-timeout"
 
     public var description: String { rawValue }
 
@@ -44,7 +48,10 @@ public enum ConfigKey: String, CaseIterable, Sendable, Comparable, CustomStringC
         case .fstab: "/etc/fstab"
         case .mountOptions: "defaults,nofail"
         case .snapshotOwner: "self"
-        case .source, .volumeSize, .iops, .throughput, .encrypted, .kmsKeyID, .tags, .initializationRate: nil
+        case .activateTimeout: "5m"
+        case .healthTimeout: "60s"
+        case .activate, .healthCheck,
+             .source, .volumeSize, .iops, .throughput, .encrypted, .kmsKeyID, .tags, .initializationRate: nil
         }
     }
 
@@ -63,7 +70,9 @@ public enum ConfigKey: String, CaseIterable, Sendable, Comparable, CustomStringC
         case .encrypted: "bool"
         case .kmsKeyID: "key"
         case .tags: "Key=Value,..."
-        case .deviceTimeout, .runTimeout: "duration"
+        case .deviceTimeout, .runTimeout, .activateTimeout, .healthTimeout: "duration"
+        case .activate: "command"
+        case .healthCheck: "url|command"
         case .snapshotOwner: "self|account-id|any"
         case .mountOptions: "options"
         }
@@ -90,6 +99,10 @@ public enum ConfigKey: String, CaseIterable, Sendable, Comparable, CustomStringC
         case .snapshotOwner: "Whose snapshots to accept: self (default), a 12-digit account id, or any (said explicitly)."
         case .fstab: "The fstab file to edit (default /etc/fstab)."
         case .mountOptions: "Options for the fstab entry and the mount (default defaults,nofail)."
+        case .activate: "What a new release needs to take effect, run after every switch, e.g. systemctl restart app.service (words, as a shell splits them; no shell)."
+        case .activateTimeout: "How long activate may run (default 5m)."
+        case .healthCheck: "How to tell the release serves: an http:// or https:// URL that answers 2xx, or a command that exits 0; tried until health-timeout."
+        case .healthTimeout: "How long the health check may take to pass after activation (default 60s)."
         }
     }
 

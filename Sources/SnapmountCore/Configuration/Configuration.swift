@@ -38,6 +38,8 @@ public struct Configuration: Sendable, Equatable {
     public var snapshotOwner: SnapshotOwner
     public var fstab: AbsolutePath
     public var mountOptions: MountOptions
+    /// What a new release needs on this host: `activate`, `health-check` and their timeouts.
+    public var activation: Activation
     /// The effective text and origin of every key that has a value.
     public var settings: [ConfigKey: ConfigSetting]
 
@@ -138,6 +140,13 @@ public struct Configuration: Sendable, Equatable {
             }
         case .snapshotOwner: _ = try SnapshotOwner(parsing: text)
         case .mountOptions: _ = try MountOptions(parsing: text)
+        case .activate: _ = try HostCommand(parsing: text)
+        case .healthCheck: _ = try HealthCheck(parsing: text)
+        case .activateTimeout, .healthTimeout:
+            let duration = try DurationText.parse(text)
+            guard duration >= .seconds(1), duration <= .seconds(3600) else {
+                throw InvalidValue("is out of range", expected: "a duration from 1s to 1h")
+            }
         }
     }
 
@@ -154,6 +163,11 @@ public struct Configuration: Sendable, Equatable {
         volume.kmsKeyID = try text(.kmsKeyID).map { try KMSKeyID(parsing: $0) }
         volume.tags = try text(.tags).map(VolumeTag.parseList) ?? []
         volume.initializationRate = try text(.initializationRate).map { try parseInteger($0, in: 100...300, unit: "MiB/s") }
+        var activation = Activation()
+        activation.command = try text(.activate).map { try HostCommand(parsing: $0) }
+        activation.commandTimeout = try DurationText.parse(required(.activateTimeout))
+        activation.healthCheck = try text(.healthCheck).map { try HealthCheck(parsing: $0) }
+        activation.healthTimeout = try DurationText.parse(required(.healthTimeout))
 
         return Configuration(
             source: try SnapshotSource(parsing: required(.source)),
@@ -167,6 +181,7 @@ public struct Configuration: Sendable, Equatable {
             snapshotOwner: try SnapshotOwner(parsing: required(.snapshotOwner)),
             fstab: try AbsolutePath(parsing: required(.fstab)),
             mountOptions: try MountOptions(parsing: required(.mountOptions)),
+            activation: activation,
             settings: settings)
     }
 

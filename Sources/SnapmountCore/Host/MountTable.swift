@@ -5,12 +5,16 @@ public struct MountInfo: Sendable, Equatable {
     public let mountPoint: String
     public let type: String
     public let source: String
+    /// The directory of the filesystem that is mounted here: `/` for a whole volume, the
+    /// subdirectory for a bind mount of one.
+    public let root: String
 
-    public init(device: String, mountPoint: String, type: String, source: String) {
+    public init(device: String, mountPoint: String, type: String, source: String, root: String = "/") {
         self.device = device
         self.mountPoint = mountPoint
         self.type = type
         self.source = source
+        self.root = root
     }
 
     /// Parses mountinfo text (proc(5)); mount points are unescaped (`\040` → space).
@@ -19,7 +23,7 @@ public struct MountInfo: Sendable, Equatable {
             let fields = line.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
             guard fields.count >= 10, let separator = fields.firstIndex(of: "-"), separator + 2 < fields.count else { return nil }
             return MountInfo(device: fields[2], mountPoint: FstabEditor.unescape(fields[4]), type: fields[separator + 1],
-                             source: fields[separator + 2])
+                             source: fields[separator + 2], root: FstabEditor.unescape(fields[3]))
         }
     }
 }
