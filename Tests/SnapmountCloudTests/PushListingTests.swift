@@ -344,3 +344,50 @@ struct PushListingTests {
         }
     }
 }
+
+@Suite("Fleet: every instance and the release its volume holds, from the tags")
+struct FleetTests {
+    @Test("after a push: each instance's zone, state and release from its volume's tags, how the push ended, and how many are on the published release — three EC2 and Auto Scaling calls, no ssh")
+    func fleetAfterPush() async throws {
+        try await PushListingTests.withCloud { setup in
+            for last in 1...3 { await PushListingTests.add(setup, last) }
+            let old = "rel-20261130T100000Z-0b0b0b0b"
+            let remote = ScriptedRemote(rsyncFailures: ["10.0.1.2": 23], rollBacks: ["10.0.1.3": old])
+            _ = try await PushListingTests.push(setup, remote: remote)
+            // Launched since: Auto Scaling lists it, EC2 does not know it yet.
+            await PushListingTests.add(setup, 4, lifecycle: "Pending")
+            await setup.cloud.state.setKnownToEC2(PushListingTests.instanceID(4), false)
+            let environment = try AgentEnvironment(setup.cloud.environment)
+            let before = await setup.cloud.state.callLog().count
+            let report = try await onThread {
+                let session = try CloudSession.connect(environment: environment, logger: quietLogger, tuning: fastTuning())
+                return try FleetReport.collect(groups: ["web"], mountPoint: setup.directory + "/release",
+                                               published: try PublishTarget(parsing: setup.published), session: session)
+            }
+            print(report.table)
+            let calls = await setup.cloud.state.callLog().dropFirst(before).filter { $0.service == "ec2" || $0.service == "autoscaling" }.map(\.action)
+            #expect(calls.filter { $0 != "DescribeSnapshots" } == ["DescribeAutoScalingGroups", "DescribeInstances", "DescribeVolumes"], "\(calls)")
+            let rows = Dictionary(uniqueKeysWithValues: report.rows.map { ($0.member.instance.text, $0) })
+            let one = try #require(rows[PushListingTests.instanceID(1)])
+            #expect(one.release?.text == PushListingTests.release)
+            #expect(one.instance?.availabilityZone == "eu-west-1a" && one.instance?.state == .running)
+            #expect(one.lastDeployment?.hasPrefix("switched \(PushListingTests.release) ") == true, "\(one.lastDeployment ?? "")")
+            // The failed sync changed nothing: the volume still says what it was made from.
+            #expect(rows[PushListingTests.instanceID(2)]?.release?.text == "snap-0aaaaaaaaaaaaaaa1")
+            #expect(rows[PushListingTests.instanceID(2)]?.lastDeployment == nil)
+            let three = try #require(rows[PushListingTests.instanceID(3)])
+            #expect(three.release?.text == old && three.lastDeployment?.hasPrefix("rolled-back \(PushListingTests.release) ") == true)
+            let four = try #require(rows[PushListingTests.instanceID(4)])
+            #expect(four.instance == nil && four.member.lifecycleState == "Pending")
+            #expect(report.onPublished == 1)
+            #expect(report.table.contains("1 of 4 on the published release \(PushListingTests.release) (\(releaseSnapshot))"), "\(report.table)")
+            let json = report.json
+            #expect(json["published"]?["instances"] == .number("1"))
+            guard case .array(let instances) = try #require(json["instances"]) else {
+                Issue.record("instances is not an array: \(json.text)")
+                return
+            }
+            #expect(instances.count == 4)
+        }
+    }
+}
