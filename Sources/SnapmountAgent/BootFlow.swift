@@ -125,7 +125,10 @@ public final class BootFlow {
         defer { withExtendedLifetime(lock) {} }
         Failpoint.hit("after-lock")
         if case .release(let device)? = try step(.check, inspectMountPoint) {
-            if mode == .apply { refreshRecord(device: device) }
+            if mode == .apply {
+                try finishInterruptedSwitch()
+                refreshRecord(device: device)
+            }
             logger.info("\(configuration.mountPoint) is already mounted from \(device); nothing to do (\(summary(since: started)))")
             return .alreadyMounted(mountPoint: configuration.mountPoint.text, device: device)
         }
@@ -149,6 +152,7 @@ public final class BootFlow {
             try mount(device, filesystem)
         }
         Failpoint.hit("after-mount")
+        if mode == .apply { try finishInterruptedSwitch() }
         // The release source is what publish snapshots: it is what it is, whatever is published.
         if mode == .apply, round < Self.convergeRounds, volume?.volume?.isReleaseSource != true, let session, let snapshot,
            let published = publishedNow(session),
@@ -163,6 +167,14 @@ public final class BootFlow {
         else { return .checked(checklist.exitStatus) }
         logger.info("mounted \(configuration.mountPoint) from \(volume.id) (\(snapshot.id)) on \(device) in \(summary(since: started))")
         return .mounted(record)
+    }
+
+    /// A kept volume may hold a switch of its tree that was interrupted (`snapmount switch`
+    /// killed, or the machine rebooted, half way): finished before the application starts.
+    private func finishInterruptedSwitch() throws {
+        if let side = try ReleaseTree(mountPoint: configuration.mountPoint.text, clock: clock).finishInterrupted() {
+            logger.warning("\(configuration.mountPoint): finished a switch to the \(side.rawValue) tree that was interrupted")
+        }
     }
 
     /// The run as the unit makes it: a run that fails for a reason that may pass — a remote

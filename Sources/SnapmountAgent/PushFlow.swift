@@ -86,7 +86,9 @@ public struct PushOptions: Sendable {
     public var remoteSnapmount = ["snapmount"]
     /// The longest a host's switch (activation and health check included) may take.
     public var switchTimeout = PushOptions.defaultSwitchTimeout
-    public static let defaultSwitchTimeout: Duration = .seconds(15 * 60)
+    /// Above a switch's own worst case: the host's lock (10m), then activate (5m) and the
+    /// health check (1m) twice, forward and back.
+    public static let defaultSwitchTimeout: Duration = .seconds(30 * 60)
     /// The longest one host's rsync may take.
     public var hostTimeout = PushOptions.defaultHostTimeout
     public static let defaultHostTimeout: Duration = .seconds(30 * 60)
@@ -311,9 +313,9 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
 
     /// This round's instances' release volumes (``GroupQueries/releaseVolumes(_:mountPoint:)``);
     /// none when EC2 cannot list them: no host is pushed to this round.
-    private func releaseVolumes(_ session: CloudSession, _ ids: [InstanceID]) -> [InstanceID: VolumeID] {
+    private func releaseVolumes(_ session: CloudSession, _ ids: [InstanceID]) -> [InstanceID: EC2Volume] {
         do {
-            return try GroupQueries(session: session).releaseVolumes(ids, mountPoint: options.directory.text).mapValues(\.id)
+            return try GroupQueries(session: session).releaseVolumes(ids, mountPoint: options.directory.text)
         } catch {
             logger.warning("cannot list the instances' release volumes (\(error)); no host can be pushed to this round")
             return [:]
@@ -355,7 +357,7 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         return rows.withLock { $0 }
     }
 
-    private func push(_ member: GroupMember, instance: EC2Instance?, volume: VolumeID?, release: Release, tagger: VolumeTagger) -> PushOutcome {
+    private func push(_ member: GroupMember, instance: EC2Instance?, volume releaseVolume: EC2Volume?, release: Release, tagger: VolumeTagger) -> PushOutcome {
         guard let instance else { return .unreachable("EC2 does not list the instance (yet)") }
         switch instance.state {
         case .terminated, .shuttingDown: return .gone
@@ -368,22 +370,30 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
 
         // The guard: only into a mounted release, never into the directory it is mounted on.
         if let ended = checkMount(member, host, directory) { return ended }
-        guard let volume else {
+        guard let releaseVolume else {
             return .failed("cannot tell which volume holds its release (none, or more than one, attached with snapmount's tags for \(directory)); nothing sent")
         }
-        // The host's snapmount gets the staged tree ready (finishing a switch that was
-        // interrupted); in a dry run it only shows it has the switch command.
-        let ready = remoteSnapmount(host, mode == .apply ? ["switch", "--prepare", "--mount-point", directory] : ["switch", "--help"],
-                                    timeout: .seconds(120))
+        let volume = releaseVolume.id
+        let excluded = ["--exclude", "/" + ReleaseManifest.directory + "/", "--exclude", "/lost+found/"]
+        if mode == .check {
+            // The host's snapmount must know `switch` (an older one runs its boot's help instead);
+            // rsync -n against the tree in use says what a push would send.
+            let help = remoteSnapmount(host, ["switch", "--help"], timeout: .seconds(60))
+            if let failure = help.failure(of: "switch --help") { return .failed(failure) }
+            if help.result?.output.contains("USAGE: snapmount switch") != true { return .failed(RemoteResult.upgrade(help.result?.status ?? 0)) }
+            let tree = rsync(host, ["--delete"] + excluded + [directory + "/", host.destination + ":" + directory + "/"])
+            guard case .success(let summary) = tree else { return tree.failure }
+            return .wouldPush(summary)
+        }
+        // The host's snapmount gets the staged tree ready, finishing a switch that was interrupted.
+        let ready = remoteSnapmount(host, ["switch", "--prepare", "--mount-point", directory], timeout: .seconds(12 * 60))
         if let failure = ready.failure(of: "switch --prepare") { return .failed(failure + "; nothing sent") }
 
         // Into the staged tree beside the one in use (unchanged files hard-linked to it), the
         // manifest last: the application never sees these files until the switch.
         let staged = directory + "/" + ReleaseManifest.directory + "/" + ReleaseTree.Side.staged.rawValue + "/"
-        let tree = rsync(host, ["--delete", "--link-dest=../..", "--exclude", "/" + ReleaseManifest.directory + "/", "--exclude", "/lost+found/",
-                                directory + "/", host.destination + ":" + staged])
+        let tree = rsync(host, ["--delete", "--link-dest=../.."] + excluded + [directory + "/", host.destination + ":" + staged])
         guard case .success(let summary) = tree else { return tree.failure }
-        if mode == .check { return .wouldPush(summary) }
         let manifest = rsync(host, ["-R", directory + "/./" + ReleaseManifest.relativePath, host.destination + ":" + staged])
         guard case .success(let last) = manifest else { return manifest.failure }
         let sent = RsyncSummary(bytesSent: summary.bytesSent + last.bytesSent, filesTransferred: summary.filesTransferred + last.filesTransferred)
@@ -397,8 +407,10 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         let switched = remoteSnapmount(host, ["switch", "--mount-point", directory, "--expect", release.manifest.id.text, "--json"],
                                        timeout: options.switchTimeout)
         let report = switched.result.flatMap { SwitchReport(output: $0.output) }
-        // What the host says it holds now is what its volume's tag says; without an answer, unknown.
-        let holding = report?.after?.text ?? ReleaseID.unknownTag
+        // What the host's tree in use says is what its volume's tag says; back on (or never off)
+        // a tree without a manifest, what the tag said before; without an answer, unknown.
+        let onOld = report?.result == .unchanged || report?.result == .rolledBack
+        let holding = report?.after?.text ?? (onOld ? releaseVolume.heldRelease?.text : nil) ?? ReleaseID.unknownTag
         let result = report?.result.rawValue ?? SwitchReport.Result.failed.rawValue
         var recorded = true
         do {
@@ -417,6 +429,8 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
             return .rolledBack(report.error ?? "activation or health check failed; back on \(holding)")
         case .failed:
             return .failed(report.error ?? "the switch failed")
+        case .unchanged:
+            return .failed("snapmount switch exited \(switched.result?.status ?? 0) there: \(report.error ?? "nothing was switched"); nothing in use changed")
         }
     }
 
@@ -434,13 +448,17 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         var result: ProcessResult?
         var error: String?
 
+        static func upgrade(_ status: Int32) -> String {
+            "the host's snapmount has no switch command (exit \(status)): upgrade snapmount on the instances to this release server's version (or name it with --remote-snapmount)"
+        }
+
         /// `nil` when it exited 0; otherwise what to say.
         func failure(of what: String) -> String? {
             guard let result else { return error ?? "ssh failed" }
             switch result.status {
             case 0: return nil
-            case 64 where result.output.contains("switch"), 127:
-                return "the host's snapmount has no switch command (exit \(result.status)): upgrade snapmount on the instances to this release server's version"
+            // 64: an older snapmount's usage error for `switch`; 127: no snapmount there at all.
+            case 64, 127: return Self.upgrade(result.status)
             case 255: return "the connection failed (ssh exit 255): " + lastOutputLine(result.output)
             default: return "snapmount \(what) exited \(result.status) there: " + lastOutputLine(result.output)
             }

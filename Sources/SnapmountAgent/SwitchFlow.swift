@@ -4,8 +4,8 @@ import SnapmountSystem
 
 /// Why `snapmount switch` ended without the release it was asked for in use.
 public enum SwitchError: SnapmountError, Equatable {
-    /// The staged tree is another release than the one the release server sent.
-    case notExpected(staged: ReleaseID, expected: ReleaseID)
+    /// The tree is another release than the one the release server sent.
+    case notExpected(staged: ReleaseID?, expected: ReleaseID)
     /// Activation or the health check failed; the host is back on its previous release.
     case failed(SwitchReport)
     case lockTimeout(String)
@@ -21,7 +21,7 @@ public enum SwitchError: SnapmountError, Equatable {
     public var description: String {
         switch self {
         case .notExpected(let staged, let expected):
-            "the staged tree holds release \(staged), not \(expected): another push is staging here; nothing was switched"
+            "the tree to switch to holds \(staged.map { "release \($0)" } ?? "no known release"), not \(expected): another push is staging here, or the sync did not finish; nothing was switched"
         case .failed(let report):
             report.error ?? "the switch failed"
         case .lockTimeout(let path):
@@ -44,6 +44,8 @@ public struct SwitchReport: Sendable, Equatable {
         case rolledBack = "rolled-back"
         /// It failed, and going back failed too: the host's release is not known to work.
         case failed
+        /// Nothing was switched (the lock, the tree, a failure undone): the release in use is as it was.
+        case unchanged
     }
 
     public var before: ReleaseID?
@@ -129,52 +131,66 @@ public final class SwitchFlow {
         }
     }
 
-    /// Switches, activates, checks; the report says how it ended. Throws only when nothing
-    /// was switched (a missing tree, the wrong release, the lock) or when going back failed.
+    /// Switches, activates, checks; the report says how it ended, the release in use read
+    /// from the volume. Throws when nothing was switched: the lock, a missing, incomplete or
+    /// unexpected tree, or a switch that failed and was undone (``unchanged(_:)`` reports those).
     public func run() throws -> SwitchReport {
         let started = clock.monotonic()
         let lock = try takeLock()
         defer { withExtendedLifetime(lock) {} }
-        let before = ReleaseManifest.load(in: tree.mountPoint)?.id
-        guard let target = tree.manifest(of: side) else { throw ReleaseTreeError.incomplete(tree.path(of: side)) }
-        if let expected, target.id != expected { throw SwitchError.notExpected(staged: target.id, expected: expected) }
-        if let finished = try tree.switchTo(side) {
+        // An interrupted switch first: what is in use, and what is staged, are known only after.
+        if let finished = try tree.finishInterrupted() {
             logger.warning("finished a switch to the \(finished.rawValue) tree that was interrupted")
         }
-        logger.notice("\(tree.mountPoint): release \(target.id) in use (was \(before?.text ?? "no known release"))")
-        func report(_ result: SwitchReport.Result, _ reached: SwitchPhase?, after: ReleaseID?, error: String? = nil) -> SwitchReport {
-            SwitchReport(before: before, after: after, result: result, reached: reached, error: error,
+        let before = inUse()
+        let target = tree.manifest(of: side)?.id
+        if side == .staged && target == nil { throw ReleaseTreeError.incomplete(tree.path(of: side)) }
+        if let expected, target != expected { throw SwitchError.notExpected(staged: target, expected: expected) }
+        try tree.switchTo(side)
+        let name = target?.text ?? "the previous tree"
+        logger.notice("\(tree.mountPoint): \(name) in use (was \(before?.text ?? "no known release"))")
+        func report(_ result: SwitchReport.Result, _ reached: SwitchPhase?, error: String? = nil) -> SwitchReport {
+            SwitchReport(before: before, after: inUse(), result: result, reached: reached, error: error,
                          milliseconds: Int((clock.monotonic() - started) / .milliseconds(1)))
         }
         var reached = SwitchPhase.switched
         let failure: ActivationFailure
         do {
-            try activate(target.id)
+            try activate(target)
             reached = .activated
-            try check(target.id)
-            return report(.switched, .healthy, after: target.id)
+            try check(target)
+            return report(.switched, .healthy)
         } catch {
             failure = error
         }
         // Back to what was in use: the tree it left is the previous one now.
-        logger.error("release \(target.id): \(failure.message); switching back to \(before?.text ?? "the previous tree")")
-        var back = report(.rolledBack, reached, after: before, error: "\(failure.message); switched back to \(before?.text ?? "the previous tree")")
-        back.timedOut = failure.timedOut
+        let old = before?.text ?? "the previous tree"
+        logger.error("\(name): \(failure.message); switching back to \(old)")
+        var outcome = SwitchReport.Result.rolledBack
+        var message = "\(failure.message); switched back to \(old)"
         do {
             try tree.switchTo(.previous)
             try activate(before)
             try check(before)
         } catch let error as ActivationFailure {
-            back.result = .failed
-            back.error = "\(failure.message); switched back to \(before?.text ?? "the previous tree"), which failed too: \(error.message)"
-            back.after = before
+            outcome = .failed
+            message = "\(failure.message); switched back to \(old), which failed too: \(error.message)"
         } catch {
-            back.result = .failed
-            back.error = "\(failure.message); switching back failed: \(error)"
-            back.after = ReleaseManifest.load(in: tree.mountPoint)?.id
+            outcome = .failed
+            message = "\(failure.message); switching back failed: \(error)"
         }
-        back.milliseconds = Int((clock.monotonic() - started) / .milliseconds(1))
+        var back = report(outcome, reached, error: message)
+        back.timedOut = failure.timedOut
         return back
+    }
+
+    /// The release in use, as the volume's root says.
+    private func inUse() -> ReleaseID? { ReleaseManifest.load(in: tree.mountPoint)?.id }
+
+    /// What `switch --json` says when nothing was switched: the release in use, unchanged.
+    public func unchanged(_ error: any Error) -> SwitchReport {
+        let held = inUse()
+        return SwitchReport(before: held, after: held, result: .unchanged, reached: nil, error: "\(error)", milliseconds: 0)
     }
 
     private func takeLock() throws -> FileLock {

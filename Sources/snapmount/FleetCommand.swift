@@ -35,10 +35,7 @@ extension Snapmount {
         var json = false
 
         func validate() throws {
-            guard !groups.isEmpty else { throw ValidationError("name at least one Auto Scaling group with --group") }
-            for group in groups where !isAutoScalingGroupName(group) {
-                throw ValidationError("--group \(group.quotedForMessage()) is not an Auto Scaling group name (1 to 255 characters, no control characters)")
-            }
+            try OptionValue.checkGroups(groups)
         }
 
         func run() throws {

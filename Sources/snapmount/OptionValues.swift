@@ -40,6 +40,14 @@ enum OptionValue {
         return CommandWords(words: words)
     }
 
+    /// `--group`, repeated: at least one, each a name Auto Scaling allows.
+    static func checkGroups(_ groups: [String]) throws {
+        guard !groups.isEmpty else { throw ValidationError("name at least one Auto Scaling group with --group") }
+        for group in groups where !isAutoScalingGroupName(group) {
+            throw ValidationError("--group \(group.quotedForMessage()) is not an Auto Scaling group name (1 to 255 characters, no control characters)")
+        }
+    }
+
     /// A duration such as `10s` or `5m`, within `range`.
     static func duration(in range: ClosedRange<Duration>) -> @Sendable (String) throws -> DurationValue {
         { text in

@@ -88,10 +88,7 @@ extension Snapmount {
         var dryRun = false
 
         func validate() throws {
-            guard !groups.isEmpty else { throw ValidationError("name at least one Auto Scaling group with --group") }
-            for group in groups where !isAutoScalingGroupName(group) {
-                throw ValidationError("--group \(group.quotedForMessage()) is not an Auto Scaling group name (1 to 255 characters, no control characters)")
-            }
+            try OptionValue.checkGroups(groups)
             guard (1...64).contains(parallel) else { throw ValidationError("--parallel must be from 1 to 64") }
             guard !user.isEmpty, user.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }), user.first != "-" else {
                 throw ValidationError("--user \(user.quotedForMessage()) is not a user name (letters, digits, . _ -)")

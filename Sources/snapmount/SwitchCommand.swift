@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 import ArgumentParser
 import SnapmountAgent
 import SnapmountCore
@@ -38,6 +43,9 @@ extension Snapmount {
 
         func run() throws {
             let (logger, environment) = try Diagnostics.start()
+            // Run over ssh by push: a dropped connection must not kill it half way through a switch.
+            signal(SIGPIPE, SIG_IGN)
+            signal(SIGHUP, SIG_IGN)
             do {
                 let configuration = try ConfigLoader.load(configPath: options.config, environment: environment, options: options.given)
                 let flow = SwitchFlow(mountPoint: configuration.mountPoint.text, side: to, activation: configuration.activation,
@@ -47,7 +55,14 @@ extension Snapmount {
                     try flow.prepare()
                     return
                 }
-                let report = try flow.run()
+                let report: SwitchReport
+                do {
+                    report = try flow.run()
+                } catch {
+                    // The caller tags the volume from this line: it must say that nothing changed.
+                    if json { print(flow.unchanged(error).json.text) }
+                    throw error
+                }
                 if json { print(report.json.text) }
                 guard report.result == .switched else { throw SwitchError.failed(report) }
             } catch {

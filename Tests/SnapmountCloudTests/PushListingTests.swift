@@ -16,13 +16,16 @@ final class ScriptedRemote: CommandRunner, @unchecked Sendable {
     private let rsyncFailures: [String: Int32]
     /// Per address: the switch goes back to this release (its health check failed).
     private let rollBacks: [String: String]
+    /// Per address: the switch changed nothing (its lock was held): exit 75 and an `unchanged` report.
+    private let unchanged: Set<String>
     private var log: [(address: String, step: String)] = []
     private(set) var synced: [String] = []
 
-    init(guards: [String: [Int32]] = [:], rsyncFailures: [String: Int32] = [:], rollBacks: [String: String] = [:]) {
+    init(guards: [String: [Int32]] = [:], rsyncFailures: [String: Int32] = [:], rollBacks: [String: String] = [:], unchanged: Set<String> = []) {
         self.guards = guards
         self.rsyncFailures = rsyncFailures
         self.rollBacks = rollBacks
+        self.unchanged = unchanged
     }
 
     /// What each host was sent, in order: `mountpoint`, `prepare`, `tree`, `manifest`, `switch`.
@@ -50,6 +53,12 @@ final class ScriptedRemote: CommandRunner, @unchecked Sendable {
                 log.append((address, "switch"))
                 let words = command.split(separator: " ").map { String($0.dropFirst().dropLast()) }
                 let expected = words.firstIndex(of: "--expect").map { words[$0 + 1] } ?? ""
+                if unchanged.contains(address) {
+                    return ProcessResult(status: 75, output: """
+                        snapmount: error: /run/snapmount/lock is still held by another snapmount (a boot, or another switch); nothing was switched
+                        {"switch":"unchanged","before":null,"after":null,"reached":null,"error":"/run/snapmount/lock is still held by another snapmount (a boot, or another switch); nothing was switched","timedOut":false,"milliseconds":0}
+                        """)
+                }
                 if let back = rollBacks[address] {
                     return ProcessResult(status: 69, output: """
                         snapmount: health check failed
@@ -319,10 +328,10 @@ struct PushListingTests {
     @Test("each host's volume: marked unknown just before its switch, then the release the switch reports; a sync that fails changes nothing in use and no tag; a host that went back is tagged with the release it went back to")
     func identityTagsFollowTheBytes() async throws {
         try await Self.withCloud { setup in
-            for last in 1...4 { await Self.add(setup, last) }
+            for last in 1...5 { await Self.add(setup, last) }
             let old = "rel-20261130T100000Z-0b0b0b0b"
             // 23: some files not transferred; 24: files vanished here while it ran (the tree changed).
-            let remote = ScriptedRemote(rsyncFailures: ["10.0.1.2": 23, "10.0.1.3": 24], rollBacks: ["10.0.1.4": old])
+            let remote = ScriptedRemote(rsyncFailures: ["10.0.1.2": 23, "10.0.1.3": 24], rollBacks: ["10.0.1.4": old], unchanged: ["10.0.1.5"])
             let (rows, error) = try await Self.push(setup, remote: remote)
             #expect(error.map { ExitStatus(for: $0) } == .unavailable)
             let volumes = await setup.cloud.state.volumeTable()
@@ -331,6 +340,9 @@ struct PushListingTests {
             #expect(held[Self.instanceID(2)] == .some(nil), "nothing in use changed: no tag")
             #expect(held[Self.instanceID(3)] == .some(nil), "a tree that changed under the push was never switched to")
             #expect(held[Self.instanceID(4)] == old, "back on the release it had")
+            #expect(held[Self.instanceID(5)] == "snap-0aaaaaaaaaaaaaaa1", "nothing switched: what its tags said before (the snapshot it was made from)")
+            let kept = try #require(rows.first { $0.address == "10.0.1.5" }?.outcome.failure)
+            #expect(kept.contains("exited 75") && kept.contains("still held") && kept.contains("nothing in use changed"), "\(kept)")
             let failed = try #require(rows.first { $0.address == "10.0.1.2" }?.outcome.failure)
             #expect(failed.contains("rsync exit 23") && failed.contains("the release in use there is unchanged"), "\(failed)")
             let back = try #require(rows.first { $0.address == "10.0.1.4" })
@@ -339,7 +351,7 @@ struct PushListingTests {
             #expect(remote.steps(for: "10.0.1.1") == ["mountpoint", "prepare", "tree", "manifest", "switch"], "\(remote.steps(for: "10.0.1.1"))")
             #expect(remote.steps(for: "10.0.1.2") == ["mountpoint", "prepare", "tree"], "\(remote.steps(for: "10.0.1.2"))")
             let tags = await setup.cloud.state.callLog().filter { $0.action == "CreateTags" }.map { $0.parameters["Tag.1.Value"] ?? "" }
-            #expect(tags.filter { $0 == ReleaseID.unknownTag }.count == 2 && tags.filter { $0 == Self.release }.count == 1
+            #expect(tags.filter { $0 == ReleaseID.unknownTag }.count == 3 && tags.filter { $0 == Self.release }.count == 1
                     && tags.filter { $0 == old }.count == 1, "\(tags)")
         }
     }

@@ -458,10 +458,13 @@ extension PushTests {
         guard requireRoot("push reader") else { return }
         try await Self.withFleet { fleet, cloud in
             try (releaseSnapshot + "\n").write(toFile: fleet.root + "/snap.txt", atomically: true, encoding: .utf8)
-            try Self.write(Self.release, in: fleet.release)
+            // 500 more files beside app/main.py: the switch's rebuild of the root takes long
+            // enough that a reader without the bind mount would find files missing (it does).
+            let library = Dictionary(uniqueKeysWithValues: (0..<500).map { ("app/lib/module\($0).py", "# \($0)\n") })
+            try Self.write(Self.release.merging(library) { $1 }, in: fleet.release)
             try await stageRelease(Self.identity, in: fleet.release, cloud: cloud)
             await Self.join(cloud, fleet, instanceID("127.0.0.2"), "127.0.0.2")
-            try fleet.start("127.0.0.2", mounted: true, files: Self.old)
+            try fleet.start("127.0.0.2", mounted: true, files: Self.old.merging(library) { $1 })
             // Each round looks the tree up once (cd), as a request does, then reads two files of it.
             let reads = fleet.state + "/reads"
             let reader = """

@@ -80,6 +80,49 @@ struct ReleaseTreeTests {
             #expect(try tree(mountPoint + "/.snapmount/staging").isEmpty)
             #expect(!FileManager.default.fileExists(atPath: mountPoint + "/.snapmount/retired"))
             #expect(try releaseTree(mountPoint) == Self.a)
+
+            // Forward again with a previous tree there: it is set aside, the one in use becomes previous.
+            let c = PushTests.withManifest(["VERSION": "c\n"], "rel-20261203T100000Z-cccccccc")
+            try PushTests.write(c, in: mountPoint + "/.snapmount/staging")
+            try switcher.switchTo(.staged)
+            #expect(try releaseTree(mountPoint) == c)
+            #expect(try tree(mountPoint + "/.snapmount/previous") == Self.a)
+            #expect(try tree(mountPoint + "/.snapmount/retired/previous").filter { $0.key != "current" } == Self.b)
+        }
+    }
+
+    @Test("a switch that runs out of room half way (no inodes left for its directories) is undone: the old release whole at the root, no bind mount, no journal")
+    func failureUndone() throws {
+        guard requireRoot("release tree undo") else { return }
+        try Self.withVolume { mountPoint, switcher in
+            // Three inodes to spare: the journal and the old tree's new place fit, the new tree's directories do not.
+            var info = statvfs()
+            #expect(statvfs(mountPoint, &info) == 0)
+            let used = UInt64(info.f_files - info.f_ffree)
+            try Images.sh("mount", ["-o", "remount,nr_inodes=\(used + 3)", mountPoint])
+            #expect(throws: ReleaseTreeError.self) { try switcher.switchTo(.staged) }
+            #expect(try releaseTree(mountPoint) == Self.a)
+            #expect(try Self.mounts(at: mountPoint) == 1)
+            #expect(!FileManager.default.fileExists(atPath: mountPoint + "/.snapmount/switch.json"))
+            #expect(!FileManager.default.fileExists(atPath: mountPoint + "/.snapmount/outgoing"))
+            #expect(switcher.manifest(of: .staged) != nil, "the staged tree is still there to try again")
+        }
+    }
+
+    @Test("a journal that does not parse, or an old tree set aside that no journal accounts for, is refused (65), never guessed at")
+    func unaccountedRefused() throws {
+        guard requireRoot("release tree unaccounted") else { return }
+        try Self.withVolume { mountPoint, switcher in
+            let meta = mountPoint + "/.snapmount"
+            try "{\"side\":".write(toFile: meta + "/switch.json", atomically: true, encoding: .utf8)
+            #expect(throws: ReleaseTreeError.unaccounted(meta + "/switch.json")) { try switcher.switchTo(.staged) }
+            #expect(throws: ReleaseTreeError.unaccounted(meta + "/switch.json")) { try switcher.finishInterrupted() }
+            try FileManager.default.removeItem(atPath: meta + "/switch.json")
+            try FileManager.default.createDirectory(atPath: meta + "/outgoing/app", withIntermediateDirectories: true)
+            #expect(throws: ReleaseTreeError.unaccounted(meta + "/outgoing")) { try switcher.switchTo(.staged) }
+            #expect(ExitStatus(for: ReleaseTreeError.unaccounted("/x")) == .dataRefused)
+            #expect(try releaseTree(mountPoint) == Self.a)
+            #expect(FileManager.default.fileExists(atPath: meta + "/outgoing/app"))
         }
     }
 
@@ -162,14 +205,25 @@ struct ReleaseTreeTests {
             #expect(SwitchReport(output: "a log line\n" + report.json.text + "\n") == report)
             #expect(SwitchError.failed(report).exitStatus == .unavailable)
 
+            // A first release from an image has no manifest: going back still works, to that tree.
+            try FileManager.default.removeItem(atPath: mountPoint + "/" + ReleaseManifest.relativePath)
+            try FileManager.default.createDirectory(atPath: mountPoint + "/.snapmount/staging", withIntermediateDirectories: true)
+            try PushTests.write(Self.b, in: mountPoint + "/.snapmount/staging")
+            let again = SwitchFlow(mountPoint: mountPoint, side: .staged, activation: activation, host: host, clock: SystemClock(),
+                                   logger: quietLogger, tree: switcher)
+            let unnamed = try again.run()
+            #expect(unnamed.result == .rolledBack && unnamed.before == nil && unnamed.after == nil, "\(unnamed)")
+            #expect(try releaseTree(mountPoint) == Self.a.filter { $0.key != ReleaseManifest.relativePath })
+
             // The staged tree is not the release the caller sent: refused, nothing switched.
             try FileManager.default.createDirectory(atPath: mountPoint + "/.snapmount/staging", withIntermediateDirectories: true)
             try PushTests.write(Self.b, in: mountPoint + "/.snapmount/staging")
             flow.expected = ReleaseID("rel-20261203T100000Z-cccccccc")
-            #expect(throws: SwitchError.notExpected(staged: ReleaseID("rel-20261202T100000Z-bbbbbbbb")!, expected: ReleaseID("rel-20261203T100000Z-cccccccc")!)) {
+            #expect(throws: SwitchError.notExpected(staged: ReleaseID("rel-20261202T100000Z-bbbbbbbb"), expected: ReleaseID("rel-20261203T100000Z-cccccccc")!)) {
                 try flow.run()
             }
-            #expect(try releaseTree(mountPoint) == Self.a)
+            #expect(try releaseTree(mountPoint) == Self.a.filter { $0.key != ReleaseManifest.relativePath })
+            #expect(flow.unchanged(SwitchError.lockTimeout("/x")).result == .unchanged)
         }
     }
 }

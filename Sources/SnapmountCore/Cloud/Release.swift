@@ -48,8 +48,8 @@ public enum ReleaseTags {
     /// On a published snapshot: where publish put its id (`snap.txt`'s path, `ssm:/NAME`).
     /// Prune reads every output a release's snapshots name before it deletes anything.
     public static let output = "snapmount:output"
-    /// On a volume: how the last push or deployment to it ended — `pushed`, `rolled-back` or
-    /// `failed`, the release it brought, and when (`pushed rel-… 20261203T120102Z`).
+    /// On a volume: how the last push or deployment to it ended — `switched`, `rolled-back`, `failed` or
+    /// `unchanged`, the release it brought, and when (`switched rel-… 20261203T120102Z`).
     public static let lastDeployment = "snapmount:last-deployment"
 }
 

@@ -91,9 +91,7 @@ public struct SysfsBlockDevices: BlockDeviceSource {
         defer { closedir(directory) }
         var devices: [BlockDevice] = []
         while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
+            let name = entryName(entry)
             guard !name.hasPrefix(".") else { continue }
             let base = "\(sysDirectory)/block/\(name)"
             let sectors = readText(base + "/size").flatMap { UInt64($0.trimmingWhitespace()) } ?? 0

@@ -47,7 +47,7 @@ private func removeStaleTemporaries(directory: String, prefix: String) {
     guard let handle = try? systemCall("opendir", directory, { opendir(directory) }) else { return }
     defer { closedir(handle) }
     while let entry = readdir(handle) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let name = entryName(entry)
         if name.hasPrefix(prefix) { _ = try? systemCall("unlink", "\(directory)/\(name)") { unlink("\(directory)/\(name)") } }
     }
 }

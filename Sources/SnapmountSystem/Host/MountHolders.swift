@@ -48,12 +48,15 @@ func directoryEntries(_ path: String) -> [String] {
     defer { closedir(directory) }
     var names: [String] = []
     while let entry = readdir(directory) {
-        let name = withUnsafePointer(to: entry.pointee.d_name) { pointer in
-            pointer.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { String(cString: $0) }
-        }
+        let name = entryName(entry)
         if name != "." && name != ".." { names.append(name) }
     }
     return names
+}
+
+/// A directory entry's name (`d_name`, a fixed-size C array).
+func entryName(_ entry: UnsafeMutablePointer<dirent>) -> String {
+    withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
 }
 
 /// Where a symbolic link points; `nil` when it is not one or cannot be read.

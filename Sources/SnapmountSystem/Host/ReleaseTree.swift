@@ -11,12 +11,15 @@ public enum ReleaseTreeError: SnapmountError, Equatable {
     case notMounted(String)
     /// The tree to switch to is not whole: no manifest (a sync that did not finish).
     case incomplete(String)
+    /// A journal snapmount cannot read, or a tree an interrupted switch set aside that no
+    /// journal accounts for: finishing or undoing it is a person's decision.
+    case unaccounted(String)
     case system(SystemCallError)
 
     public var exitStatus: ExitStatus {
         switch self {
         case .notMounted: .configuration
-        case .incomplete: .dataRefused
+        case .incomplete, .unaccounted: .dataRefused
         case .system: .internalError
         }
     }
@@ -27,6 +30,8 @@ public enum ReleaseTreeError: SnapmountError, Equatable {
             "\(path) is not a mount point: the release volume is not mounted here (see snapmount status)"
         case .incomplete(let path):
             "\(path) holds no manifest (\(ReleaseManifest.relativePath)): that tree is not a whole release, so nothing was switched"
+        case .unaccounted(let path):
+            "\(path) is left from an interrupted switch and no readable journal says how far it got: nothing was switched; look at it, then move its contents back to the mount point or remove it"
         case .system(let error):
             "switching the release tree: \(error)"
         }
@@ -102,9 +107,24 @@ public final class ReleaseTree {
         let volume = try openVolume()
         defer { close(volume.root); close(volume.meta) }
         let finished = try resume(volume)
-        guard manifest(of: side) != nil else { throw .incomplete(path(of: side)) }
+        // A staged tree is whole once its manifest is there; the previous tree is the one
+        // that was in use, whole, with or without one (a first release from an image).
+        switch side {
+        case .staged: guard manifest(of: side) != nil else { throw .incomplete(path(of: side)) }
+        case .previous: guard (try? status(volume.meta, side.rawValue)) != nil else { throw .incomplete(path(of: side)) }
+        }
+        guard (try? status(volume.meta, Self.outgoing)) == nil else { throw .unaccounted(mountPoint + "/" + ReleaseManifest.directory + "/" + Self.outgoing) }
         try run(Journal(side: side, phase: .out), volume, fresh: true)
         return finished
+    }
+
+    /// Finishes a switch that was interrupted (a boot does this before its application
+    /// starts); `nil` when there was none. Touches nothing when there is no journal.
+    public func finishInterrupted() throws(ReleaseTreeError) -> Side? {
+        guard fileExists(mountPoint + "/" + ReleaseManifest.directory + "/" + Self.journalName) else { return nil }
+        let volume = try openVolume()
+        defer { close(volume.root); close(volume.meta) }
+        return try resume(volume)
     }
 
     // MARK: The steps
@@ -138,12 +158,21 @@ public final class ReleaseTree {
     }
 
     private func resume(_ volume: Volume) throws(ReleaseTreeError) -> Side? {
-        guard let text = readText(mountPoint + "/" + ReleaseManifest.directory + "/" + Self.journalName) else { return nil }
-        guard let journal = Journal(Array(text.utf8)) else {
-            // Not one of ours, or torn: nothing to finish, and nothing to trust.
-            removeFile(mountPoint + "/" + ReleaseManifest.directory + "/" + Self.journalName)
+        let path = mountPoint + "/" + ReleaseManifest.directory + "/" + Self.journalName
+        let bytes: [UInt8]
+        do throws(SystemCallError) {
+            let fd = try systemCall("openat", path) { openat(volume.meta, Self.journalName, O_RDONLY | O_CLOEXEC) }
+            defer { close(fd) }
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let count = try readSome(fd, into: &buffer, subject: path)
+            bytes = Array(buffer.prefix(count))
+        } catch where error.errno == ENOENT {
             return nil
+        } catch {
+            throw .system(error)
         }
+        // Written whole and renamed into place: one that does not parse is not ours to guess at.
+        guard let journal = Journal(bytes) else { throw .unaccounted(path) }
         try run(journal, volume, fresh: false)
         return journal.side
     }
@@ -161,7 +190,6 @@ public final class ReleaseTree {
             }
             if journal.phase == .out {
                 // The old tree moves aside, its manifest first: from here the root holds no known release.
-                if fresh { try removeTree(volume.meta, Self.outgoing) }
                 try makeDirectory(volume.meta, Self.outgoing)
                 let outgoing = try openDirectory(volume.meta, Self.outgoing)
                 defer { close(outgoing) }
@@ -182,10 +210,15 @@ public final class ReleaseTree {
                 let source = try openDirectory(volume.meta, side)
                 defer { close(source) }
                 for name in try entries(source) where !Self.volumeEntries.contains(name) { try linkTree(source, name, into: volume.root) }
-                let sourceMeta = try openDirectory(source, ReleaseManifest.directory)
-                defer { close(sourceMeta) }
-                try systemCall("linkat", path(of: journal.side) + "/" + ReleaseManifest.relativePath) {
-                    linkat(sourceMeta, ReleaseManifest.fileName, volume.meta, ReleaseManifest.fileName, 0)
+                if let sourceMeta = try? openDirectory(source, ReleaseManifest.directory) {
+                    defer { close(sourceMeta) }
+                    do {
+                        try systemCall("linkat", path(of: journal.side) + "/" + ReleaseManifest.relativePath) {
+                            linkat(sourceMeta, ReleaseManifest.fileName, volume.meta, ReleaseManifest.fileName, 0)
+                        }
+                    } catch where error.errno == ENOENT {
+                        // A previous tree without a manifest (a release from an image): none.
+                    }
                 }
                 journal.phase = .cleanup
                 try write(journal, volume)
@@ -211,8 +244,37 @@ public final class ReleaseTree {
             try systemCall("syncfs", mountPoint) { clinux_syncfs(volume.root) }
             try systemCall("unlinkat", Self.journalName) { unlinkat(volume.meta, Self.journalName, 0) }
         } catch {
+            // Before the new tree is whole at the root (a full volume, out of inodes), the old
+            // one goes back where it was; after, what is left is only moves a resume redoes.
+            if journal.phase != .cleanup { try? undo(journal.phase, volume) }
             throw .system(error)
         }
+    }
+
+    /// The old tree back at the root, the bind mount and the journal gone: as before the switch.
+    private func undo(_ phase: Journal.Phase, _ volume: Volume) throws(SystemCallError) {
+        if phase == .into {
+            // What was linked in so far: links to the staged tree's files, and new directories.
+            for name in try entries(volume.root) where !Self.volumeEntries.contains(name) { try removeTree(volume.root, name) }
+            try removeTree(volume.meta, ReleaseManifest.fileName)
+        }
+        if let outgoing = try? openDirectory(volume.meta, Self.outgoing) {
+            defer { close(outgoing) }
+            for name in try entries(outgoing) where name != ReleaseManifest.directory { try move(outgoing, name, to: volume.root) }
+            if let outgoingMeta = try? openDirectory(outgoing, ReleaseManifest.directory) {
+                defer { close(outgoingMeta) }
+                try move(outgoingMeta, ReleaseManifest.fileName, to: volume.meta)
+                guard try entries(outgoingMeta).isEmpty else { return }
+            }
+            // Empty now, or it is kept (and the journal with it) for a person to look at.
+            guard try entries(outgoing).allSatisfy({ $0 == ReleaseManifest.directory }) else { return }
+            try removeTree(volume.meta, Self.outgoing)
+        }
+        if try coveringMount() != nil {
+            try systemCall("umount2", mountPoint) { umount2(mountPoint, Self.detachFlag) }
+        }
+        try systemCall("syncfs", mountPoint) { clinux_syncfs(volume.root) }
+        try systemCall("unlinkat", Self.journalName) { unlinkat(volume.meta, Self.journalName, 0) }
     }
 
     // MARK: Mounts
@@ -312,9 +374,7 @@ public final class ReleaseTree {
         rewinddir(stream)
         var names: [String] = []
         while let entry = readdir(stream) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) { pointer in
-                pointer.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { String(cString: $0) }
-            }
+            let name = entryName(entry)
             if name != "." && name != ".." { names.append(name) }
         }
         return names
