@@ -232,8 +232,7 @@ public final class SwitchFlow {
         case .passed(let attempts, let after):
             logger.notice("\(name) is healthy (\(check), \(attempts) attempt\(attempts == 1 ? "" : "s"), \(DurationText.format(after)))")
         case .failed(let last, let attempts):
-            throw ActivationFailure(message: "health check \(check) did not pass within \(DurationText.format(activation.healthTimeout)) for \(name) (\(attempts) attempts; last: \(last))",
-                                    timedOut: false)
+            throw ActivationFailure(message: "health check \(check) did not pass within \(DurationText.format(activation.healthTimeout)) for \(name) (\(attempts) attempts; last: \(last))")
         }
     }
 }

@@ -73,7 +73,10 @@ public final class ReleaseTree {
     static let retired = "retired"
 
     /// Where `side` is, as seen through the mount point (before a switch shows it).
-    public func path(of side: Side) -> String { mountPoint + "/" + ReleaseManifest.directory + "/" + side.rawValue }
+    public func path(of side: Side) -> String { metaPath(side.rawValue) }
+
+    /// `name` in the volume's `.snapmount`, as seen through the mount point.
+    private func metaPath(_ name: String) -> String { mountPoint + "/" + ReleaseManifest.directory + "/" + name }
 
     /// The manifest of the tree at `side`, if it holds one.
     public func manifest(of side: Side) -> ReleaseManifest? {
@@ -113,7 +116,7 @@ public final class ReleaseTree {
         case .staged: guard manifest(of: side) != nil else { throw .incomplete(path(of: side)) }
         case .previous: guard (try? status(volume.meta, side.rawValue)) != nil else { throw .incomplete(path(of: side)) }
         }
-        guard (try? status(volume.meta, Self.outgoing)) == nil else { throw .unaccounted(mountPoint + "/" + ReleaseManifest.directory + "/" + Self.outgoing) }
+        guard (try? status(volume.meta, Self.outgoing)) == nil else { throw .unaccounted(metaPath(Self.outgoing)) }
         try run(Journal(side: side, phase: .out), volume, fresh: true)
         return finished
     }
@@ -121,7 +124,7 @@ public final class ReleaseTree {
     /// Finishes a switch that was interrupted (a boot does this before its application
     /// starts); `nil` when there was none. Touches nothing when there is no journal.
     public func finishInterrupted() throws(ReleaseTreeError) -> Side? {
-        guard fileExists(mountPoint + "/" + ReleaseManifest.directory + "/" + Self.journalName) else { return nil }
+        guard fileExists(metaPath(Self.journalName)) else { return nil }
         let volume = try openVolume()
         defer { close(volume.root); close(volume.meta) }
         return try resume(volume)
@@ -158,7 +161,7 @@ public final class ReleaseTree {
     }
 
     private func resume(_ volume: Volume) throws(ReleaseTreeError) -> Side? {
-        let path = mountPoint + "/" + ReleaseManifest.directory + "/" + Self.journalName
+        let path = metaPath(Self.journalName)
         let bytes: [UInt8]
         do throws(SystemCallError) {
             let fd = try systemCall("openat", path) { openat(volume.meta, Self.journalName, O_RDONLY | O_CLOEXEC) }
