@@ -77,7 +77,12 @@ struct ProcessTests {
         let root = try Self.temporaryRoot()
         defer { try? FileManager.default.removeItem(atPath: root) }
         let process = try Self.start(cloud, root: root, user: "65534")
-        try await Task.sleep(for: .milliseconds(700))
+        // Its first IMDS request comes after it made itself not dumpable (however slow the
+        // machine is to start it).
+        let until = ContinuousClock.now + .seconds(60)
+        while await cloud.state.callLog().filter({ $0.service == "imds" }).isEmpty && ContinuousClock.now < until {
+            try await Task.sleep(for: .milliseconds(20))
+        }
         // setpriv execs snapmount in place: same pid.
         var status = stat()
         let found = stat("/proc/\(process.pid)/status", &status) == 0

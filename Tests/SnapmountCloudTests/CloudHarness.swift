@@ -25,11 +25,11 @@ func withCloud<T: Sendable>(_ settings: DevCloudSettings = fastSettings(),
 /// A fresh agent session against `cloud` — a new "process": nothing carried over but the
 /// environment — for a blocking body on its own thread.
 func withSession<T: Sendable>(_ cloud: DevCloud, tuning: CloudTuning = fastTuning(), clock: any AgentClock = SystemClock(),
-                              environment extra: [String: String] = [:],
+                              environment extra: [String: String] = [:], logger: Logger = quietLogger,
                               _ body: @escaping @Sendable (CloudSession) throws -> T) async throws -> T {
     let environment = try AgentEnvironment(cloud.environment.merging(extra) { _, new in new })
     return try await onThread {
-        try body(try CloudSession.connect(environment: environment, clock: clock, logger: quietLogger, tuning: tuning))
+        try body(try CloudSession.connect(environment: environment, clock: clock, logger: logger, tuning: tuning))
     }
 }
 
