@@ -54,12 +54,7 @@ public struct FleetReport: Sendable, Equatable {
                           row.instance.map { "\($0.state)" } ?? "(not in EC2 yet)", row.member.lifecycleState,
                           row.instance?.privateAddress ?? "-", row.releaseText, row.lastDeployment ?? "-"])
         }
-        let widths = lines[0].indices.map { column in lines.map { $0[column].count }.max() ?? 0 }
-        var text = lines.map { line in
-            zip(line, widths).enumerated().map { index, pair in
-                index == line.count - 1 ? pair.0 : pair.0 + String(repeating: " ", count: pair.1 - pair.0.count)
-            }.joined(separator: "  ")
-        }.joined(separator: "\n") + "\n"
+        var text = textTable(lines)
         if let published {
             text += "\(onPublished) of \(rows.count) on the published release \(published.releaseIdentity) (\(published.id))\n"
         }

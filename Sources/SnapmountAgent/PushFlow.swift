@@ -21,6 +21,9 @@ public enum PushError: SnapmountError, Equatable {
     case notThePublishedRelease(directory: String, holds: ReleaseID, published: ReleaseID, snapshot: SnapshotID)
     /// Some hosts did not get the release; the table names them too.
     case hostsFailed([(host: String, instance: InstanceID, reason: String)], of: Int)
+    /// A deployment's failures passed `--max-failures` after a wave; the rest of the hosts
+    /// were not reached, and with `--rollback-on-failure` the moved ones went back.
+    case deploymentStopped(DeploymentStop)
     /// Instances kept appearing: the set never settled within the rounds allowed.
     case notStable(rounds: Int, pending: Int)
     case stopped(signal: Int32)
@@ -31,7 +34,7 @@ public enum PushError: SnapmountError, Equatable {
         switch self {
         case .noSuchGroups, .sourceNotMounted, .noManifest, .notThePublishedRelease, .knownHostsUnwritable: .configuration
         case .publishedUnreadable: .unavailable
-        case .hostsFailed: .unavailable
+        case .hostsFailed, .deploymentStopped: .unavailable
         case .notStable, .stopped: .timedOut
         }
     }
@@ -53,6 +56,8 @@ public enum PushError: SnapmountError, Equatable {
         case .hostsFailed(let failures, let total):
             "push failed on \(failures.count) of \(total) hosts: "
                 + failures.map { "\($0.host) (\($0.instance)): \($0.reason)" }.joined(separator: "; ")
+        case .deploymentStopped(let stop):
+            stop.description
         case .notStable(let rounds, let pending):
             "new instances kept joining the groups for \(rounds) rounds (\(pending) not pushed yet); run push again"
         case .stopped(let signal):
@@ -69,8 +74,18 @@ public struct PushOptions: Sendable {
     public var directory: AbsolutePath
     /// Where `snapmount publish` wrote the id: the release here must be that one.
     public var published: PublishTarget
-    /// Hosts synced at once.
+    /// Hosts synced at once (within a wave).
     public var parallel = 8
+    /// Hosts per wave (`snapmount deploy --wave`); `nil`: every host in one wave, as push does.
+    public var wave: HostCount?
+    /// Each wave within one availability zone, zone after zone.
+    public var byZone = false
+    /// The failures a deployment goes on with; past them it stops after the wave. `nil`: no
+    /// bound (push reaches every host).
+    public var maxFailures: HostCount?
+    /// When the bound stops a deployment: the hosts it moved go back to the release they had,
+    /// and the published id back to the previous one.
+    public var rollbackOnFailure = false
     /// The ssh command and its options, as words.
     public var ssh: [String] = ["ssh"]
     public var user = "root"
@@ -117,12 +132,31 @@ public struct PushOptions: Sendable {
     }
 }
 
-/// One row of the table `snapmount push` prints.
+/// One row of the table `snapmount push` and `deploy` print.
 public struct HostReport: Sendable, Equatable {
     public var member: GroupMember
     public var address: String
     public var outcome: PushOutcome
     public var duration: Duration
+    public var zone: String?
+    /// Its wave; 0: not reached.
+    public var wave = 0
+    public var volume: VolumeID?
+    /// The release it held, and holds now (`nil`: no known one).
+    public var before: ReleaseID?
+    public var after: ReleaseID?
+    /// How far the new release got there.
+    public var phase = HostPhase.listed
+    /// The manifest of the tree the switch replaced: what going back must find.
+    var replaced: ReleaseID?
+
+    init(member: GroupMember, address: String, outcome: PushOutcome, duration: Duration, zone: String? = nil) {
+        self.member = member
+        self.address = address
+        self.outcome = outcome
+        self.duration = duration
+        self.zone = zone
+    }
 }
 
 /// `snapmount push`: the published release to every instance of the groups, over ssh, a
@@ -172,6 +206,8 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
     /// Every host's row of the last run, however it ended (hosts failed, a signal, groups
     /// that never settled): the caller prints the table either way.
     public private(set) var lastReports: [HostReport] = []
+    /// What the last run pushed, its waves, and where it stopped.
+    public private(set) var lastSummary: DeploymentSummary?
 
 
     /// Pushes until the groups' set of instances is stable, and returns every host's row
@@ -189,19 +225,29 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         try prepareKnownHosts()
         let session = try connect()
         let release = try publishedRelease(session)
-        logger.notice("pushing \(options.directory.text) (release \(release.manifest.id), \(release.snapshot)) to the instances of \(options.groups.joined(separator: ", "))\(mode == .check ? " (dry run: rsync -n, nothing changed)" : "")")
+        var summary = DeploymentSummary(release: release.manifest.id, snapshot: release.snapshot)
+        logger.notice("\(options.wave == nil ? "pushing" : "deploying") \(options.directory.text) (release \(release.manifest.id), \(release.snapshot)) to the instances of \(options.groups.joined(separator: ", "))\(options.wave.map { " in waves of \($0)\(options.byZone ? ", one zone at a time" : "")" } ?? "")\(mode == .check ? " (dry run: rsync -n, nothing changed)" : "")")
         var reports: [InstanceID: HostReport] = [:]
         var listed: [GroupMember] = []
+        var zones: [InstanceID: String] = [:]
+        var unreached = "not pushed: the push ended first"
         // However the push ends, the table shows every instance listed: those not reached
         // as not pushed.
-        defer { lastReports = Self.sorted(Array(reports.values) + listed.filter { reports[$0.instance] == nil && $0.phase != .leaving }.map {
-            HostReport(member: $0, address: "", outcome: .failed("not pushed: the push ended first"), duration: .zero)
-        }) }
+        defer {
+            lastSummary = summary
+            lastReports = Self.sorted(Array(reports.values) + listed.filter { reports[$0.instance] == nil && $0.phase != .leaving }.map {
+                HostReport(member: $0, address: "", outcome: summary.stoppedAfter == nil ? .failed(unreached) : .notReached(unreached),
+                           duration: .zero, zone: zones[$0.instance])
+            })
+        }
         var firstSeen: [InstanceID: ContinuousClock.Instant] = [:]
         var members: [GroupMember] = []
         var newRounds = 0
         var round = 0
-        while true {
+        var waveSize: Int?
+        var planned = 0
+        var stop: DeploymentStop?
+        rounds: while true {
             if let signal = StopSignal.received { throw PushError.stopped(signal: signal) }
             members = try GroupQueries(session: session).members(options.groups)
             listed = members
@@ -214,8 +260,9 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
                 newRounds += 1
                 guard newRounds <= options.rounds else { throw PushError.notStable(rounds: options.rounds, pending: todo.count) }
             }
-            if round > 1 { logger.notice("round \(round): \(todo.count) instance(s) to push to") }
+            if round > 1 { logger.notice("round \(round): \(todo.count) instance(s) to \(options.wave == nil ? "push" : "deploy") to") }
             let instances = try GroupQueries(session: session).instances(todo.map(\.instance))
+            for (id, instance) in instances { zones[id] = instance.availabilityZone }
             let now = clock.monotonic()
             for member in todo where firstSeen[member.instance] == nil { firstSeen[member.instance] = now }
             // Not reachable yet is not a failure for an instance still launching, or one Auto
@@ -224,16 +271,43 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
                 (member.phase == .launching || instances[member.instance] == nil)
                     && firstSeen[member.instance].map { now - $0 < options.launchWait } ?? false
             }.map(\.instance))
-            let rows = pushRound(todo, instances: instances, release: release, session: session, waitable: waitable)
+            // The wave's size is a share of the hosts the first listing found; later rounds
+            // (instances that joined, or were still launching) go in waves of the same size.
+            let size = waveSize ?? options.wave.map { $0.wave(of: todo.count) } ?? todo.count
+            waveSize = size
+            let waves = WavePlan.waves(todo, size: size, byZone: options.byZone) { zones[$0.instance] ?? "" }
+            planned += waves.count
             var waiting = 0
-            for row in rows {
-                if Self.isWaiting(row, waitable) {
-                    waiting += 1
-                } else {
-                    reports[row.member.instance] = row
+            for wave in waves {
+                summary.waves += 1
+                let started = clock.monotonic()
+                let rows = pushRound(wave, number: summary.waves, instances: instances, release: release, session: session, waitable: waitable)
+                for row in rows {
+                    if Self.isWaiting(row, waitable) {
+                        waiting += 1
+                    } else {
+                        reports[row.member.instance] = row
+                    }
+                }
+                if let signal = StopSignal.received { throw PushError.stopped(signal: signal) }
+                let failures = reports.values.filter(\.outcome.isFailure)
+                let hosts = listed.filter { $0.phase != .leaving }.count
+                if let wavePlan = options.wave {
+                    let waveZones = Set(wave.map { zones[$0.instance] ?? "-" }).sorted().joined(separator: ", ")
+                    let failed = rows.filter(\.outcome.isFailure).count
+                    let bound = options.maxFailures.map { " of \($0.bound(of: hosts)) allowed" } ?? ""
+                    terminal?("\r\u{1b}[K")
+                    logger.notice("wave \(summary.waves) of \(planned) (\(wave.count) host\(wave.count == 1 ? "" : "s") of \(wavePlan) each, \(waveZones)): \(rows.count - failed) done, \(failed) failed in \(DurationText.format(clock.monotonic() - started)); \(failures.count) failure\(failures.count == 1 ? "" : "s") so far\(bound)")
+                }
+                if let maxFailures = options.maxFailures, failures.count > maxFailures.bound(of: hosts) {
+                    summary.stoppedAfter = summary.waves
+                    stop = DeploymentStop(failures: Self.sorted(failures).map { (host: $0.address, instance: $0.member.instance, reason: $0.outcome.failure ?? "") },
+                                          wave: summary.waves, waves: planned, maxFailures: maxFailures, bound: maxFailures.bound(of: hosts),
+                                          rollback: options.rollbackOnFailure && mode == .apply)
+                    unreached = "not reached: the deployment stopped after wave \(summary.waves)"
+                    break rounds
                 }
             }
-            if let signal = StopSignal.received { throw PushError.stopped(signal: signal) }
             if waiting > 0 {
                 logger.notice("\(waiting) instance(s) launching or not known to EC2 yet, not reachable yet; trying again in \(DurationText.format(options.launchPoll))")
                 clock.sleep(for: options.launchPoll)
@@ -244,8 +318,21 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         for (id, row) in reports where row.outcome.isFailure && !current.contains(id) {
             reports[id]?.outcome = .gone
         }
-        let rows = Self.sorted(Array(reports.values))
         terminal?("\r\u{1b}[K")
+        if var stop {
+            stop.notReached = listed.filter { reports[$0.instance] == nil && $0.phase != .leaving }.count
+            if stop.rollback {
+                let moved = reports.values.filter { if case .pushed = $0.outcome { true } else { false } }
+                logger.notice("rolling back: \(moved.count) host\(moved.count == 1 ? "" : "s") the release reached go back to the release \(moved.count == 1 ? "it" : "they") had")
+                for row in revert(moved, release: release, session: session) { reports[row.member.instance] = row }
+                stop.reverted = reports.values.filter { if case .reverted = $0.outcome { true } else { false } }.count
+                stop.published = republishPrevious(release, session: session)
+                summary.published = stop.published
+            }
+            stop.stillOnRelease = reports.values.filter { $0.after == release.manifest.id }.count
+            throw PushError.deploymentStopped(stop)
+        }
+        let rows = Self.sorted(Array(reports.values))
         let failures = rows.compactMap { row in
             row.outcome.failure.map { (host: row.address, instance: row.member.instance, reason: $0) }
         }
@@ -257,23 +344,22 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         rows.sorted { ($0.member.group, $0.address, $0.member.instance.text) < ($1.member.group, $1.address, $1.member.instance.text) }
     }
 
-    /// The table at the end: one line per host.
-    public static func table(_ rows: [HostReport]) -> String {
-        var lines = [["HOST", "INSTANCE", "GROUP", "RESULT", "BYTES", "TIME"]]
+    /// The table at the end: one line per host; with `waves`, each host's zone, wave and the
+    /// release it holds now.
+    public static func table(_ rows: [HostReport], waves: Bool = false) -> String {
+        var lines = [waves ? ["HOST", "INSTANCE", "GROUP", "ZONE", "WAVE", "RESULT", "RELEASE", "BYTES", "TIME"]
+                     : ["HOST", "INSTANCE", "GROUP", "RESULT", "BYTES", "TIME"]]
         for row in rows {
             let bytes: String = switch row.outcome {
-            case .pushed(let summary, _), .wouldPush(let summary): formatBytes(summary.bytesSent)
+            case .pushed(let summary, _), .wouldPush(let summary), .reverted(let summary, _): formatBytes(summary.bytesSent)
             default: "-"
             }
-            lines.append([row.address.isEmpty ? "-" : row.address, row.member.instance.text, row.member.group, row.outcome.label, bytes,
-                          DurationText.format(row.duration)])
+            let place = waves ? [row.zone ?? "-", row.wave > 0 ? String(row.wave) : "-"] : []
+            let holds = waves ? [row.after?.text ?? (row.phase == .listed ? "-" : "(unknown)")] : []
+            lines.append([row.address.isEmpty ? "-" : row.address, row.member.instance.text, row.member.group] + place + [row.outcome.label]
+                         + holds + [bytes, DurationText.format(row.duration)])
         }
-        let widths = (0..<6).map { column in lines.map { $0[column].count }.max() ?? 0 }
-        return lines.map { line in
-            zip(line, widths).enumerated().map { index, pair in
-                index == 5 ? pair.0 : pair.0 + String(repeating: " ", count: pair.1 - pair.0.count)
-            }.joined(separator: "  ")
-        }.joined(separator: "\n") + "\n"
+        return textTable(lines)
     }
 
     /// The host keys are pinned only if ssh can write them: the directory is made (0700) and
@@ -333,7 +419,7 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         return waitable.contains(row.member.instance)
     }
 
-    private func pushRound(_ members: [GroupMember], instances: [InstanceID: EC2Instance], release: Release,
+    private func pushRound(_ members: [GroupMember], number wave: Int, instances: [InstanceID: EC2Instance], release: Release,
                            session: CloudSession, waitable: Set<InstanceID>) -> [HostReport] {
         let volumes = releaseVolumes(session, members.map(\.instance))
         let tagger = VolumeTagger(ec2: session.ec2)
@@ -344,8 +430,10 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
             let started = self.clock.monotonic()
             let instance = instances[member.instance]
             let address = instance?.privateAddress ?? ""
-            let outcome = self.push(member, instance: instance, volume: volumes[member.instance], release: release, tagger: tagger)
-            let row = HostReport(member: member, address: address, outcome: outcome, duration: self.clock.monotonic() - started)
+            var row = HostReport(member: member, address: address, outcome: .failed(""), duration: .zero, zone: instance?.availabilityZone)
+            row.wave = wave
+            row.outcome = self.push(member, instance: instance, volume: volumes[member.instance], release: release, tagger: tagger, row: &row)
+            row.duration = self.clock.monotonic() - started
             rows.withLock { $0.append(row) }
             if Self.isWaiting(row, waitable) {
                 self.state.withLock { $0.total -= 1 }
@@ -357,7 +445,9 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         return rows.withLock { $0 }
     }
 
-    private func push(_ member: GroupMember, instance: EC2Instance?, volume releaseVolume: EC2Volume?, release: Release, tagger: VolumeTagger) -> PushOutcome {
+    /// One host's push; `row` records how far the release got and what the host holds.
+    private func push(_ member: GroupMember, instance: EC2Instance?, volume releaseVolume: EC2Volume?, release: Release, tagger: VolumeTagger,
+                      row: inout HostReport) -> PushOutcome {
         guard let instance else { return .unreachable("EC2 does not list the instance (yet)") }
         switch instance.state {
         case .terminated, .shuttingDown: return .gone
@@ -370,10 +460,14 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
 
         // The guard: only into a mounted release, never into the directory it is mounted on.
         if let ended = checkMount(member, host, directory) { return ended }
+        row.phase = .checked
         guard let releaseVolume else {
             return .failed("cannot tell which volume holds its release (none, or more than one, attached with snapmount's tags for \(directory)); nothing sent")
         }
         let volume = releaseVolume.id
+        row.volume = volume
+        row.before = releaseVolume.heldRelease
+        row.after = row.before
         let excluded = ["--exclude", "/" + ReleaseManifest.directory + "/", "--exclude", "/lost+found/"]
         if mode == .check {
             // The host's snapmount must know `switch` (an older one runs its boot's help instead);
@@ -397,6 +491,7 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         let manifest = rsync(host, ["-R", directory + "/./" + ReleaseManifest.relativePath, host.destination + ":" + staged])
         guard case .success(let last) = manifest else { return manifest.failure }
         let sent = RsyncSummary(bytesSent: summary.bytesSent + last.bytesSent, filesTransferred: summary.filesTransferred + last.filesTransferred)
+        row.phase = .staged
 
         // Before the tree in use changes, the volume holds no known release until the switch says which.
         do {
@@ -404,21 +499,15 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         } catch {
             return .failed("cannot mark \(volume) as changing (\(error)); the staged release was not put in use")
         }
+        row.after = nil
         let switched = remoteSnapmount(host, ["switch", "--mount-point", directory, "--expect", release.manifest.id.text, "--json"],
                                        timeout: options.switchTimeout)
         let report = switched.result.flatMap { SwitchReport(output: $0.output) }
-        // What the host's tree in use says is what its volume's tag says; back on (or never off)
-        // a tree without a manifest, what the tag said before; without an answer, unknown.
-        let onOld = report?.result == .unchanged || report?.result == .rolledBack
-        let holding = report?.after?.text ?? (onOld ? releaseVolume.heldRelease?.text : nil) ?? ReleaseID.unknownTag
-        let result = report?.result.rawValue ?? SwitchReport.Result.failed.rawValue
-        var recorded = true
-        do {
-            try tagger.mark(volume, holding: holding, deployment: "\(result) \(release.manifest.id) \(clock.now().amzDate)")
-        } catch {
-            recorded = false
-            logger.warning("\(host.destination): \(volume)'s identity tag still says \(ReleaseID.unknownTag) (\(error)); its next boot replaces the volume with one from \(release.snapshot)")
-        }
+        if let reached = report?.reached { row.phase = HostPhase(reached) }
+        if let before = report?.before { row.before = before }
+        row.replaced = report?.before
+        let (holding, recorded) = recordSwitch(report, volume: volume, heldBefore: releaseVolume.heldRelease, release: release, host: host, tagger: tagger)
+        row.after = ReleaseID(holding)
         guard let report else {
             return .failed((switched.failure(of: "switch") ?? "switch printed no report") + "; the host holds no known release until it is pushed again or boots")
         }
@@ -431,6 +520,91 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
             return .failed(report.error ?? "the switch failed")
         case .unchanged:
             return .failed("snapmount switch exited \(switched.result?.status ?? 0) there: \(report.error ?? "nothing was switched"); nothing in use changed")
+        }
+    }
+
+    /// Tags the volume with what a switch left in use, and how it ended: what the host's tree
+    /// in use says is what its volume's tag says; back on (or never off) a tree without a
+    /// manifest, what the tag said before; without an answer, unknown. Returns what the tag
+    /// says, and whether it could be set.
+    private func recordSwitch(_ report: SwitchReport?, volume: VolumeID, heldBefore: ReleaseID?, release: Release, host: RemoteHost,
+                              tagger: VolumeTagger, reverting: Bool = false) -> (holding: String, recorded: Bool) {
+        let onOld = report?.result == .unchanged || report?.result == .rolledBack
+        let holding = report?.after?.text ?? (onOld ? heldBefore?.text : nil) ?? ReleaseID.unknownTag
+        let result = reverting && report?.result == .switched ? "reverted" : report?.result.rawValue ?? SwitchReport.Result.failed.rawValue
+        do {
+            try tagger.mark(volume, holding: holding, deployment: "\(result) \(release.manifest.id) \(clock.now().amzDate)")
+            return (holding, true)
+        } catch {
+            logger.warning("\(host.destination): \(volume)'s identity tag still says \(ReleaseID.unknownTag) (\(error)); its next boot replaces the volume with one from \(release.snapshot)")
+            return (holding, false)
+        }
+    }
+
+    // MARK: Rollback
+
+    /// Puts the hosts a stopped deployment moved back on the release each had (`switch --to
+    /// previous`), their volumes' tags following as they do for a push's switch.
+    private func revert(_ rows: [HostReport], release: Release, session: CloudSession) -> [HostReport] {
+        let tagger = VolumeTagger(ec2: session.ec2)
+        let results = Mutex<[HostReport]>([])
+        forEachConcurrently(rows.count, limit: options.parallel) { index in
+            var row = rows[index]
+            let started = self.clock.monotonic()
+            row.outcome = self.revert(&row, release: release, tagger: tagger)
+            row.duration += self.clock.monotonic() - started
+            results.withLock { $0.append(row) }
+            let line = "\(row.address) (\(row.member.instance)): \(row.outcome.label): \(row.outcome.failure ?? row.after.map { "back on \($0)" } ?? "")"
+            if row.outcome.isFailure { self.logger.error("\(line)") } else { self.logger.notice("\(line)") }
+        }
+        return results.withLock { $0 }
+    }
+
+    private func revert(_ row: inout HostReport, release: Release, tagger: VolumeTagger) -> PushOutcome {
+        guard case .pushed(let sent, _) = row.outcome, let volume = row.volume else { return row.outcome }
+        let host = RemoteHost(destination: options.user + "@" + row.address, instance: row.member.instance)
+        do {
+            try tagger.mark(volume, holding: ReleaseID.unknownTag)
+        } catch {
+            return .failed("not rolled back: cannot mark \(volume) as changing (\(error)); it still holds \(release.manifest.id)")
+        }
+        // The tree the switch replaced must still be there as it was: --expect its manifest.
+        var words = ["switch", "--to", "previous", "--mount-point", options.directory.text, "--json"]
+        if let replaced = row.replaced { words += ["--expect", replaced.text] }
+        let switched = remoteSnapmount(host, words, timeout: options.switchTimeout)
+        let report = switched.result.flatMap { SwitchReport(output: $0.output) }
+        let (holding, _) = recordSwitch(report, volume: volume, heldBefore: release.manifest.id, release: release, host: host, tagger: tagger,
+                                        reverting: true)
+        row.after = ReleaseID(holding)
+        guard let report else {
+            return .failed((switched.failure(of: "switch --to previous") ?? "switch printed no report")
+                           + "; going back failed: the host holds no known release until it is deployed to again or boots")
+        }
+        switch report.result {
+        case .switched:
+            return .reverted(sent, "back on \(holding): the deployment stopped")
+        case .rolledBack:
+            return .failed("going back failed: the release it had failed its activation or health check there (\(report.error ?? "no reason given")); on \(holding) again")
+        case .failed:
+            return .failed("going back failed: \(report.error ?? "the switch failed"); the host's release is not known to work")
+        case .unchanged:
+            return .failed("not rolled back (snapmount switch --to previous exited \(switched.result?.status ?? 0): \(report.error ?? "nothing was switched")); it still holds \(release.manifest.id)")
+        }
+    }
+
+    /// After a rollback, the published id back on the release before this one, so that an
+    /// instance that boots now mounts what the fleet holds; a sentence for the message.
+    private func republishPrevious(_ release: Release, session: CloudSession) -> String {
+        do {
+            let published = try GroupQueries(session: session).publishedSnapshot(options.published)
+            guard published.id == release.snapshot else {
+                return "\(options.published) names \(published.id) now, not \(release.snapshot): left as it is"
+            }
+            let outcome = try RollbackFlow(target: options.published, mode: .apply, lockDirectory: options.lockDirectory)
+                .publishPrevious(session: session, logger: logger)
+            return "\(options.published) names \(outcome.published) (release \(outcome.identity)) again: instances that boot now mount it"
+        } catch {
+            return "\(options.published) still names \(release.snapshot) (\(error)): instances that boot now mount it; run snapmount rollback --output \(options.published)"
         }
     }
 
@@ -555,6 +729,7 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
         case .gone: "\(row.address) (\(row.member.instance)): gone"
         case .unreachable, .failed: "\(row.address.isEmpty ? "-" : row.address) (\(row.member.instance)): FAILED: \(row.outcome.failure ?? "")"
         case .rolledBack(let reason): "\(row.address) (\(row.member.instance)): ROLLED BACK: \(reason)"
+        case .reverted(_, let reason), .notReached(let reason): "\(row.address) (\(row.member.instance)): \(row.outcome.label): \(reason)"
         }
         let progress = state.withLock { progress -> Progress in
             progress.done += 1

@@ -62,6 +62,12 @@ public struct RollbackFlow {
         // Publish, push and rollback exclude each other.
         let lock = mode == .apply ? try ReleaseLock.take(in: lockDirectory, timeout: lockTimeout, clock: clock) : nil
         defer { withExtendedLifetime(lock) {} }
+        return try publishPrevious(session: session, logger: logger)
+    }
+
+    /// The rollback, for a caller that holds the release-side lock already (a deployment
+    /// that rolls back).
+    public func publishPrevious(session: CloudSession, logger: Logger) throws -> RollbackOutcome {
         let (current, previous) = try publishedPair(session)
         guard let current else { throw RollbackError.nothingPublished(target.description) }
         guard let previous, previous != current else { throw RollbackError.noPrevious(target.description) }

@@ -19,6 +19,8 @@ final class ScriptedRemote: CommandRunner, @unchecked Sendable {
     /// Per address: the switch changed nothing (its lock was held): exit 75 and an `unchanged` report.
     private let unchanged: Set<String>
     private var log: [(address: String, step: String)] = []
+    /// The release every host had before the push: a switch back to the previous tree finds it.
+    static let previous = "rel-20261130T100000Z-0c0c0c0c"
     private(set) var synced: [String] = []
 
     init(guards: [String: [Int32]] = [:], rsyncFailures: [String: Int32] = [:], rollBacks: [String: String] = [:], unchanged: Set<String> = []) {
@@ -65,8 +67,14 @@ final class ScriptedRemote: CommandRunner, @unchecked Sendable {
                         {"switch":"rolled-back","before":"\(back)","after":"\(back)","reached":"activate","error":"health check /bin/false did not pass within 2s; switched back to \(back)","timedOut":false,"milliseconds":2100}
                         """)
                 }
+                if words.contains("previous") {
+                    log.append((address, "back"))
+                    return ProcessResult(status: 0, output: """
+                        {"switch":"switched","before":null,"after":"\(expected.isEmpty ? Self.previous : expected)","reached":"health","error":null,"timedOut":false,"milliseconds":40}
+                        """)
+                }
                 return ProcessResult(status: 0, output: """
-                    {"switch":"switched","before":null,"after":"\(expected)","reached":"health","error":null,"timedOut":false,"milliseconds":40}
+                    {"switch":"switched","before":"\(Self.previous)","after":"\(expected)","reached":"health","error":null,"timedOut":false,"milliseconds":40}
                     """)
             }
             if arguments.last?.hasPrefix("mountpoint") == true {
@@ -353,6 +361,63 @@ struct PushListingTests {
             let tags = await setup.cloud.state.callLog().filter { $0.action == "CreateTags" }.map { $0.parameters["Tag.1.Value"] ?? "" }
             #expect(tags.filter { $0 == ReleaseID.unknownTag }.count == 3 && tags.filter { $0 == Self.release }.count == 1
                     && tags.filter { $0 == old }.count == 1, "\(tags)")
+        }
+    }
+}
+
+extension PushListingTests {
+    @Test("a deployment in waves of 2 over two zones: a health check that fails in the third wave stops it (--max-failures 0); the moved hosts go back to the release they had, the rest are not reached, the published id names the previous release again; 69")
+    func wavesStopAndRollBack() async throws {
+        try await Self.withCloud { setup in
+            for last in 1...8 {
+                await setup.cloud.state.addInstance(DevInstance(id: Self.instanceID(last), availabilityZone: last % 2 == 0 ? "eu-west-1b" : "eu-west-1a",
+                                                                roleName: nil, privateAddress: "10.0.1.\(last)", group: "web"))
+                await setup.cloud.state.addReleaseVolume(instance: Self.instanceID(last), snapshot: "snap-0aaaaaaaaaaaaaaa1", mountPoint: setup.directory + "/release")
+            }
+            // The id before this release's, as publish leaves it: rollback finds it in .prev.
+            try ("snap-0aaaaaaaaaaaaaaa1\n").write(toFile: setup.published + ".prev", atomically: true, encoding: .utf8)
+            await setup.cloud.state.addSnapshot(DevSnapshot(id: "snap-0aaaaaaaaaaaaaaa1", sizeGiB: 1,
+                                                            tags: [ReleaseTags.releaseID: ScriptedRemote.previous, SnapshotRequest.releaseTag: "release"]))
+            // Waves (a1 b1) (a2 b2) (a3 b3) (a4 b4), zones taken in turn: 10.0.1.5 is in the third.
+            let remote = ScriptedRemote(rollBacks: ["10.0.1.5": ScriptedRemote.previous])
+            let (rows, error) = try await Self.push(setup, remote: remote) { options in
+                options.wave = .hosts(2)
+                options.maxFailures = .hosts(0)
+                options.rollbackOnFailure = true
+            }
+            print(PushFlow.table(rows, waves: true))
+            let stop = try #require(error as? PushError)
+            #expect(stop.exitStatus == .unavailable)
+            #expect(stop.description.contains("stopped after wave 3 of 4") && stop.description.contains("10.0.1.5")
+                    && stop.description.contains("2 hosts not reached") && stop.description.contains("5 moved hosts put back"), "\(stop)")
+            let byAddress = Dictionary(uniqueKeysWithValues: rows.map { ($0.address.isEmpty ? $0.member.instance.text : $0.address, $0) })
+            for moved in [1, 2, 3, 4, 6] {
+                let row = try #require(byAddress["10.0.1.\(moved)"])
+                #expect(row.outcome.label == "REVERTED" && row.after?.text == ScriptedRemote.previous, "\(row)")
+                #expect(remote.steps(for: "10.0.1.\(moved)").last == "back")
+            }
+            #expect(byAddress["10.0.1.5"]?.outcome.label == "ROLLED BACK")
+            #expect(remote.steps(for: "10.0.1.5").last == "switch", "a host that went back by itself is not switched again")
+            for untouched in [7, 8] {
+                let row = try #require(byAddress[Self.instanceID(untouched)])
+                #expect(row.outcome.label == "not reached", "\(row)")
+                #expect(remote.steps(for: "10.0.1.\(untouched)").isEmpty)
+            }
+            #expect(Set(rows.compactMap { $0.wave > 0 ? $0.wave : nil }) == [1, 2, 3])
+            // Every reached volume's tag says the release it had; the others were never tagged.
+            let held = Dictionary(uniqueKeysWithValues: await setup.cloud.state.volumeTable().compactMap { volume in
+                volume.attachment.map { ($0.instanceID, volume.tags[ReleaseTags.releaseID]) }
+            })
+            for last in 1...6 { #expect(held[Self.instanceID(last)] == .some(ScriptedRemote.previous), "\(last): \(held)") }
+            for last in 7...8 { #expect(held[Self.instanceID(last)] == .some(nil), "\(last): \(held)") }
+            #expect(stop.description.contains("names snap-0aaaaaaaaaaaaaaa1 (release \(ScriptedRemote.previous)) again"), "\(stop)")
+            #expect(try String(contentsOfFile: setup.published, encoding: .utf8) == "snap-0aaaaaaaaaaaaaaa1\n", "the previous release is published again")
+            let json = PushFlow.json(rows, summary: nil, succeeded: false)
+            guard case .array(let hosts) = try #require(json["hosts"]) else {
+                Issue.record("hosts is not an array: \(json.text)")
+                return
+            }
+            #expect(hosts.count == 8)
         }
     }
 }

@@ -191,12 +191,17 @@ public enum PushOutcome: Sendable, Equatable {
     case unreachable(String)
     /// Its activation or health check failed: the host is back on the release it had.
     case rolledBack(String)
+    /// Switched to the release and healthy, then put back on the release it had because the
+    /// deployment stopped (`--rollback-on-failure`); the reason says which release.
+    case reverted(RsyncSummary, String)
+    /// The deployment stopped before this host's wave: it holds what it held.
+    case notReached(String)
     case failed(String)
 
     public var isFailure: Bool {
         switch self {
         case .unreachable, .failed, .rolledBack: true
-        case .pushed, .wouldPush, .booting, .gone: false
+        case .pushed, .wouldPush, .booting, .gone, .reverted, .notReached: false
         }
     }
 
@@ -205,7 +210,7 @@ public enum PushOutcome: Sendable, Equatable {
         switch self {
         case .unreachable(let reason): "unreachable: " + reason
         case .failed(let reason), .rolledBack(let reason): reason
-        case .pushed, .wouldPush, .booting, .gone: nil
+        case .pushed, .wouldPush, .booting, .gone, .reverted, .notReached: nil
         }
     }
 
@@ -218,6 +223,23 @@ public enum PushOutcome: Sendable, Equatable {
         case .gone: "gone"
         case .unreachable, .failed: "FAILED"
         case .rolledBack: "ROLLED BACK"
+        case .reverted: "REVERTED"
+        case .notReached: "not reached"
+        }
+    }
+
+    /// The `result` of `--json`.
+    public var key: String {
+        switch self {
+        case .pushed: "deployed"
+        case .wouldPush: "would-deploy"
+        case .booting: "booting"
+        case .gone: "gone"
+        case .unreachable: "unreachable"
+        case .rolledBack: "rolled-back"
+        case .reverted: "reverted"
+        case .notReached: "not-reached"
+        case .failed: "failed"
         }
     }
 }
@@ -239,4 +261,15 @@ public func formatBytes(_ bytes: Int64) -> String {
 /// A group name as Auto Scaling allows it: 1–255 characters, no control characters.
 public func isAutoScalingGroupName(_ name: String) -> Bool {
     !name.isEmpty && name.utf8.count <= 255 && !name.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7f }
+}
+
+/// Rows of words as a table a person reads: each column as wide as its widest word, two
+/// spaces between columns, no space after the last.
+public func textTable(_ lines: [[String]]) -> String {
+    let widths = (lines.first ?? []).indices.map { column in lines.map { column < $0.count ? $0[column].count : 0 }.max() ?? 0 }
+    return lines.map { line in
+        line.enumerated().map { index, word in
+            index == line.count - 1 ? word : word + String(repeating: " ", count: max(0, widths[index] - word.count))
+        }.joined(separator: "  ")
+    }.joined(separator: "\n") + "\n"
 }
