@@ -17,7 +17,7 @@ struct Snapmount: ParsableCommand {
             Exit status: \(ExitStatus.helpSummary). See snapmount(8).
             """,
         version: "snapmount \(SnapmountVersion.current) (\(LibraryVersions.summary))",
-        subcommands: [RunCommand.self, StatusCommand.self, ConfigCommand.self, PublishCommand.self, PushCommand.self, RollbackCommand.self, SwitchCommand.self, FleetCommand.self],
+        subcommands: [RunCommand.self, StatusCommand.self, ConfigCommand.self, PublishCommand.self, PushCommand.self, DeployCommand.self, RollbackCommand.self, SwitchCommand.self, FleetCommand.self],
         defaultSubcommand: RunCommand.self
     )
 }

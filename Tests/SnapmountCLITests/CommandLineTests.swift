@@ -75,7 +75,7 @@ struct CommandLineTests {
     }
 
     @Test("--help of snapmount and of each command is the whole expected text (Tests/SnapmountCLITests/Help)",
-          arguments: ["snapmount", "run", "status", "config", "publish", "push", "rollback", "switch", "fleet"])
+          arguments: ["snapmount", "run", "status", "config", "publish", "push", "deploy", "rollback", "switch", "fleet"])
     func help(command: String) throws {
         let result = try Snapmount.run(command == "snapmount" ? ["--help"] : [command, "--help"])
         #expect(result.status == 0)
