@@ -271,9 +271,10 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
                 (member.phase == .launching || instances[member.instance] == nil)
                     && firstSeen[member.instance].map { now - $0 < options.launchWait } ?? false
             }.map(\.instance))
-            // The wave's size is a share of the hosts the first listing found; later rounds
+            // A wave's size is a share of the hosts the first listing found; later rounds
             // (instances that joined, or were still launching) go in waves of the same size.
-            let size = waveSize ?? options.wave.map { $0.wave(of: todo.count) } ?? todo.count
+            // Without waves (push), each round is one wave.
+            let size = options.wave == nil ? todo.count : waveSize ?? options.wave.map { $0.wave(of: todo.count) } ?? todo.count
             waveSize = size
             let waves = WavePlan.waves(todo, size: size, byZone: options.byZone) { zones[$0.instance] ?? "" }
             planned += waves.count
