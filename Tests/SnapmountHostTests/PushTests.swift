@@ -453,6 +453,43 @@ extension PushTests {
         }
     }
 
+    @Test("a deployment one host a wave: the third host's health check fails, the deployment stops, the two moved hosts go back — every host holds the old release, whole, by content")
+    func deploymentRollsBack() async throws {
+        guard requireRoot("deploy rollback") else { return }
+        try await Self.withFleet { fleet, cloud in
+            try (releaseSnapshot + "\n").write(toFile: fleet.root + "/snap.txt", atomically: true, encoding: .utf8)
+            try Self.write(Self.release, in: fleet.release)
+            try await stageRelease(Self.identity, in: fleet.release, cloud: cloud)
+            let old = Self.withManifest(Self.old, Self.oldIdentity)
+            let addresses = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]
+            for address in addresses {
+                await Self.join(cloud, fleet, instanceID(address), address)
+                // Only 127.0.0.4 finds the new release unhealthy.
+                let check = address == "127.0.0.4" ? "/bin/grep -q 43 \(fleet.release)/VERSION" : "/bin/true"
+                try fleet.start(address, mounted: true, files: old, configuration: ["health-check = \(check)", "health-timeout = 3s"])
+            }
+            let (rows, error) = try await Self.push(fleet, cloud) { options in
+                options.wave = .hosts(1)
+                options.maxFailures = .hosts(0)
+                options.rollbackOnFailure = true
+            }
+            print(PushFlow.table(rows, waves: true))
+            let stop = try #require(error as? PushError)
+            #expect(stop.exitStatus == .unavailable)
+            #expect(stop.description.contains("stopped after wave 3 of 4") && stop.description.contains("127.0.0.4"), "\(stop)")
+            let labels = Dictionary(uniqueKeysWithValues: rows.map { ($0.member.instance.text, $0.outcome.label) })
+            #expect(labels == [instanceID("127.0.0.2"): "REVERTED", instanceID("127.0.0.3"): "REVERTED",
+                               instanceID("127.0.0.4"): "ROLLED BACK", instanceID("127.0.0.5"): "not reached"], "\(labels)")
+            for address in addresses {
+                #expect(try releaseTree(fleet.directory(address)) == old, "\(address) holds the old release, whole")
+            }
+            let held = await cloud.state.volumeTable().compactMap { volume in volume.attachment.map { ($0.instanceID, volume.tags[ReleaseTags.releaseID]) } }
+            for (instance, tag) in held where instance != instanceID("127.0.0.5") {
+                #expect(tag == Self.oldIdentity, "\(instance): \(String(describing: tag))")
+            }
+        }
+    }
+
     @Test("no mix is ever visible: a reader on the host, reading the tree in a loop through a push, sees the old release or the new one, whole")
     func readerNeverSeesAMix() async throws {
         guard requireRoot("push reader") else { return }
