@@ -274,8 +274,11 @@ public final class PushFlow: @unchecked Sendable {  // run() is called once; the
             // A wave's size is a share of the hosts the first listing found; later rounds
             // (instances that joined, or were still launching) go in waves of the same size.
             // Without waves (push), each round is one wave.
-            let size = options.wave == nil ? todo.count : waveSize ?? options.wave.map { $0.wave(of: todo.count) } ?? todo.count
-            waveSize = size
+            var size = todo.count
+            if let wave = options.wave {
+                size = waveSize ?? wave.wave(of: todo.count)
+                waveSize = size
+            }
             let waves = WavePlan.waves(todo, size: size, byZone: options.byZone) { zones[$0.instance] ?? "" }
             planned += waves.count
             var waiting = 0

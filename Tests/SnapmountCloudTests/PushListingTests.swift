@@ -117,9 +117,9 @@ struct PushListingTests {
     static let release = "rel-20261201T100000Z-0a0a0a0a"
 
     /// An instance of the group, with the release volume its boot made.
-    static func add(_ setup: Setup, _ last: Int, group: String = "web", lifecycle: String = "InService") async {
+    static func add(_ setup: Setup, _ last: Int, group: String = "web", lifecycle: String = "InService", zone: String = "eu-west-1a") async {
         let cloud = setup.cloud
-        await cloud.state.addInstance(DevInstance(id: instanceID(last), availabilityZone: "eu-west-1a", roleName: nil,
+        await cloud.state.addInstance(DevInstance(id: instanceID(last), availabilityZone: zone, roleName: nil,
                                                   privateAddress: "10.0.1.\(last)", group: group, lifecycleState: lifecycle))
         await cloud.state.addReleaseVolume(instance: instanceID(last), snapshot: "snap-0aaaaaaaaaaaaaaa1", mountPoint: setup.directory + "/release")
     }
@@ -369,11 +369,7 @@ extension PushListingTests {
     @Test("a deployment in waves of 2 over two zones: a health check that fails in the third wave stops it (--max-failures 0); the moved hosts go back to the release they had, the rest are not reached, the published id names the previous release again; 69")
     func wavesStopAndRollBack() async throws {
         try await Self.withCloud { setup in
-            for last in 1...8 {
-                await setup.cloud.state.addInstance(DevInstance(id: Self.instanceID(last), availabilityZone: last % 2 == 0 ? "eu-west-1b" : "eu-west-1a",
-                                                                roleName: nil, privateAddress: "10.0.1.\(last)", group: "web"))
-                await setup.cloud.state.addReleaseVolume(instance: Self.instanceID(last), snapshot: "snap-0aaaaaaaaaaaaaaa1", mountPoint: setup.directory + "/release")
-            }
+            for last in 1...8 { await Self.add(setup, last, zone: last % 2 == 0 ? "eu-west-1b" : "eu-west-1a") }
             // The id before this release's, as publish leaves it: rollback finds it in .prev.
             try ("snap-0aaaaaaaaaaaaaaa1\n").write(toFile: setup.published + ".prev", atomically: true, encoding: .utf8)
             await setup.cloud.state.addSnapshot(DevSnapshot(id: "snap-0aaaaaaaaaaaaaaa1", sizeGiB: 1,
